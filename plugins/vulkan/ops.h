@@ -1,0 +1,117 @@
+/* ops: one host function per op family. Each records its dispatch(es) into a vkr_cmd,
+ * picking the shader variant from the device's (profile-reduced) capabilities. The
+ * dispatcher composes these; tests call them directly against plain C references.
+ *
+ * Data conventions:
+ *  - Activations are f32, row-major, contiguous: a "row" is one token's vector.
+ *  - A weight matrix has `rows` output rows of `cols` inputs, stored as ggml rows of
+ *    ggml_row_bytes(type, cols) bytes. It may be split into chunks, each inside one binding
+ *    (<= maxStorageBufferRange); a chunk always holds whole rows.
+ *  - Per-step numbers that change between replays of a recording (the position of the
+ *    first token of the batch) live in a small params buffer (vk_step_params) that the
+ *    shaders read, so a recorded command buffer stays valid from token to token.
+ *  - The KV cache is f16, one buffer per layer for K and one for V, laid out
+ *    [n_ctx][n_head_kv * head_dim].
+ */
+#ifndef VKLLM_OPS_H
+#define VKLLM_OPS_H
+
+#include "vkr.h"
+
+/* Written by the host before each submit; read by rope, kv_store and attention. */
+typedef struct vk_step_params {
+    uint32_t n_past;   /* tokens already in the KV cache = position of this batch's first token */
+    uint32_t n_tokens; /* tokens in this batch */
+    uint32_t pad[2];
+} vk_step_params;
+
+typedef struct op_tensor {
+    const vkr_buffer *buffer;
+    VkDeviceSize offset; /* bytes; a multiple of the device's storage offset alignment */
+    VkDeviceSize size;   /* bytes */
+} op_tensor;
+
+#define OP_MAX_CHUNKS 64
+
+typedef struct op_weight_chunk {
+    const vkr_buffer *buffer;
+    VkDeviceSize offset; /* aligned start of the binding */
+    uint32_t row_begin;  /* first row held */
+    uint32_t row_count;
+} op_weight_chunk;
+
+typedef struct op_weight {
+    uint32_t type; /* ggml_type */
+    uint32_t rows, cols;
+    uint64_t row_bytes;
+    uint32_t n_chunks;
+    op_weight_chunk chunks[OP_MAX_CHUNKS];
+} op_weight;
+
+typedef enum op_rope_mode {
+    OP_ROPE_ADJACENT = 0, /* rotate pairs (2i, 2i+1): llama.cpp "normal" mode */
+    OP_ROPE_HALF = 1      /* rotate pairs (i, i + n_rot/2): "neox" mode */
+} op_rope_mode;
+
+typedef struct op_rope_desc {
+    uint32_t n_tokens, n_heads, head_dim;
+    uint32_t n_rot; /* dims rotated per head (<= head_dim, even); the rest pass through */
+    op_rope_mode mode;
+    float freq_base;  /* theta = pos * freq_scale * base^(-2i/n_rot) */
+    float freq_scale; /* 1 / linear scaling factor */
+} op_rope_desc;
+
+typedef struct op_attention_desc {
+    uint32_t n_tokens, n_heads, n_heads_kv, head_dim;
+    uint32_t n_ctx; /* rows of the cache */
+    float scale;    /* usually 1/sqrt(head_dim) */
+} op_attention_desc;
+
+/* out = a + b (b broadcast with period n_b elements). n counts elements of a. */
+vkllm_status op_add(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor b, op_tensor out,
+                    uint32_t n, uint32_t n_b);
+/* out = a * b (b broadcast with period n_b). */
+vkllm_status op_mul(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor b, op_tensor out,
+                    uint32_t n, uint32_t n_b);
+/* out = a * scale */
+vkllm_status op_scale(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n,
+                      float scale);
+
+/* Per row of n_cols: out = x / sqrt(mean(x^2) + eps) * w (w: n_cols f32). */
+vkllm_status op_rmsnorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor out,
+                        uint32_t n_cols, uint32_t n_rows, float eps);
+/* Per row: out = (x - mean) / sqrt(var + eps) * w + b (b may have size 0 = no bias). */
+vkllm_status op_layernorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor b,
+                          op_tensor out, uint32_t n_cols, uint32_t n_rows, float eps);
+/* Per row: out = softmax(x * scale + mask_row), mask (n_cols f32 per row, -inf allowed)
+ * optional (size 0). */
+vkllm_status op_softmax(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor mask, op_tensor out,
+                        uint32_t n_cols, uint32_t n_rows, float scale);
+/* out = silu(gate) * up, n elements. */
+vkllm_status op_swiglu(vkr_cmd *cmd, vkr_device *dev, op_tensor gate, op_tensor up, op_tensor out,
+                       uint32_t n);
+
+/* In place on x: [n_tokens][n_heads][head_dim]; token t is at position params.n_past + t. */
+vkllm_status op_rope(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor params,
+                     const op_rope_desc *desc);
+
+/* Rows of W (any supported type) picked by int32 ids -> f32 rows of out. */
+vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor ids,
+                         op_tensor out, uint32_t n_ids);
+
+/* y[t][r] = sum_c W[r][c] * x[t][c] (+ y[t][r] when accumulate), t < n_tokens. */
+vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
+                       uint32_t n_tokens, bool accumulate);
+
+/* Writes src [n_tokens][width] f32 into the f16 cache rows params.n_past + t. */
+vkllm_status op_kv_store(vkr_cmd *cmd, vkr_device *dev, op_tensor src, op_tensor cache,
+                         op_tensor params, uint32_t n_tokens, uint32_t width);
+
+/* Causal attention of q [n_tokens][n_heads][head_dim] against cache rows
+ * [0, params.n_past + t] for token t; out like q. Grouped KV heads: query head h uses
+ * KV head h / (n_heads / n_heads_kv). */
+vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor k_cache,
+                          op_tensor v_cache, op_tensor params, op_tensor out,
+                          const op_attention_desc *desc);
+
+#endif

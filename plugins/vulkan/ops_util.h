@@ -1,0 +1,35 @@
+/* Small helpers shared by the ops_*.c files. */
+#ifndef VKLLM_OPS_UTIL_H
+#define VKLLM_OPS_UTIL_H
+
+#include "ops.h"
+
+/* Default workgroup size for simple one-thread-per-element shaders. */
+#define OP_WORKGROUP 64u
+
+static inline vkr_binding op_bind(op_tensor t, bool write)
+{
+    return (vkr_binding){t.buffer, t.offset, t.size, write};
+}
+
+/* A sub-range [offset, offset + size) of a tensor as a binding. Callers keep `offset` a
+ * multiple of the storage offset alignment (see op_chunk_elements). */
+static inline vkr_binding op_bind_range(op_tensor t, VkDeviceSize offset, VkDeviceSize size,
+                                        bool write)
+{
+    return (vkr_binding){t.buffer, t.offset + offset, size, write};
+}
+
+/* Elements of `elem_bytes` per chunk when a tensor exceeds one binding: as many as fit in
+ * maxStorageBufferRange, keeping each chunk's start aligned. */
+static inline uint32_t op_chunk_elements(const vkr_device *dev, uint32_t elem_bytes)
+{
+    uint64_t align = dev->caps.storage_offset_alignment > elem_bytes
+                         ? dev->caps.storage_offset_alignment
+                         : elem_bytes;
+    uint64_t bytes = dev->caps.max_storage_buffer_range / align * align;
+    uint64_t n = bytes / elem_bytes;
+    return n > 0x7fffffffu ? 0x7fffffffu : (uint32_t)n;
+}
+
+#endif

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Self-test of check_abi.py's policy on scratch plugins.
+
+Builds a tiny plugin (vkllm_entry + a table) against include/vkllm/vkllm.h, records its
+ABI, then rebuilds it against edited copies of the header and checks the verdict of
+check_abi.py for each edit: appending at the end of a versioned struct passes, every
+other layout change fails. This keeps the policy honest when libabigail changes.
+
+usage: policy_selftest.py CC HEADERS_DIR CHECK_ABI_PY
+Exit status: 0 pass, 1 fail, 77 skip (abidw/abidiff absent).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+PLUGIN_C = r"""
+#include "vkllm.h"
+static const char *status_string(vkllm_status s) { (void)s; return "x"; }
+static const vkllm_api table = { sizeof(vkllm_api), 1, "scratch", "0", status_string };
+VKLLM_EXPORT vkllm_status vkllm_entry(uint32_t lo, uint32_t hi, const vkllm_api **out)
+{
+    if (lo > 1 || hi < 1)
+        return VKLLM_ERR_ABI_VERSION;
+    *out = &table;
+    return VKLLM_OK;
+}
+"""
+
+API_END = ("    vkllm_status (*context_stats)(vkllm_context ctx, vkllm_context_stats *stats);\n"
+           "} vkllm_api;")
+DEV_END = "    uint32_t features;"
+
+# (name, expected exit status of check_abi.py, [(old text, new text), ...])
+CASES = [
+    ("unchanged", 0, []),
+    ("comment only", 0, [("/* ABI versions.", "/* A new comment.\n * ABI versions.")]),
+    ("append a function to vkllm_api", 0,
+     [(API_END, API_END.replace("} vkllm_api;",
+                                "    vkllm_status (*new_fn)(vkllm_context c, uint32_t x);\n"
+                                "} vkllm_api;"))]),
+    ("append 64 bits to vkllm_device_info", 0,
+     [(DEV_END, DEV_END + "\n    uint32_t new_a; uint32_t new_b; uint32_t new_c;")]),
+    ("insert a function in the middle of vkllm_api", 1,
+     [("    const char *(*last_error)(void);",
+       "    const char *(*last_error)(void);\n    void (*new_fn)(void);")]),
+    ("append to vkllm_api and insert in the middle", 1,
+     [(API_END, API_END.replace("} vkllm_api;", "    void (*new_fn)(void);\n} vkllm_api;")),
+      ("    const char *(*last_error)(void);",
+       "    const char *(*last_error)(void);\n    void (*new_fn2)(void);")]),
+    ("change a parameter type of a table function", 1,
+     [("(*kv_truncate)(vkllm_context ctx, uint32_t n_keep)",
+       "(*kv_truncate)(vkllm_context ctx, uint64_t n_keep)")]),
+    ("append to vkllm_api and change a member type elsewhere", 1,
+     [(API_END, API_END.replace("} vkllm_api;", "    void (*new_fn)(void);\n} vkllm_api;")),
+      ("    uint64_t seed;", "    uint32_t seed;")]),
+    ("remove the last function of vkllm_api", 1,
+     [(API_END, "} vkllm_api;")]),
+    ("widen vkllm_status", 1,
+     [("typedef int32_t vkllm_status;", "typedef int64_t vkllm_status;")]),
+    ("insert a member in the middle of vkllm_device_info", 1,
+     [("    uint32_t vendor_id;", "    uint32_t new_a;\n    uint32_t vendor_id;")]),
+    ("append into the tail padding of vkllm_device_info", 1,
+     [(DEV_END, DEV_END + "\n    uint32_t new_a;")]),
+]
+
+
+def build(cc, include_dir, out_so, workdir):
+    src = os.path.join(workdir, "plugin.c")
+    with open(src, "w") as f:
+        f.write(PLUGIN_C)
+    cmd = [cc, "-g", "-O1", "-fPIC", "-shared", "-fvisibility=hidden", "-I", include_dir,
+           src, "-o", out_so]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("FAIL: %s\n%s" % (" ".join(cmd), r.stderr))
+
+
+def main():
+    cc, headers, check = sys.argv[1], sys.argv[2], sys.argv[3]
+    if not shutil.which("abidw") or not shutil.which("abidiff"):
+        print("SKIP: abidw/abidiff not found (Debian package abigail-tools)")
+        return 77
+    with open(os.path.join(headers, "vkllm.h")) as f:
+        header = f.read()
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        base_dir = os.path.join(tmp, "base")
+        os.makedirs(base_dir)
+        shutil.copy(os.path.join(headers, "vkllm.h"), base_dir)
+        base_so = os.path.join(tmp, "base.so")
+        build(cc, base_dir, base_so, tmp)
+        record = os.path.join(tmp, "base.abi")
+        r = subprocess.run([sys.executable, check, "--update", base_dir, record, base_so],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print(r.stdout + r.stderr)
+            print("FAIL: could not record the scratch ABI")
+            return 1
+        for i, (name, want, edits) in enumerate(CASES):
+            d = os.path.join(tmp, "case%d" % i)
+            os.makedirs(d)
+            text = header
+            for old, new in edits:
+                if old not in text:
+                    print("FAIL: case '%s': header text to edit not found: %r" % (name, old))
+                    return 1
+                text = text.replace(old, new, 1)
+            with open(os.path.join(d, "vkllm.h"), "w") as f:
+                f.write(text)
+            so = os.path.join(d, "plugin.so")
+            build(cc, d, so, d)
+            r = subprocess.run([sys.executable, check, d, record, so],
+                               capture_output=True, text=True)
+            verdict = [l for l in r.stdout.splitlines()
+                       if l.startswith(("PASS", "FAIL", "SKIP"))]
+            ok = r.returncode == want
+            failures += not ok
+            print("%-4s %-55s want %d got %d: %s" % ("ok" if ok else "BAD", name, want,
+                                                   r.returncode,
+                                                   verdict[-1][:90] if verdict else "?"))
+            if not ok:
+                print(r.stdout + r.stderr)
+    print("%d/%d cases as expected" % (len(CASES) - failures, len(CASES)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
