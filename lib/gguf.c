@@ -143,63 +143,73 @@ static vkllm_status copy_name(parser *ps, gguf_str s, uint64_t at, const char *w
     return VKLLM_OK;
 }
 
-/* ---- name lookup tables ---------------------------------------------------------------- */
-
-static uint64_t name_hash(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
-    return h;
-}
-
-static uint64_t slot_count(uint64_t n)
-{
-    uint64_t c = 16;
-    while (c < 2 * n)
-        c *= 2;
-    return c;
-}
+/* ---- lookup by name ------------------------------------------------------------------- */
 
 typedef const char *(*name_of_fn)(const gguf_file *f, uint64_t i);
 
 static const char *kv_name_of(const gguf_file *f, uint64_t i) { return f->kv[i].key; }
 static const char *tensor_name_of(const gguf_file *f, uint64_t i) { return f->tensors[i].name; }
 
-/* Linear probing. Returns the index of the entry named `name`, or -1 with *free_slot set
- * to the empty slot where it would go. */
-static int64_t table_probe(const uint32_t *slots, uint64_t mask, const char *name,
-                           name_of_fn name_of, const gguf_file *f, uint64_t *free_slot)
+typedef struct name_ref {
+    const char *name;
+    uint32_t index;
+} name_ref;
+
+static int compare_name_refs(const void *a, const void *b)
 {
-    uint64_t s = name_hash(name) & mask;
-    for (; slots[s]; s = (s + 1) & mask)
-        if (strcmp(name_of(f, slots[s] - 1), name) == 0)
-            return (int64_t)(slots[s] - 1);
-    if (free_slot)
-        *free_slot = s;
-    return -1;
+    const name_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
 }
 
-/* Puts entry `index` into the table unless an entry with its name is there already;
- * returns that earlier entry's index, or -1 when inserted. */
-static int64_t table_insert(uint32_t *slots, uint64_t mask, uint64_t index, name_of_fn name_of,
-                            const gguf_file *f)
+/* Sorts the indexes of the n entries by name into *out. When two entries share a name,
+ * *dup is the index of the later one and *first that of the earlier one; else *dup = -1. */
+static vkllm_status sort_by_name(parser *ps, const gguf_file *f, uint64_t n, name_of_fn name_of,
+                                 uint32_t **out, int64_t *first, int64_t *dup)
 {
-    uint64_t s = 0;
-    int64_t dup = table_probe(slots, mask, name_of(f, index), name_of, f, &s);
-    if (dup < 0)
-        slots[s] = (uint32_t)index + 1;
-    return dup;
+    vkllm_status st;
+    *dup = -1;
+    *out = parser_alloc(ps, n, sizeof **out, &st);
+    if (st)
+        return st;
+    name_ref *refs = parser_alloc(ps, n, sizeof *refs, &st);
+    if (st)
+        return st;
+    for (uint64_t i = 0; i < n; i++)
+        refs[i] = (name_ref){name_of(f, i), (uint32_t)i};
+    if (n > 1)
+        qsort(refs, n, sizeof *refs, compare_name_refs);
+    for (uint64_t i = 0; i < n; i++) {
+        (*out)[i] = refs[i].index;
+        if (i > 0 && *dup < 0 && strcmp(refs[i - 1].name, refs[i].name) == 0) {
+            *first = refs[i - 1].index;
+            *dup = refs[i].index;
+        }
+    }
+    free(refs);
+    return VKLLM_OK;
 }
 
-static int64_t find_index(const uint32_t *slots, uint64_t mask, uint64_t n, const char *name,
+static int64_t find_index(const uint32_t *sorted, uint64_t n, const char *name,
                           name_of_fn name_of, const gguf_file *f)
 {
-    if (slots)
-        return table_probe(slots, mask, name, name_of, f, NULL);
-    for (uint64_t i = 0; i < n; i++) /* a table built by hand, without slots */
-        if (name_of(f, i) && strcmp(name_of(f, i), name) == 0)
-            return (int64_t)i;
+    if (!sorted) { /* a gguf_file built by hand */
+        for (uint64_t i = 0; i < n; i++)
+            if (name_of(f, i) && strcmp(name_of(f, i), name) == 0)
+                return (int64_t)i;
+        return -1;
+    }
+    uint64_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(name_of(f, sorted[mid]), name);
+        if (c == 0)
+            return sorted[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return -1;
 }
 
@@ -359,14 +369,14 @@ static vkllm_status parse_header(parser *ps, gguf_file *f, uint64_t *n_tensors,
                                  uint64_t *n_kv)
 {
     vkllm_status st;
-    if (ps->size < 4 || memcmp(ps->p, "GGUF", 4) != 0) {
-        uint8_t m[4] = {0};
-        for (uint64_t j = 0; j < ps->size && j < 4; j++)
-            m[j] = ps->p[j];
+    if (ps->size < 4)
+        return vk_fail(VKLLM_ERR_BAD_FILE,
+                       "not a GGUF file: %" PRIu64 " bytes, too short for the \"GGUF\" magic",
+                       ps->size);
+    if (memcmp(ps->p, "GGUF", 4) != 0)
         return vk_fail(VKLLM_ERR_BAD_FILE,
                        "not a GGUF file: magic is %02x %02x %02x %02x, expected \"GGUF\"",
-                       m[0], m[1], m[2], m[3]);
-    }
+                       ps->p[0], ps->p[1], ps->p[2], ps->p[3]);
     ps->pos = 4;
     if ((st = read_u32(ps, &f->version, "header version")))
         return st;
@@ -404,38 +414,37 @@ static vkllm_status parse_kvs(parser *ps, gguf_file *f, uint64_t n_kv)
     f->kv = parser_alloc(ps, n_kv, sizeof *f->kv, &st);
     if (st)
         return st;
-    uint64_t slots = slot_count(n_kv);
-    f->kv_slots = parser_alloc(ps, slots, sizeof *f->kv_slots, &st);
+    f->n_kv = n_kv;
+    uint64_t *offsets = parser_alloc(ps, n_kv, sizeof *offsets, &st); /* for messages */
     if (st)
         return st;
-    f->kv_slot_mask = slots - 1;
-    f->n_kv = n_kv;
-
     for (uint64_t i = 0; i < n_kv; i++) {
         gguf_kv *kv = &f->kv[i];
-        uint64_t at = ps->pos;
+        uint64_t at = offsets[i] = ps->pos;
         gguf_str key;
-        if ((st = read_str(ps, &key, "key")))
+        if ((st = read_str(ps, &key, "key")) || (st = copy_name(ps, key, at, "key", &kv->key))) {
+            free(offsets);
             return vk_fail_prefix(st, "key #%" PRIu64, i);
-        if ((st = copy_name(ps, key, at, "key", &kv->key)))
-            return vk_fail_prefix(st, "key #%" PRIu64, i);
-        int64_t dup = table_insert(f->kv_slots, f->kv_slot_mask, i, kv_name_of, f);
-        if (dup >= 0)
-            return vk_fail(VKLLM_ERR_BAD_FILE,
-                           "duplicate key '%.*s' at offset %" PRIu64 " (also key #%" PRId64 ")",
-                           NAME_SHOWN, kv->key, at, dup);
-        if ((st = read_u32(ps, &kv->type, "value type")))
+        }
+        st = read_u32(ps, &kv->type, "value type");
+        if (!st && kv->type >= GGUF_VALUE_TYPE_COUNT)
+            st = vk_fail(VKLLM_ERR_BAD_FILE, "unknown value type %" PRIu32, kv->type);
+        if (!st)
+            st = parse_value(ps, kv);
+        if (st) {
+            free(offsets);
             return vk_fail_prefix(st, "key '%.*s' (at offset %" PRIu64 ")", NAME_SHOWN,
                                   kv->key, at);
-        if (kv->type >= GGUF_VALUE_TYPE_COUNT)
-            return vk_fail(VKLLM_ERR_BAD_FILE,
-                           "key '%.*s' (at offset %" PRIu64 ") has unknown value type %" PRIu32,
-                           NAME_SHOWN, kv->key, at, kv->type);
-        if ((st = parse_value(ps, kv)))
-            return vk_fail_prefix(st, "key '%.*s' (at offset %" PRIu64 ")", NAME_SHOWN,
-                                  kv->key, at);
+        }
     }
-    return VKLLM_OK;
+    int64_t first, dup;
+    st = sort_by_name(ps, f, n_kv, kv_name_of, &f->kv_by_name, &first, &dup);
+    if (!st && dup >= 0)
+        st = vk_fail(VKLLM_ERR_BAD_FILE,
+                     "duplicate key '%.*s' at offsets %" PRIu64 " and %" PRIu64, NAME_SHOWN,
+                     f->kv[dup].key, offsets[first], offsets[dup]);
+    free(offsets);
+    return st;
 }
 
 static vkllm_status read_alignment(gguf_file *f)
@@ -489,21 +498,15 @@ static vkllm_status tensor_bytes(const gguf_tensor *t, uint64_t *out)
     return VKLLM_OK;
 }
 
-static vkllm_status parse_tensor_info(parser *ps, gguf_file *f, uint64_t i)
+static vkllm_status parse_tensor_info(parser *ps, gguf_file *f, uint64_t i, uint64_t at)
 {
     vkllm_status st;
     gguf_tensor *t = &f->tensors[i];
-    uint64_t at = ps->pos;
     gguf_str name;
     if ((st = read_str(ps, &name, "tensor name")))
         return vk_fail_prefix(st, "tensor #%" PRIu64, i);
     if ((st = copy_name(ps, name, at, "tensor name", &t->name)))
         return vk_fail_prefix(st, "tensor #%" PRIu64, i);
-    int64_t dup = table_insert(f->tensor_slots, f->tensor_slot_mask, i, tensor_name_of, f);
-    if (dup >= 0)
-        return vk_fail(VKLLM_ERR_BAD_FILE,
-                       "duplicate tensor '%.*s' at offset %" PRIu64 " (also tensor #%" PRId64
-                       ")", NAME_SHOWN, t->name, at, dup);
     if ((st = read_u32(ps, &t->n_dims, "dimension count")))
         goto fail;
     if (t->n_dims > GGUF_MAX_DIMS) {
@@ -550,37 +553,44 @@ static vkllm_status parse_tensors(parser *ps, gguf_file *f, uint64_t n_tensors)
     f->tensors = parser_alloc(ps, n_tensors, sizeof *f->tensors, &st);
     if (st)
         return st;
-    uint64_t slots = slot_count(n_tensors);
-    f->tensor_slots = parser_alloc(ps, slots, sizeof *f->tensor_slots, &st);
+    f->n_tensors = n_tensors;
+    uint64_t *offsets = parser_alloc(ps, n_tensors, sizeof *offsets, &st); /* for messages */
     if (st)
         return st;
-    f->tensor_slot_mask = slots - 1;
-    f->n_tensors = n_tensors;
-    for (uint64_t i = 0; i < n_tensors; i++)
-        if ((st = parse_tensor_info(ps, f, i)))
-            return st;
+    for (uint64_t i = 0; i < n_tensors && !st; i++)
+        st = parse_tensor_info(ps, f, i, offsets[i] = ps->pos);
+    int64_t first, dup;
+    if (!st)
+        st = sort_by_name(ps, f, n_tensors, tensor_name_of, &f->tensors_by_name, &first, &dup);
+    if (!st && dup >= 0)
+        st = vk_fail(VKLLM_ERR_BAD_FILE,
+                     "duplicate tensor '%.*s' at offsets %" PRIu64 " and %" PRIu64, NAME_SHOWN,
+                     f->tensors[dup].name, offsets[first], offsets[dup]);
+    free(offsets);
+    if (st)
+        return st;
 
     /* The data section starts at the next multiple of the alignment. A file without
-     * tensors may end before that padding. */
+     * tensors may end before that padding (llama.cpp's vocab-only files do); its
+     * data_offset then lies past the end, as in other readers, and nothing uses it. */
     uint64_t pad = (f->alignment - ps->pos % f->alignment) % f->alignment;
     f->data_offset = ps->pos + pad;
-    if (pad > bytes_left(ps)) {
-        if (n_tensors > 0)
-            return vk_fail(VKLLM_ERR_BAD_FILE,
-                           "truncated file: the data section would start at offset %" PRIu64
-                           ", past the end of the file (%" PRIu64 " bytes)",
-                           f->data_offset, ps->size);
-        f->data_offset = ps->size;
-    }
+    if (n_tensors == 0)
+        return VKLLM_OK;
+    if (pad > bytes_left(ps))
+        return vk_fail(VKLLM_ERR_BAD_FILE,
+                       "truncated file: the data section would start at offset %" PRIu64
+                       ", past the end of the file (%" PRIu64 " bytes)",
+                       f->data_offset, ps->size);
     uint64_t data_bytes = ps->size - f->data_offset;
     for (uint64_t i = 0; i < n_tensors; i++) {
         gguf_tensor *t = &f->tensors[i];
         if (t->offset > data_bytes || t->size > data_bytes - t->offset)
             return vk_fail(VKLLM_ERR_BAD_FILE,
-                           "tensor '%.*s': data at offset %" PRIu64 " + %" PRIu64
-                           " (%" PRIu64 " bytes) runs past the end of the file (%" PRIu64
-                           " bytes)",
-                           NAME_SHOWN, t->name, f->data_offset, t->offset, t->size, ps->size);
+                           "tensor '%.*s': its %" PRIu64 " bytes at data offset %" PRIu64
+                           " (data section at %" PRIu64 ") run past the end of the file (%"
+                           PRIu64 " bytes)",
+                           NAME_SHOWN, t->name, t->size, t->offset, f->data_offset, ps->size);
         t->data = ps->p + f->data_offset + t->offset;
     }
     return VKLLM_OK;
@@ -629,6 +639,10 @@ vkllm_status gguf_open(const char *path, gguf_file **out)
         return vk_fail(VKLLM_ERR_BAD_FILE, "'%s' is empty, not a GGUF file", path);
     }
     uint64_t size = (uint64_t)sb.st_size;
+    if (size > SIZE_MAX) {
+        close(fd);
+        return vk_fail(VKLLM_ERR_IO, "'%s' (%" PRIu64 " bytes) is too large to map", path, size);
+    }
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
     close(fd);
@@ -656,11 +670,11 @@ void gguf_close(gguf_file *f)
             free_array(&f->kv[i].v.a);
     }
     free(f->kv);
-    free(f->kv_slots);
+    free(f->kv_by_name);
     for (uint64_t i = 0; i < f->n_tensors; i++)
         free(f->tensors[i].name);
     free(f->tensors);
-    free(f->tensor_slots);
+    free(f->tensors_by_name);
     if (f->owns_map)
         munmap((void *)f->map, (size_t)f->map_size);
     free(f);
@@ -670,15 +684,13 @@ void gguf_close(gguf_file *f)
 
 const gguf_kv *gguf_find(const gguf_file *f, const char *key)
 {
-    int64_t i = f && key ? find_index(f->kv_slots, f->kv_slot_mask, f->n_kv, key, kv_name_of, f)
-                         : -1;
+    int64_t i = f && key ? find_index(f->kv_by_name, f->n_kv, key, kv_name_of, f) : -1;
     return i < 0 ? NULL : &f->kv[i];
 }
 
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name)
 {
-    int64_t i = f && name ? find_index(f->tensor_slots, f->tensor_slot_mask, f->n_tensors, name,
-                                       tensor_name_of, f)
+    int64_t i = f && name ? find_index(f->tensors_by_name, f->n_tensors, name, tensor_name_of, f)
                           : -1;
     return i < 0 ? NULL : &f->tensors[i];
 }

@@ -73,17 +73,15 @@ typedef struct gguf_file {
     uint64_t n_tensors;
     gguf_tensor *tensors;
     uint32_t alignment;
-    uint64_t data_offset;
+    uint64_t data_offset; /* of the data section; may lie past the end when n_tensors == 0 */
     const uint8_t *map; /* the whole file */
     uint64_t map_size;
     int owns_map;       /* 1 when the mapping came from gguf_open */
-    /* Private to gguf.c: open-addressing hash tables for gguf_find / gguf_find_tensor
-     * (slot = index + 1, 0 = empty; mask = slots - 1). Lookups fall back to a linear
-     * scan when a table is NULL. */
-    uint32_t *kv_slots;
-    uint64_t kv_slot_mask;
-    uint32_t *tensor_slots;
-    uint64_t tensor_slot_mask;
+    /* Private to gguf.c: indexes of kv[] and tensors[] sorted by name, for binary
+     * search in gguf_find / gguf_find_tensor (a linear scan when NULL). Sorting also
+     * finds duplicates in O(n log n) whatever names a hostile file picks. */
+    uint32_t *kv_by_name;
+    uint32_t *tensors_by_name;
 } gguf_file;
 
 /* Opens and maps `path`, parses it. On failure returns a status and sets the thread's

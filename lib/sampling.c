@@ -3,9 +3,9 @@
  *   repetition penalty -> top-k -> top-p -> min-p -> temperature -> softmax -> draw
  *
  * Everything works on a candidate list of token ids (scratch->ids) whose logits are looked
- * up in a working copy of the row (scratch->probs, indexed by token id). Top-k and top-p
- * only order as much of the list as they need: a 150k vocabulary is never fully sorted for
- * top-k, and top-p orders the best tokens in growing chunks until the mass is reached. */
+ * up in a working copy of the row (scratch->probs, indexed by token id). Nothing sorts a
+ * whole 150k vocabulary: top-k keeps a k-entry heap during one scan of the row, and top-p
+ * without top-k buckets the tokens by logit and sorts only the bucket where the cut falls. */
 #include "sampling.h"
 
 #include <math.h>
@@ -85,36 +85,31 @@ void vk_sampler_scratch_free(vk_sampler_scratch *s)
 /* ---- ordering candidates ------------------------------------------------------------ */
 
 /* "a ranks before b": higher logit first, lower id first on equal logits. A strict total
- * order (ids are distinct), so selection and sorting give one well-defined answer. */
+ * order (ids are distinct), so every selection below has one well-defined answer. */
 static int ranks_before(const float *logit, int32_t a, int32_t b)
 {
     return logit[a] > logit[b] || (logit[a] == logit[b] && a < b);
 }
 
-static void swap_ids(int32_t *ids, size_t i, size_t j)
-{
-    int32_t t = ids[i];
-    ids[i] = ids[j];
-    ids[j] = t;
-}
-
+/* Restores the heap below `root`; the heap keeps its lowest-ranked id on top. */
 static void sift_down(int32_t *ids, size_t root, size_t end, const float *logit)
 {
     for (;;) {
         size_t child = 2 * root + 1;
         if (child >= end)
             return;
-        /* the heap keeps the lowest-ranked id at the top */
         if (child + 1 < end && ranks_before(logit, ids[child], ids[child + 1]))
             child++;
         if (!ranks_before(logit, ids[root], ids[child]))
             return;
-        swap_ids(ids, root, child);
+        int32_t t = ids[root];
+        ids[root] = ids[child];
+        ids[child] = t;
         root = child;
     }
 }
 
-/* Heapsort into rank order (best first): O(n log n) in every case. */
+/* Heapsort into rank order (best first): O(n log n) in every case, no recursion. */
 static void sort_by_rank(int32_t *ids, size_t n, const float *logit)
 {
     if (n < 2)
@@ -122,66 +117,117 @@ static void sort_by_rank(int32_t *ids, size_t n, const float *logit)
     for (size_t i = n / 2; i-- > 0;)
         sift_down(ids, i, n, logit);
     for (size_t end = n - 1; end > 0; end--) {
-        swap_ids(ids, 0, end); /* lowest-ranked remaining goes to the back */
+        int32_t t = ids[0]; /* the lowest-ranked left goes to the back */
+        ids[0] = ids[end];
+        ids[end] = t;
         sift_down(ids, 0, end, logit);
     }
 }
 
-/* Rearranges ids[0, n) so that ids[0, k) hold the k best-ranked ids (in no particular
- * order). Quickselect with a median-of-three pivot, expected O(n); after too many rounds
- * it falls back to heapsorting what is left, so the worst case stays O(n log n). */
-static void select_best(int32_t *ids, size_t n, size_t k, const float *logit)
+/* The k best-ranked finite tokens of the row into ids[0, *n_out), best first. One pass
+ * keeping a k-entry heap whose top is the worst kept: most tokens lose one comparison
+ * against it, so this is close to a plain scan of the row for the usual small k. */
+static void select_top_k(const float *logit, uint32_t n_vocab, size_t k, int32_t *ids,
+                         size_t *n_out)
 {
-    size_t lo = 0, hi = n; /* the k-th boundary lies in [lo, hi) */
-    int rounds_left = 64;
-    if (k == 0 || k >= n)
-        return;
-    while (hi - lo > 1) {
-        if (rounds_left-- == 0) {
-            sort_by_rank(ids + lo, hi - lo, logit);
-            return;
+    size_t n = 0;
+    for (uint32_t i = 0; i < n_vocab; i++) {
+        if (logit[i] == -INFINITY)
+            continue;
+        if (n < k) {
+            ids[n++] = (int32_t)i;
+            if (n == k) /* full: make it a heap */
+                for (size_t j = k / 2; j-- > 0;)
+                    sift_down(ids, j, k, logit);
+        } else if (ranks_before(logit, (int32_t)i, ids[0])) {
+            ids[0] = (int32_t)i;
+            sift_down(ids, 0, k, logit);
         }
-        size_t mid = lo + (hi - lo) / 2, last = hi - 1;
-        /* median of three into ids[last] as the pivot */
-        if (ranks_before(logit, ids[mid], ids[lo]))
-            swap_ids(ids, mid, lo);
-        if (ranks_before(logit, ids[last], ids[lo]))
-            swap_ids(ids, last, lo);
-        if (ranks_before(logit, ids[mid], ids[last]))
-            swap_ids(ids, mid, last);
-        int32_t pivot = ids[last];
-        size_t store = lo;
-        for (size_t i = lo; i < last; i++)
-            if (ranks_before(logit, ids[i], pivot))
-                swap_ids(ids, i, store++);
-        swap_ids(ids, store, last);
-        /* now ids[lo, store) rank before the pivot at `store`, the rest after it */
-        if (store == k || store + 1 == k)
-            return;
-        if (store > k)
-            hi = store;
-        else
-            lo = store + 1;
     }
+    sort_by_rank(ids, n, logit);
+    *n_out = n;
+}
+
+/* top-p over an unordered candidate list: the shortest best-first prefix whose share of
+ * the mass (exp(logit - max_logit), summed in double) reaches top_p. Tokens are bucketed by logit
+ * in one pass; only the bucket where the running mass crosses the target is sorted.
+ * Keeps the chosen ids in ids[0, return value), in no particular order. */
+enum { TOP_P_BUCKETS = 1024 };
+
+/* Bucket of a logit: 0 for the highest; never decreases as the logit falls, because
+ * float subtraction and multiplication by a positive constant are monotonic. */
+static size_t bucket_of(float x, float max_logit, float scale)
+{
+    if (scale == 0.0f) /* all logits equal, or a range too wide for floats: one bucket */
+        return 0;
+    float f = (max_logit - x) * scale;
+    return f < (float)(TOP_P_BUCKETS - 1) ? (size_t)f : TOP_P_BUCKETS - 1;
+}
+
+static size_t top_p_unordered(const float *logit, int32_t *ids, size_t n, float max_logit,
+                              float min_logit, float top_p)
+{
+    double mass[TOP_P_BUCKETS] = {0};
+    const float range = max_logit - min_logit;
+    const float scale = range > 0.0f && isfinite(range) ? (float)TOP_P_BUCKETS / range : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float x = logit[ids[i]];
+        mass[bucket_of(x, max_logit, scale)] += (double)expf(x - max_logit);
+    }
+    double z = 0.0;
+    for (size_t b = 0; b < TOP_P_BUCKETS; b++)
+        z += mass[b];
+    const double target = (double)top_p * z;
+    double cum = 0.0;
+    size_t cut = 0; /* the bucket where the running mass reaches the target */
+    while (cut < TOP_P_BUCKETS - 1 && cum + mass[cut] < target)
+        cum += mass[cut++];
+    /* three-way partition: buckets before `cut` | bucket `cut` | the rest (dropped) */
+    size_t lo = 0, mid = 0, hi = n;
+    while (mid < hi) {
+        size_t b = bucket_of(logit[ids[mid]], max_logit, scale);
+        int32_t t = ids[mid];
+        if (b < cut) {
+            ids[mid++] = ids[lo];
+            ids[lo++] = t;
+        } else if (b == cut) {
+            mid++;
+        } else {
+            ids[mid] = ids[--hi];
+            ids[hi] = t;
+        }
+    }
+    sort_by_rank(ids + lo, mid - lo, logit);
+    for (size_t i = lo; i < mid; i++) {
+        cum += (double)expf(logit[ids[i]] - max_logit);
+        if (cum >= target)
+            return i + 1;
+    }
+    return mid; /* rounding left the mass a hair short: keep the whole bucket */
 }
 
 /* ---- the chain ---------------------------------------------------------------------- */
 
-/* llama.cpp's penalty: each distinct token of the window once, positive logits divided,
- * the others multiplied, so the token always becomes less likely. ids[] is the identity
- * map on entry and is used to mark tokens already penalised; it is restored on exit. */
-static void apply_repeat_penalty(float *logit, int32_t *ids, const int32_t *window, size_t n,
-                                 float penalty)
+static int cmp_int32(const void *a, const void *b)
 {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* llama.cpp's penalty: each distinct token of the window once, positive logits divided,
+ * the others multiplied, so the token always becomes less likely. `tmp` (n entries)
+ * holds the sorted window to find the distinct tokens. */
+static void apply_repeat_penalty(float *logit, const int32_t *window, size_t n, float penalty,
+                                 int32_t *tmp)
+{
+    memcpy(tmp, window, n * sizeof *tmp);
+    qsort(tmp, n, sizeof *tmp, cmp_int32);
     for (size_t i = 0; i < n; i++) {
-        int32_t t = window[i];
-        if (ids[t] != t)
-            continue; /* seen earlier in the window */
-        logit[t] = logit[t] > 0.0f ? logit[t] / penalty : logit[t] * penalty;
-        ids[t] = -1;
+        if (i > 0 && tmp[i] == tmp[i - 1])
+            continue;
+        float *x = &logit[tmp[i]];
+        *x = *x > 0.0f ? *x / penalty : *x * penalty;
     }
-    for (size_t i = 0; i < n; i++)
-        ids[window[i]] = window[i];
 }
 
 static int is_nan_f(float x) { return x != x; }
@@ -229,19 +275,7 @@ vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sample
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "sample: NULL rng with temperature %g",
                        (double)params->temperature);
 
-    float *logit = scratch->probs; /* working copy, indexed by token id */
-    int32_t *ids = scratch->ids;
-    for (uint32_t i = 0; i < n_vocab; i++) {
-        float x = logits[i];
-        if (is_nan_f(x))
-            return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "sample: logit of token %u is NaN", i);
-        if (x == INFINITY)
-            return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "sample: logit of token %u is +inf", i);
-        logit[i] = x;
-        ids[i] = (int32_t)i;
-    }
-
-    /* repetition penalty over the last repeat_last_n tokens (< 0: the whole history) */
+    /* the window of history the penalty looks at (repeat_last_n < 0: all of it) */
     size_t n_window = n_history;
     if (params->repeat_last_n >= 0 && (size_t)params->repeat_last_n < n_window)
         n_window = (size_t)params->repeat_last_n;
@@ -251,88 +285,109 @@ vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sample
             return vk_fail(VKLLM_ERR_TOKEN_OUT_OF_RANGE,
                            "sample: history token %d is outside the vocabulary of %u",
                            window[i], n_vocab);
-    if (params->repeat_penalty != 1.0f && n_window > 0)
-        apply_repeat_penalty(logit, ids, window, n_window, params->repeat_penalty);
 
-    /* candidates: every token that is not impossible */
+    float *logit = scratch->probs; /* working copy, indexed by token id */
+    int32_t *ids = scratch->ids;   /* the candidate list */
+    memcpy(logit, logits, (size_t)n_vocab * sizeof *logit);
+    /* NaN and +inf both fail x < inf; a branch-free pass, the slow search only on failure */
+    int bad = 0;
+    for (uint32_t i = 0; i < n_vocab; i++)
+        bad |= !(logit[i] < INFINITY);
+    if (bad)
+        for (uint32_t i = 0; i < n_vocab; i++)
+            if (!(logit[i] < INFINITY))
+                return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "sample: logit of token %u is %s",
+                               i, is_nan_f(logit[i]) ? "NaN" : "+inf");
+    if (n_window > 0 && params->repeat_penalty != 1.0f)
+        apply_repeat_penalty(logit, window, n_window, params->repeat_penalty, ids);
+
+    if (greedy) { /* argmax of the penalised row; the lowest id wins ties */
+        int32_t best = 0;
+        for (uint32_t i = 1; i < n_vocab; i++)
+            if (logit[i] > logit[best])
+                best = (int32_t)i;
+        if (logit[best] == -INFINITY)
+            return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                           "sample: every logit is -inf, there is no token to pick");
+        *out = best;
+        return VKLLM_OK;
+    }
+
+    /* candidates: the top-k, or every token that is not impossible */
     size_t n = 0;
     int32_t best = -1;
-    for (uint32_t i = 0; i < n_vocab; i++) {
-        if (logit[i] == -INFINITY)
-            continue;
-        ids[n++] = (int32_t)i;
-        if (best < 0 || logit[i] > logit[best])
-            best = (int32_t)i; /* strict >: the lowest id wins ties */
+    float min_logit = INFINITY;
+    const int use_top_k = params->top_k > 0 && (uint32_t)params->top_k < n_vocab;
+    if (use_top_k) {
+        select_top_k(logit, n_vocab, (size_t)params->top_k, ids, &n);
+        if (n > 0)
+            best = ids[0];
+    } else {
+        for (uint32_t i = 0; i < n_vocab; i++) {
+            float x = logit[i];
+            if (x == -INFINITY)
+                continue;
+            ids[n++] = (int32_t)i;
+            if (best < 0 || x > logit[best])
+                best = (int32_t)i; /* strict >: the lowest id wins ties */
+            min_logit = x < min_logit ? x : min_logit;
+        }
     }
     if (n == 0)
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
                        "sample: every logit is -inf, there is no token to pick");
-    if (greedy || n == 1) {
+    if (n == 1) {
         *out = best;
         return VKLLM_OK;
     }
-    const double max_logit = logit[best];
-    int sorted = 0; /* ids[0, n) in rank order */
+    const float max_logit = logit[best];
 
-    /* top-k */
-    if (params->top_k > 0 && (size_t)params->top_k < n) {
-        select_best(ids, n, (size_t)params->top_k, logit);
-        n = (size_t)params->top_k;
-        sort_by_rank(ids, n, logit); /* k is small; top-p below wants rank order */
-        sorted = 1;
-    }
-
-    /* top-p on the temperature-1 distribution: keep the shortest best-first prefix whose
-     * probability reaches top_p. Without top-k the list is ordered in growing chunks
-     * (select the next best chunk, sort it) only until the mass is reached. */
+    /* top-p on the temperature-1 distribution (temperature comes later in the chain) */
     if (params->top_p < 1.0f) {
-        double z = 0.0;
-        for (size_t i = 0; i < n; i++)
-            z += exp((double)logit[ids[i]] - max_logit);
-        const double target = (double)params->top_p * z; /* compare unnormalised masses */
-        double cum = 0.0;
-        size_t keep = n, done = 0, chunk = 256;
-        while (done < n && keep == n) {
-            size_t k = n - done;
-            if (!sorted && chunk < k) {
-                select_best(ids + done, n - done, chunk, logit);
-                k = chunk;
-            }
-            if (!sorted)
-                sort_by_rank(ids + done, k, logit);
-            for (size_t i = done; i < done + k; i++) {
-                cum += exp((double)logit[ids[i]] - max_logit);
+        if (use_top_k) { /* a short list already in rank order */
+            double z = 0.0, cum = 0.0;
+            for (size_t i = 0; i < n; i++)
+                z += (double)expf(logit[ids[i]] - max_logit);
+            const double target = (double)params->top_p * z; /* unnormalised masses */
+            size_t keep = n;
+            for (size_t i = 0; i < n; i++) {
+                cum += (double)expf(logit[ids[i]] - max_logit);
                 if (cum >= target) {
                     keep = i + 1;
                     break;
                 }
             }
-            done += k;
-            chunk *= 2;
+            n = keep;
+        } else {
+            n = top_p_unordered(logit, ids, n, max_logit, min_logit, params->top_p);
         }
-        /* rounding may leave the full sum a hair under target: then all stay */
-        n = keep;
+        if (n == 0) /* cannot happen (the first token reaches a target <= 0); be safe */
+            n = 1, ids[0] = best;
     }
 
     /* min-p: p >= min_p * p_max  <=>  logit >= max_logit + log(min_p). The best token
      * always passes (min_p <= 1) or is kept anyway (min_p > 1), as llama.cpp keeps 1. */
     if (params->min_p > 0.0f) {
-        const double threshold = max_logit + log((double)params->min_p);
+        const float threshold = max_logit + logf(params->min_p);
         size_t kept = 0;
         for (size_t i = 0; i < n; i++)
-            if ((double)logit[ids[i]] >= threshold || ids[i] == best)
+            if (logit[ids[i]] >= threshold || ids[i] == best)
                 ids[kept++] = ids[i];
         n = kept;
     }
 
-    /* temperature, softmax, draw. probabilities go back into the working row, by id. */
-    const double inv_temp = 1.0 / (double)params->temperature;
+    /* temperature, softmax, draw. The probabilities replace the logits in the working row
+     * (by id); the draw adds them in the same order as the sum, so it ends exactly at z. */
+    const double inv_temp = 1.0 / (double)params->temperature; /* finite for any float > 0 */
     double z = 0.0;
     for (size_t i = 0; i < n; i++) {
         int32_t t = ids[i];
-        double p = exp(((double)logit[t] - max_logit) * inv_temp);
-        logit[t] = (float)p;
-        z += (double)logit[t]; /* sum exactly what the draw below adds up */
+        const float d = logit[t] - max_logit; /* <= 0; -inf only if the subtraction overflows */
+        double e = d == 0.0f ? 0.0 : (double)d * inv_temp;
+        if (!(e > -150.0)) /* expf is 0 below ~-104 anyway; also catches -inf * 0 = NaN */
+            e = -150.0;
+        logit[t] = expf((float)e);
+        z += (double)logit[t];
     }
     const double u = vk_rng_uniform(rng) * z;
     double cum = 0.0;
@@ -340,9 +395,9 @@ vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sample
     for (size_t i = 0; i < n; i++) {
         int32_t t = ids[i];
         if (logit[t] <= 0.0f)
-            continue; /* underflowed: never drawn */
+            continue; /* underflowed to 0: never drawn */
         cum += (double)logit[t];
-        pick = t; /* also the fallback if rounding leaves u >= the final sum */
+        pick = t;
         if (u < cum)
             break;
     }

@@ -251,6 +251,36 @@ static void test_top_p_min_p(void)
     CHECK(err == 0.0, "min_p 2 must keep the best token");
     printf("min_p 0.5 -> {0,1}; 0.7 -> {0}; 0.35 -> all; 2 -> best\n");
 
+    /* top-k then top-p on the renormalised top-k: .5,.3,.15 of .95 -> .526,.316,.158;
+     * top_p 0.75 is reached at the second token */
+    const float four[4] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f)};
+    p = params_off();
+    p.top_k = 3;
+    p.top_p = 0.75f;
+    const double e_k3p[4] = {0.625, 0.375, 0.0, 0.0};
+    err = freq_max_error(four, 4, &p, 19, 100000, e_k3p);
+    CHECK(err < 0.01, "top_k 3 + top_p 0.75: max frequency error %.4f", err);
+    p.top_p = 0.85f; /* .842 < .85: needs the third */
+    const double e_k3[4] = {0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0};
+    err = freq_max_error(four, 4, &p, 20, 100000, e_k3);
+    CHECK(err < 0.01, "top_k 3 + top_p 0.85: max frequency error %.4f", err);
+    printf("top_k 3 then top_p 0.75 -> {0,1}, 0.85 -> {0,1,2}\n");
+
+    /* ties at the top-k boundary go to the lowest ids (vkllm's rule; llama.cpp leaves the
+     * order of equal logits unspecified) */
+    const float ties[5] = {0.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+    p = params_off();
+    p.top_k = 2;
+    const double e_ties[5] = {0.0, 0.5, 0.5, 0.0, 0.0};
+    err = freq_max_error(ties, 5, &p, 21, 100000, e_ties);
+    CHECK(err < 0.01, "top_k 2 over ties: max frequency error %.4f", err);
+    p.top_k = 0;
+    p.top_p = 0.3f; /* unordered path: one tied token holds 0.229 < 0.3, two reach it */
+    const double e_ties_p[5] = {0.0, 0.5, 0.5, 0.0, 0.0};
+    err = freq_max_error(ties, 5, &p, 22, 100000, e_ties_p);
+    CHECK(err < 0.01, "top_p 0.3 over ties: max frequency error %.4f", err);
+    printf("ties: top_k 2 and top_p 0.3 over four equal logits keep the two lowest ids\n");
+
     /* order: top-p and min-p see temperature-1 probabilities, temperature comes after.
      * top_p 0.75 keeps {0,1} even at temperature 0.25 (where token 0 alone has 0.94). */
     p = params_off();
@@ -312,9 +342,9 @@ static void test_large_vocab(void)
         z += exp(logits[order[i]] - logits[order[0]]);
     for (int i = 0; i < 5; i++)
         expect[order[i]] = exp(logits[order[i]] - logits[order[0]]) / z;
-    double err = freq_max_error(logits, V, &p, 21, 50000, expect);
-    CHECK(err < 0.012, "top_k 5 on %d: max frequency error %.4f", V, err);
-    printf("top_k 5 over %d logits: max freq error %.4f (tol 0.012), nothing outside the 5\n",
+    double err = freq_max_error(logits, V, &p, 21, 10000, expect);
+    CHECK(err < 0.025, "top_k 5 on %d: max frequency error %.4f", V, err);
+    printf("top_k 5 over %d logits: max freq error %.4f over 1e4 (tol 0.025), none outside\n",
            V, err);
 
     /* top_k = 40 at a high temperature: all 40 are reached, nothing else */
@@ -327,7 +357,7 @@ static void test_large_vocab(void)
     for (int i = 0; i < 40; i++)
         in_top[order[i]] = 1;
     int outside = 0, distinct = 0;
-    for (int i = 0; i < 8000; i++) {
+    for (int i = 0; i < 3000; i++) {
         int32_t t = sample_ok(logits, V, &p, NULL, 0, &r);
         if (!in_top[t])
             outside++;
@@ -340,7 +370,7 @@ static void test_large_vocab(void)
 
     /* top_p = 0.9 without top_k cuts deep in the tail (tens of thousands of tokens):
      * nothing past the qsort cut is drawn, and the share of draws falling in the head
-     * matches the kept distribution (sd ~0.007 over 4000 draws; tol 0.04) */
+     * matches the kept distribution (sd ~0.013 over 1500 draws; tol 0.065) */
     p = params_off();
     p.top_p = 0.9f;
     double *prob = softmax_d(logits, V, 1.0);
@@ -357,25 +387,25 @@ static void test_large_vocab(void)
     for (int i = 0; i < V; i++)
         rank[order[i]] = i;
     vk_rng_seed(&r, 23);
-    int max_rank = 0, in_head = 0, n_draws = 4000;
+    int max_rank = 0, in_head = 0, n_draws = 1500;
     for (int i = 0; i < n_draws; i++) {
         int32_t t = sample_ok(logits, V, &p, NULL, 0, &r);
         max_rank = rank[t] > max_rank ? rank[t] : max_rank;
         in_head += t % 50 == 7 && t / 50 < 3000;
     }
     CHECK(max_rank < keep, "top_p 0.9: drew rank %d, qsort keeps %d", max_rank, keep);
-    CHECK(fabs((double)in_head / n_draws - head_share) < 0.04, "top_p 0.9: head share %.4f vs %.4f",
+    CHECK(fabs((double)in_head / n_draws - head_share) < 0.065, "top_p 0.9: head share %.4f vs %.4f",
           (double)in_head / n_draws, head_share);
     printf("top_p 0.9 over %d logits keeps %d (qsort): highest drawn rank %d; head share %.4f "
            "vs %.4f expected\n", V, keep, max_rank, (double)in_head / n_draws, head_share);
 
-    /* top_p = 0.3 cuts inside the head, past the first ordering chunks. At a flat
+    /* top_p = 0.02 cuts inside the head, ~80 tokens down. At a flat
      * temperature each kept token is drawn ~1/keep of the time, so the exact cut shows:
      * the last kept token is drawn, the next one never. */
-    p.top_p = 0.3f;
+    p.top_p = 0.02f;
     cum = 0.0;
     keep = 0;
-    while (keep < V && cum < 0.3)
+    while (keep < V && cum < 0.02)
         cum += prob[order[keep++]];
     p.temperature = 1e6f;
     vk_rng_seed(&r, 24);
@@ -388,9 +418,9 @@ static void test_large_vocab(void)
         max_rank = rank[t] > max_rank ? rank[t] : max_rank;
     }
     CHECK(max_rank == keep - 1 && hits[order[keep - 1]] > 0 && hits[order[keep]] == 0,
-          "top_p 0.3: kept %d by qsort, highest drawn rank %d, last kept drawn %d times, "
+          "top_p 0.02: kept %d by qsort, highest drawn rank %d, last kept drawn %d times, "
           "first dropped %d times", keep, max_rank, hits[order[keep - 1]], hits[order[keep]]);
-    printf("top_p 0.3 keeps %d (qsort): highest drawn rank %d in %d flat draws; last kept "
+    printf("top_p 0.02 keeps %d (qsort): highest drawn rank %d in %d flat draws; last kept "
            "drawn %d times, first dropped %d\n", keep, max_rank, n_draws, hits[order[keep - 1]],
            hits[order[keep]]);
 
@@ -400,19 +430,19 @@ static void test_large_vocab(void)
         int top_k;
         float top_p;
     } cases[] = {{"top_k 40 + top_p 0.95", 40, 0.95f}, {"top_p 0.95", 0, 0.95f},
-                 {"plain temperature", 0, 1.0f}};
+                 {"plain temperature", 0, 1.0f}, {"greedy", 0, 1.0f}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         p = params_off();
         p.top_k = cases[c].top_k;
         p.top_p = cases[c].top_p;
-        p.temperature = 0.8f;
+        p.temperature = c == 3 ? 0.0f : 0.8f;
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        for (int i = 0; i < 100; i++)
+        for (int i = 0; i < 50; i++)
             sample_ok(logits, V, &p, NULL, 0, &r);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double ms = ((double)(t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
-        printf("timing %s over %d: %.3f ms per sample\n", cases[c].name, V, ms / 100);
+        printf("timing %s over %d: %.3f ms per sample\n", cases[c].name, V, ms / 50);
     }
     free(rank);
     free(prob);
@@ -512,6 +542,24 @@ static void test_edges(void)
     CHECK(st == VKLLM_ERR_INVALID_ARGUMENT && strstr(vk_error_message(), "+inf"),
           "+inf logit: %d '%s'", st, vk_error_message());
 
+    /* extreme temperatures: a denormal one is still greedy-like, +inf is uniform */
+    const float three[3] = {logf(0.5f), logf(0.3f), logf(0.2f)};
+    p = params_off();
+    p.temperature = 1e-40f;
+    const double e_first[3] = {1.0, 0.0, 0.0};
+    double err = freq_max_error(three, 3, &p, 30, 1000, e_first);
+    CHECK(err == 0.0, "temperature 1e-40 must always pick the best");
+    p.temperature = INFINITY;
+    const double e_flat[3] = {1.0 / 3, 1.0 / 3, 1.0 / 3};
+    const double err_flat = freq_max_error(three, 3, &p, 31, 100000, e_flat);
+    CHECK(err_flat < 0.01, "temperature +inf: max frequency error %.4f from uniform", err_flat);
+    const float wide[2] = {3e38f, -3e38f}; /* the difference overflows to -inf */
+    p.temperature = 1.0f;
+    err = freq_max_error(wide, 2, &p, 32, 1000, e_first);
+    CHECK(err == 0.0, "logits 3e38, -3e38 must always pick token 0");
+    printf("temperature 1e-40 -> best only; +inf -> uniform (max err %.4f); 3e38/-3e38 ok\n",
+           err_flat);
+
     const float single[1] = {-123.0f};
     p = params_off();
     CHECK(sample_ok(single, 1, &p, NULL, 0, &r) == 0, "n_vocab 1, sampled");
@@ -519,7 +567,7 @@ static void test_edges(void)
     CHECK(sample_ok(single, 1, &p, NULL, 0, NULL) == 0, "n_vocab 1, greedy");
     p = params_off();
     p.top_k = 5;
-    p.top_p = 0.1f;
+    p.top_p = 0.05f;
     p.min_p = 0.9f;
     p.repeat_penalty = 1.3f;
     const int32_t h0[2] = {0, 0};

@@ -12,8 +12,9 @@
  *  - Every function returns a vkllm_status. VKLLM_OK is 0. On failure a message
  *    describing the problem is available from api->last_error() on the failing thread,
  *    and from the *_error() function of the handle involved.
- *  - Parameter structs start with `size` (set it to sizeof the struct you compiled
- *    against) and have a *_defaults() function that fills every field; start from it.
+ *  - Parameter structs start with `size`. Fill one with its *_defaults(&s, sizeof s)
+ *    function, which writes exactly `sizeof s` bytes (the struct as the host compiled it,
+ *    older or newer than the plugin's), sets `size`, and gives every field its default.
  *  - Handles are opaque. Memory behind any pointer the plugin returns is owned by the
  *    plugin and stays valid for the lifetime stated at the function; the host never
  *    frees it.
@@ -223,8 +224,8 @@ typedef struct vkllm_api {
      * next call on this thread. */
     const char *(*last_error)(void);
 
-    /* Fills every field of *desc with its default. */
-    void (*instance_desc_defaults)(vkllm_instance_desc *desc);
+    /* Fills *desc (of `size` bytes: pass sizeof *desc) with defaults and sets desc->size. */
+    void (*instance_desc_defaults)(vkllm_instance_desc *desc, uint32_t size);
     /* Loads Vulkan, enumerates devices and opens the chosen one. Without a Vulkan loader
      * this fails with VKLLM_ERR_NO_VULKAN_LOADER; the plugin itself stays usable. */
     vkllm_status (*instance_create)(const vkllm_instance_desc *desc, vkllm_instance *out);
@@ -242,7 +243,8 @@ typedef struct vkllm_api {
     /* Counters for tests and diagnostics; stats->size must be set by the caller. */
     vkllm_status (*instance_stats)(vkllm_instance instance, vkllm_instance_stats *stats);
 
-    void (*model_params_defaults)(vkllm_model_params *params);
+    /* Fills *params (of `size` bytes) with defaults and sets params->size. */
+    void (*model_params_defaults)(vkllm_model_params *params, uint32_t size);
     /* Loads a model onto the instance's device. Thread-safe with respect to the instance. */
     vkllm_status (*model_load)(vkllm_instance instance, const vkllm_model_params *params,
                                vkllm_model *out);
@@ -273,7 +275,8 @@ typedef struct vkllm_api {
     /* Id of a token's text as stored in the vocabulary (for display); lives with the model. */
     vkllm_status (*token_text)(vkllm_model model, vkllm_token token, const char **out);
 
-    void (*context_params_defaults)(vkllm_context_params *params);
+    /* Fills *params (of `size` bytes) with defaults: n_ctx 0 (the model's), n_batch 512. */
+    void (*context_params_defaults)(vkllm_context_params *params, uint32_t size);
     vkllm_status (*context_create)(vkllm_model model, const vkllm_context_params *params,
                                    vkllm_context *out);
     vkllm_status (*context_free)(vkllm_context ctx);
@@ -287,7 +290,9 @@ typedef struct vkllm_api {
      * pointer is valid until the next decode or free on this context. */
     vkllm_status (*logits)(vkllm_context ctx, const float **out, uint32_t *n_rows,
                            uint32_t *n_vocab);
-    void (*sampler_params_defaults)(vkllm_sampler_params *params);
+    /* Fills *params (of `size` bytes) with llama.cpp's defaults: temperature 0.8, top-k 40,
+     * top-p 0.95, min-p 0.05, no repetition penalty (1.0) over the last 64 tokens. */
+    void (*sampler_params_defaults)(vkllm_sampler_params *params, uint32_t size);
     /* Picks the next token from the last logits row. Randomness comes from the context's
      * generator, seeded by vkllm_context_params.seed: same seed, same inputs, same tokens. */
     vkllm_status (*sample)(vkllm_context ctx, const vkllm_sampler_params *params,
@@ -300,6 +305,17 @@ typedef struct vkllm_api {
     /* Keeps the first `n_keep` tokens of the sequence and forgets the rest. */
     vkllm_status (*kv_truncate)(vkllm_context ctx, uint32_t n_keep);
     vkllm_status (*context_stats)(vkllm_context ctx, vkllm_context_stats *stats);
+
+    /* Measures the device's streaming read bandwidth with a probe shader that reads a
+     * buffer of `bytes` (0: 256 MiB) a few times; *gbytes_per_s is the best run in 1e9
+     * bytes/s. Takes a moment; for benchmarks. */
+    vkllm_status (*measure_bandwidth)(vkllm_instance instance, uint64_t bytes,
+                                      double *gbytes_per_s);
+    /* GPU time per dispatch of the context's last submit (from timestamp queries):
+     * *count is the number of dispatches; entry `index` gets its op label and time in ms.
+     * Labels live as long as the context. VKLLM_ERR_UNSUPPORTED without timestamps. */
+    vkllm_status (*profile_entry)(vkllm_context ctx, uint32_t index, const char **label,
+                                  double *ms, uint32_t *count);
 } vkllm_api;
 
 /* True when the table `api` has the field `field` (i.e. the plugin is new enough). */

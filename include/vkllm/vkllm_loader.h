@@ -55,11 +55,11 @@ extern "C" {
 /* Environment variable that names the plugin to load (see vkllm_loader_default_path). */
 #define VKLLM_LOADER_ENV "VKLLM_PLUGIN"
 
-/* Size of the version-1 table: every field up to and including context_stats. A plugin
+/* Size of the version-1 table: every field up to and including profile_entry. A plugin
  * that serves version 1 fills at least this much; the value stays fixed as the table
  * grows, because fields are only ever appended. */
 #define VKLLM_LOADER_API_V1_SIZE                                                          \
-    (offsetof(vkllm_api, context_stats) + sizeof(((vkllm_api *)0)->context_stats))
+    (offsetof(vkllm_api, profile_entry) + sizeof(((vkllm_api *)0)->profile_entry))
 
 /* An opened plugin. All fields are zero/NULL when closed; `error` holds the message of
  * the last failed vkllm_loader_open ("" after a success). */
@@ -197,11 +197,14 @@ static inline const char *vkllm_loader_default_path(void)
  * calls vkllm_loader_close. On failure *l is left closed (nothing to close), l->error
  * says why and the return value is:
  *   VKLLM_ERR_INVALID_ARGUMENT  l or path NULL, path empty, or min_version > max_version
- *   VKLLM_ERR_IO                the file does not exist ("no such file: PATH") or cannot
- *                               be accessed
+ *   VKLLM_ERR_IO                a path with a directory part names no file ("no such
+ *                               file: PATH") or one that cannot be accessed
  *   VKLLM_ERR_BAD_FILE          the file is not a loadable library (the dynamic linker's
- *                               reason is quoted), or a library without vkllm_entry
- *                               ("PATH is not a vkllm plugin: no symbol vkllm_entry")
+ *                               reason is quoted; this also covers a bare name that the
+ *                               library search does not find, and a library whose own
+ *                               dependencies are missing), or a library without
+ *                               vkllm_entry ("PATH is not a vkllm plugin: no symbol
+ *                               vkllm_entry")
  *   VKLLM_ERR_ABI_VERSION       the plugin serves no version inside the host's range
  *                               ("plugin serves ABI versions X..Y, host needs A..B"), or
  *                               its table is inconsistent: smaller than the version-1

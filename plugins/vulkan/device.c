@@ -400,7 +400,11 @@ static vkllm_status create_instance(vkr_device *dev, const vkr_device_desc *desc
         .enabledExtensionCount = n_exts,
         .ppEnabledExtensionNames = exts,
     };
-    vkllm_status s = vkr_check(vkCreateInstance(&info, NULL, &dev->instance), "vkCreateInstance");
+    VkResult r = vkCreateInstance(&info, NULL, &dev->instance);
+    if (r == VK_ERROR_INCOMPATIBLE_DRIVER)
+        return vk_fail(VKLLM_ERR_NO_DEVICE, "the Vulkan loader found no driver (for a CPU device "
+                                            "install Mesa's lavapipe: mesa-vulkan-drivers)");
+    vkllm_status s = vkr_check(r, "vkCreateInstance");
     if (s)
         return s;
     volkLoadInstanceOnly(dev->instance);

@@ -64,6 +64,18 @@ static vkllm_status write_sized(void *dst, const void *src, size_t src_size, con
     return VKLLM_OK;
 }
 
+/* Writes the defaults in `full` into the caller's struct of `size` bytes: fields the
+ * plugin does not know (a newer host) are zeroed, fields it has beyond `size` (an older
+ * host) are left out. */
+static void write_defaults(void *dst, uint32_t size, void *full, size_t full_size)
+{
+    if (!dst || size < sizeof(uint32_t))
+        return;
+    memset(dst, 0, size);
+    memcpy(dst, full, size < full_size ? size : full_size);
+    memcpy(dst, &size, sizeof size);
+}
+
 #define REQUIRE(cond, ...)                                                                  \
     do {                                                                                    \
         if (!(cond))                                                                        \
@@ -75,14 +87,19 @@ static vkllm_status write_sized(void *dst, const void *src, size_t src_size, con
 static const char *api_status_string(vkllm_status s) { return vk_status_string(s); }
 static const char *api_last_error(void) { return vk_error_message(); }
 
-static void api_instance_desc_defaults(vkllm_instance_desc *d)
+static void default_instance_desc(vkllm_instance_desc *out)
 {
-    if (!d)
-        return;
-    memset(d, 0, sizeof *d);
-    d->size = sizeof *d;
-    d->device_index = -1;
-    d->log_level = VKLLM_LOG_WARN;
+    vkllm_instance_desc d = {.size = sizeof d};
+    d.device_index = -1;
+    d.log_level = VKLLM_LOG_WARN;
+    *out = d;
+}
+
+static void api_instance_desc_defaults(vkllm_instance_desc *d, uint32_t size)
+{
+    vkllm_instance_desc full;
+    default_instance_desc(&full);
+    write_defaults(d, size, &full, sizeof full);
 }
 
 static vkllm_status api_instance_create(const vkllm_instance_desc *desc_in, vkllm_instance *out)
@@ -91,7 +108,7 @@ static vkllm_status api_instance_create(const vkllm_instance_desc *desc_in, vkll
     REQUIRE(desc_in && out, "instance_create: desc and out must not be NULL");
     *out = NULL;
     vkllm_instance_desc desc;
-    api_instance_desc_defaults(&desc);
+    default_instance_desc(&desc);
     vkllm_status s = read_sized(&desc, sizeof desc, desc_in, "vkllm_instance_desc");
     if (s)
         return s;
@@ -176,12 +193,9 @@ static vkllm_status api_instance_stats(vkllm_instance inst, vkllm_instance_stats
 
 /* ---- model ------------------------------------------------------------------------- */
 
-static void api_model_params_defaults(vkllm_model_params *p)
+static void default_model_params(vkllm_model_params *out)
 {
-    if (!p)
-        return;
-    memset(p, 0, sizeof *p);
-    p->size = sizeof *p;
+    *out = (vkllm_model_params){.size = sizeof *out};
 }
 
 static vkllm_status api_model_load(vkllm_instance inst, const vkllm_model_params *params_in,
@@ -191,13 +205,20 @@ static vkllm_status api_model_load(vkllm_instance inst, const vkllm_model_params
     REQUIRE(inst && params_in && out, "model_load: NULL argument");
     *out = NULL;
     vkllm_model_params params;
-    api_model_params_defaults(&params);
+    default_model_params(&params);
     vkllm_status s = read_sized(&params, sizeof params, params_in, "vkllm_model_params");
     if (!s && !params.path)
         s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "model_load: params.path is NULL");
     if (!s)
         s = model_load(inst, &params, out);
     return handle_error_record(&inst->error, s);
+}
+
+static void api_model_params_defaults(vkllm_model_params *p, uint32_t size)
+{
+    vkllm_model_params full;
+    default_model_params(&full);
+    write_defaults(p, size, &full, sizeof full);
 }
 
 static vkllm_status api_model_free(vkllm_model model)
@@ -291,14 +312,19 @@ static vkllm_status api_token_text(vkllm_model m, vkllm_token token, const char 
 
 /* ---- context ----------------------------------------------------------------------- */
 
-static void api_context_params_defaults(vkllm_context_params *p)
+static void default_context_params(vkllm_context_params *out)
 {
-    if (!p)
-        return;
-    memset(p, 0, sizeof *p);
-    p->size = sizeof *p;
-    p->n_batch = 512;
-    p->seed = 0x5eed;
+    vkllm_context_params d = {.size = sizeof d};
+    d.n_batch = 512;
+    d.seed = 0x5eed;
+    *out = d;
+}
+
+static void api_context_params_defaults(vkllm_context_params *p, uint32_t size)
+{
+    vkllm_context_params full;
+    default_context_params(&full);
+    write_defaults(p, size, &full, sizeof full);
 }
 
 static vkllm_status api_context_create(vkllm_model m, const vkllm_context_params *params_in,
@@ -308,7 +334,7 @@ static vkllm_status api_context_create(vkllm_model m, const vkllm_context_params
     REQUIRE(m && params_in && out, "context_create: NULL argument");
     *out = NULL;
     vkllm_context_params params;
-    api_context_params_defaults(&params);
+    default_context_params(&params);
     vkllm_status s = read_sized(&params, sizeof params, params_in, "vkllm_context_params");
     if (!s)
         s = context_create(m, &params, out);
@@ -342,25 +368,30 @@ static vkllm_status api_logits(vkllm_context c, const float **out, uint32_t *n_r
     CONTEXT_CALL(c, context_logits(c, out, n_rows, n_vocab));
 }
 
-static void api_sampler_params_defaults(vkllm_sampler_params *p)
+static void default_sampler_params(vkllm_sampler_params *out)
 {
-    if (!p)
-        return;
-    memset(p, 0, sizeof *p);
-    p->size = sizeof *p;
-    p->temperature = 0.8f;
-    p->top_k = 40;
-    p->top_p = 0.95f;
-    p->min_p = 0.05f;
-    p->repeat_penalty = 1.0f;
-    p->repeat_last_n = 64;
+    vkllm_sampler_params d = {.size = sizeof d};
+    d.temperature = 0.8f;
+    d.top_k = 40;
+    d.top_p = 0.95f;
+    d.min_p = 0.05f;
+    d.repeat_penalty = 1.0f;
+    d.repeat_last_n = 64;
+    *out = d;
+}
+
+static void api_sampler_params_defaults(vkllm_sampler_params *p, uint32_t size)
+{
+    vkllm_sampler_params full;
+    default_sampler_params(&full);
+    write_defaults(p, size, &full, sizeof full);
 }
 
 static vkllm_status api_sample(vkllm_context c, const vkllm_sampler_params *params_in, vkllm_token *out)
 {
     REQUIRE(params_in && out, "sample: NULL argument");
     vkllm_sampler_params params;
-    api_sampler_params_defaults(&params);
+    default_sampler_params(&params);
     vkllm_status s = read_sized(&params, sizeof params, params_in, "vkllm_sampler_params");
     if (s)
         return s;
@@ -387,6 +418,19 @@ static vkllm_status api_context_stats(vkllm_context c, vkllm_context_stats *stat
     if (!s)
         s = write_sized(stats, &full, sizeof full, "vkllm_context_stats");
     return handle_error_record(context_error_of(c), s);
+}
+
+static vkllm_status api_measure_bandwidth(vkllm_instance inst, uint64_t bytes, double *gbps)
+{
+    REQUIRE(inst && gbps, "measure_bandwidth: NULL argument");
+    return handle_error_record(&inst->error, vkr_measure_bandwidth(inst->dev, bytes, gbps));
+}
+
+static vkllm_status api_profile_entry(vkllm_context c, uint32_t index, const char **label, double *ms,
+                                      uint32_t *count)
+{
+    REQUIRE(label && ms && count, "profile_entry: NULL argument");
+    CONTEXT_CALL(c, context_profile_entry(c, index, label, ms, count));
 }
 
 /* ---- the table --------------------------------------------------------------------- */
@@ -432,6 +476,8 @@ static const vkllm_api api_v1 = {
     .token_to_text_stream = api_token_to_text_stream,
     .kv_truncate = api_kv_truncate,
     .context_stats = api_context_stats,
+    .measure_bandwidth = api_measure_bandwidth,
+    .profile_entry = api_profile_entry,
 };
 
 VKLLM_EXPORT vkllm_status vkllm_entry(uint32_t min_version, uint32_t max_version,

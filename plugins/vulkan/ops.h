@@ -38,6 +38,7 @@ typedef struct op_weight_chunk {
     VkDeviceSize offset; /* aligned start of the binding */
     uint32_t row_begin;  /* first row held */
     uint32_t row_count;
+    uint32_t skip_bytes; /* from `offset` to the first row (offset is aligned down) */
 } op_weight_chunk;
 
 typedef struct op_weight {
@@ -65,6 +66,11 @@ typedef struct op_attention_desc {
     uint32_t n_tokens, n_heads, n_heads_kv, head_dim;
     uint32_t n_ctx; /* rows of the cache */
     float scale;    /* usually 1/sqrt(head_dim) */
+    /* Mask kinds beyond causal, 0 = off. window: token at pos sees keys k with
+     * pos - k < window (llama.cpp's standard SWA). alibi_max_bias: adds ggml's ALiBi bias
+     * slope_h * (k - pos) to the scores (slopes as ggml_soft_max_ext with max_bias). */
+    uint32_t window;
+    float alibi_max_bias;
 } op_attention_desc;
 
 /* out = a + b (b broadcast with period n_b elements). n counts elements of a. */
@@ -95,7 +101,17 @@ vkllm_status op_swiglu(vkr_cmd *cmd, vkr_device *dev, op_tensor gate, op_tensor 
 vkllm_status op_rope(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor params,
                      const op_rope_desc *desc);
 
-/* Rows of W (any supported type) picked by int32 ids -> f32 rows of out. */
+/* Lays out a weight stored contiguously (rows * ggml_row_bytes(type, cols) bytes at `offset`
+ * in `buffer`, offset even) as chunks of whole rows that each fit one binding
+ * (caps.max_storage_buffer_range), each bound from its first row's offset aligned down to
+ * caps.storage_offset_alignment. Supported types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0,
+ * q5_1. Fails when a row alone exceeds a binding or more than OP_MAX_CHUNKS are needed. */
+vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows, uint32_t cols,
+                            const vkr_buffer *buffer, VkDeviceSize offset, op_weight *out);
+
+/* Rows of W (any supported type) picked by int32 ids -> f32 rows of out [n_ids][cols].
+ * The caller validates ids (0 <= id < rows); the shader clamps them into that range, so a
+ * bad id yields row 0 or the last row, never a read outside the weights. */
 vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor ids,
                          op_tensor out, uint32_t n_ids);
 
@@ -113,5 +129,11 @@ vkllm_status op_kv_store(vkr_cmd *cmd, vkr_device *dev, op_tensor src, op_tensor
 vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor k_cache,
                           op_tensor v_cache, op_tensor params, op_tensor out,
                           const op_attention_desc *desc);
+
+/* Activations, n elements: silu(a) = a / (1 + exp(-a)); gelu as ggml_gelu (tanh
+ * approximation); relu = max(a, 0). */
+vkllm_status op_silu(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n);
+vkllm_status op_gelu(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n);
+vkllm_status op_relu(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n);
 
 #endif

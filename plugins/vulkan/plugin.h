@@ -60,5 +60,7 @@ vkllm_status context_token_to_text_stream(vkllm_context ctx, vkllm_token token, 
                                           size_t capacity, size_t *n_out);
 vkllm_status context_kv_truncate(vkllm_context ctx, uint32_t n_keep);
 vkllm_status context_stats(vkllm_context ctx, vkllm_context_stats *stats);
+vkllm_status context_profile_entry(vkllm_context ctx, uint32_t index, const char **label, double *ms,
+                                   uint32_t *count);
 
 #endif

@@ -200,6 +200,9 @@ double vkr_cmd_gpu_ms(const vkr_cmd *cmd);
 /* Per-dispatch GPU time of the last submit: label and ms of dispatch i. */
 bool vkr_cmd_dispatch_time(const vkr_cmd *cmd, uint32_t i, const char **label, double *ms);
 
+/* Streaming read bandwidth of device memory, in 1e9 bytes/s (probe shader, best of 5). */
+vkllm_status vkr_measure_bandwidth(vkr_device *dev, uint64_t bytes, double *gbytes_per_s);
+
 /* Workgroup grid for `n` groups along x, folded into y when n exceeds the device limit.
  * Shaders recover the linear index as gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x. */
 void vkr_grid(const vkr_device *dev, uint32_t n, uint32_t *gx, uint32_t *gy);

@@ -28,8 +28,11 @@ SKIP = 77
 VERSIONED_FIRST_MEMBERS = ("size", "struct_size")
 # Options shared by the record and the fresh description, so the two are comparable and
 # the record holds no machine-specific paths.
-ABIDW_FLAGS = ["--no-corpus-path", "--no-comp-dir-path", "--short-locs",
-               "--no-architecture", "--no-elf-needed"]
+# --exported-interfaces-only + --drop-private-types keep only what vkllm_entry reaches and
+# include/vkllm defines: the plugin's own definitions of the opaque handles (plugin.h)
+# and everything internal stay out.
+ABIDW_FLAGS = ["--exported-interfaces-only", "--drop-private-types", "--no-corpus-path",
+               "--no-comp-dir-path", "--short-locs", "--no-architecture", "--no-elf-needed"]
 
 
 def run_abidw(abidw, headers, lib, out_path):

@@ -1,0 +1,87 @@
+#include "graph.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+int32_t g_add_node(g_graph *g, const g_node *node)
+{
+    if (g->n_nodes == g->cap_nodes) {
+        uint32_t cap = g->cap_nodes ? g->cap_nodes * 2 : 64;
+        g_node *grown = realloc(g->nodes, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        g->nodes = grown;
+        g->cap_nodes = cap;
+    }
+    g->nodes[g->n_nodes] = *node;
+    return (int32_t)g->n_nodes++;
+}
+
+const char *g_strf(g_graph *g, const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (g->n_strings == g->cap_strings) {
+        uint32_t cap = g->cap_strings ? g->cap_strings * 2 : 64;
+        char **grown = realloc(g->strings, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        g->strings = grown;
+        g->cap_strings = cap;
+    }
+    char *s = strdup(buf);
+    if (s)
+        g->strings[g->n_strings++] = s;
+    return s;
+}
+
+void g_free(g_graph *g)
+{
+    for (uint32_t i = 0; i < g->n_strings; i++)
+        free(g->strings[i]);
+    free(g->strings);
+    free(g->nodes);
+    memset(g, 0, sizeof *g);
+}
+
+vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols, uint64_t rows)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (!t)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s is missing", name);
+    uint64_t want_rows = rows ? rows : t->ne[1];
+    if (t->ne[0] != cols || t->ne[1] != want_rows || t->ne[2] != 1 || t->ne[3] != 1)
+        return vk_fail(VKLLM_ERR_BAD_FILE,
+                       "tensor %s has shape [%llu, %llu, %llu, %llu], expected [%llu, %llu]", name,
+                       (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                       (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
+                       (unsigned long long)cols, (unsigned long long)want_rows);
+    return VKLLM_OK;
+}
+
+vkllm_status g_build(const gguf_file *f, int last_row_only, g_graph *out)
+{
+    memset(out, 0, sizeof *out);
+    out->logits_node = -1;
+    gguf_str arch;
+    vkllm_status s = gguf_get_str(f, "general.architecture", &arch);
+    if (s)
+        return s == VKLLM_ERR_NOT_FOUND
+                   ? vk_fail(VKLLM_ERR_BAD_FILE, "general.architecture is missing")
+                   : s;
+    if (arch.len == 5 && !memcmp(arch.data, "llama", 5))
+        s = g_build_llama(f, last_row_only, out);
+    else
+        s = vk_fail(VKLLM_ERR_UNSUPPORTED, "architecture '%.*s' is not supported (yet): supported: llama",
+                    (int)(arch.len > 64 ? 64 : arch.len), arch.data);
+    if (s)
+        g_free(out);
+    return s;
+}

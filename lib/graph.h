@@ -1,0 +1,94 @@
+/* The decoder as a graph of ops, built per architecture from GGUF metadata. No Vulkan here:
+ * nodes name their weights by GGUF tensor name and their activations by node index; the
+ * dispatcher (plugins/) turns the graph into buffers and command buffers.
+ *
+ * Every activation is f32 [n_tokens][width]; n_tokens is chosen when the graph is recorded,
+ * so one graph serves decode (1 token) and prompt batches alike. */
+#ifndef VKLLM_GRAPH_H
+#define VKLLM_GRAPH_H
+
+#include <stdint.h>
+
+#include "gguf.h"
+
+typedef enum g_op {
+    G_EMBED,     /* out = rows of weight[0] picked by the batch's token ids */
+    G_RMSNORM,   /* out = rmsnorm(in[0]) * weight[0] */
+    G_LAYERNORM, /* out = layernorm(in[0]) * weight[0] + weight[1] (optional) */
+    G_MATMUL,    /* out = weight[0] . in[0] (+ bias weight[1]); with `accumulate`, added into in[1] */
+    G_ADD,       /* out = in[0] + in[1] */
+    G_SWIGLU,    /* out = silu(in[0]) * in[1] */
+    G_ROPE,      /* in place on in[0] */
+    G_KV_STORE,  /* writes in[0] (K) and in[1] (V) into the layer's cache; no output */
+    G_ATTENTION, /* out = attention(in[0] = Q, layer cache); depends on in[1] (the store) */
+    G_LAST_ROW,  /* out = the last token's row of in[0] (width unchanged, 1 token) */
+    G_OUTPUT     /* marks in[0] as the logits */
+} g_op;
+
+#define G_MAX_INPUTS 2
+#define G_MAX_WEIGHTS 2
+
+typedef struct g_node {
+    g_op op;
+    int32_t in[G_MAX_INPUTS];           /* node indices, -1 = none */
+    const char *weight[G_MAX_WEIGHTS];  /* GGUF tensor names (owned by the graph), NULL = none */
+    uint32_t width;                     /* elements per token of the output */
+    uint32_t layer;                     /* for KV_STORE and ATTENTION */
+    int inplace;                        /* output reuses in[inplace - 1]'s storage (0 = no) */
+    int accumulate;                     /* MATMUL: out = W.in[0] + in[1], in place on in[1] */
+    float eps;                          /* norms */
+    struct {
+        uint32_t n_heads, head_dim, n_rot, mode; /* mode: 0 adjacent pairs, 1 half split */
+        float freq_base, freq_scale;
+    } rope;
+    struct {
+        uint32_t n_heads, n_heads_kv, head_dim;
+        float scale;
+    } attn;
+    const char *label; /* for profiles: "blk.3.attn_q" */
+} g_node;
+
+/* Hyperparameters every architecture fills from metadata. */
+typedef struct g_hparams {
+    char arch[32];
+    uint32_t n_vocab;
+    uint32_t n_ctx_train;
+    uint32_t n_embd;
+    uint32_t n_layer;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t head_dim;
+    uint32_t n_ff;
+    uint32_t n_rot;
+    float norm_eps;
+    float rope_freq_base;
+    float rope_freq_scale;
+} g_hparams;
+
+typedef struct g_graph {
+    g_hparams hp;
+    g_node *nodes;
+    uint32_t n_nodes, cap_nodes;
+    char **strings; /* owned names and labels */
+    uint32_t n_strings, cap_strings;
+    int32_t logits_node;
+} g_graph;
+
+/* Reads hyperparameters and builds the decoder graph for the file's architecture. Errors
+ * name the key or tensor that is missing or inconsistent, or the unsupported architecture.
+ * `last_row_only`: logits only for the last token of a batch. */
+vkllm_status g_build(const gguf_file *f, int last_row_only, g_graph *out);
+void g_free(g_graph *g);
+
+/* Builders shared by architecture files. */
+int32_t g_add_node(g_graph *g, const g_node *node);
+const char *g_strf(g_graph *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Checks a tensor exists with the expected 2-D shape [cols, rows] (ne order); rows == 0
+ * accepts any row count. Errors name the tensor and both shapes. */
+vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols, uint64_t rows);
+
+/* Architecture builders (arch_*.c). */
+vkllm_status g_build_llama(const gguf_file *f, int last_row_only, g_graph *g);
+
+#endif

@@ -1,0 +1,35 @@
+/* The dispatcher: plans activation buffers for a graph (reusing a buffer once its last
+ * reader has run) and records the whole graph into one command buffer. */
+#ifndef VKLLM_DISPATCH_H
+#define VKLLM_DISPATCH_H
+
+#include "graph.h"
+#include "model.h"
+#include "ops.h"
+
+typedef struct dispatch_plan {
+    uint32_t n_slots;
+    VkDeviceSize *slot_bytes; /* size of each activation buffer at max_tokens */
+    int32_t *node_slot;       /* slot of each node's output; -1 for nodes without one */
+    bool *node_single_row;    /* nodes after G_LAST_ROW hold one row */
+} dispatch_plan;
+
+/* Everything a recording binds. */
+typedef struct dispatch_buffers {
+    vkr_buffer *slots;        /* plan.n_slots activation buffers */
+    vkr_buffer *k_cache, *v_cache; /* one per layer, f16 [n_ctx][n_head_kv * head_dim] */
+    vkr_buffer *params;       /* vk_step_params, host-visible */
+    vkr_buffer *tokens;       /* int32 [max_tokens], host-visible */
+    vkr_buffer *logits;       /* f32 logits rows, host-visible */
+    uint32_t n_ctx;
+} dispatch_buffers;
+
+vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch_plan *plan);
+void dispatch_plan_free(dispatch_plan *plan);
+
+/* Records graph `g` for a batch of n_tokens into cmd (begun and ended here). */
+vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,
+                             const dispatch_plan *plan, const dispatch_buffers *bufs,
+                             uint32_t n_tokens, vkr_cmd *cmd);
+
+#endif

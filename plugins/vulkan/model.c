@@ -1,0 +1,342 @@
+/* Model loading: parse the GGUF file, build the vocabulary, check the architecture's graph
+ * against the tensors, and stream every weight the graph uses to the device. */
+#include "model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "quant.h"
+
+const model_weight *model_weight_find(const struct vkllm_model_t *m, const char *name)
+{
+    for (uint32_t i = 0; i < m->n_weights; i++)
+        if (!strcmp(m->weights[i].tensor->name, name))
+            return &m->weights[i];
+    return NULL;
+}
+
+/* Lets the kernel drop the file pages of an uploaded tensor, so peak RSS while loading stays
+ * near one copy of the weights (the device's) instead of two. */
+static void release_pages(const gguf_file *f, const gguf_tensor *t)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || !f->owns_map)
+        return;
+    uintptr_t begin = ((uintptr_t)t->data + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t end = ((uintptr_t)t->data + t->size) / (uintptr_t)page * (uintptr_t)page;
+    if (end > begin)
+        madvise((void *)begin, end - begin, MADV_DONTNEED);
+}
+
+/* 1-D tensors become f32 vectors; anything else is uploaded as stored. */
+static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_weight *w)
+{
+    const gguf_tensor *t = w->tensor;
+    ggml_type_traits tr = ggml_traits(t->type);
+    if (!tr.name || !tr.supported)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s has type %s (%u), which vkllm cannot compute with yet",
+                       t->name, tr.name ? tr.name : "unknown", t->type);
+    w->is_vector = t->n_dims == 1;
+    vkllm_status s;
+    if (w->is_vector) {
+        uint64_t n = t->ne[0];
+        float *tmp = malloc(n * sizeof *tmp);
+        if (!tmp)
+            return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory converting %s", t->name);
+        if (vk_dequantize_row(t->type, t->data, tmp, n) != 0) {
+            free(tmp);
+            return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s: cannot convert type %s", t->name, tr.name);
+        }
+        s = vkr_buffer_create(dev, n * sizeof(float), VKR_MEMORY_DEVICE, &w->buffer);
+        if (!s)
+            s = vkr_buffer_write(dev, &w->buffer, 0, tmp, n * sizeof(float));
+        free(tmp);
+        w->vector = (op_tensor){&w->buffer, 0, n * sizeof(float)};
+        return s ? vk_fail_prefix(s, "uploading %s", t->name) : VKLLM_OK;
+    }
+    if (t->ne[2] != 1 || t->ne[3] != 1 || t->ne[1] > 0xffffffffu || t->ne[0] > 0xffffffffu)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s: only 1-D and 2-D weights are supported", t->name);
+    if ((s = vkr_buffer_create(dev, t->size, VKR_MEMORY_DEVICE, &w->buffer)) ||
+        (s = vkr_buffer_write(dev, &w->buffer, 0, t->data, t->size)) ||
+        (s = op_weight_init(dev, t->type, (uint32_t)t->ne[1], (uint32_t)t->ne[0], &w->buffer, 0,
+                            &w->matrix)))
+        return vk_fail_prefix(s, "uploading %s", t->name);
+    return VKLLM_OK;
+}
+
+static bool name_listed(const char **names, uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (!strcmp(names[i], name))
+            return true;
+    return false;
+}
+
+void model_free(vkllm_model m)
+{
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < m->n_weights; i++)
+        vkr_buffer_destroy(m->inst->dev, &m->weights[i].buffer);
+    free(m->weights);
+    for (uint32_t i = 0; i < m->n_cstrings; i++)
+        free(m->cstrings[i].text);
+    free(m->cstrings);
+    mtx_destroy(&m->strings_lock);
+    vk_vocab_free(m->vocab);
+    gguf_close(m->gguf);
+    if (m->inst)
+        atomic_fetch_sub(&m->inst->n_models, 1);
+    handle_error_destroy(&m->error);
+    free(m);
+}
+
+vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, vkllm_model *out)
+{
+    vkllm_model m = calloc(1, sizeof *m);
+    if (!m)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    handle_error_init(&m->error);
+    mtx_init(&m->strings_lock, mtx_plain);
+    atomic_fetch_add(&inst->n_models, 1);
+    m->inst = inst;
+    const char **used = NULL;
+    g_graph graph = {0};
+    vkllm_status s = gguf_open(params->path, &m->gguf);
+    if (s)
+        goto fail;
+    if ((s = g_build(m->gguf, 1, &graph)))
+        goto fail;
+    m->hp = graph.hp;
+    if ((s = vk_vocab_load(m->gguf, &m->vocab)))
+        goto fail;
+    if (vk_vocab_size(m->vocab) != m->hp.n_vocab) {
+        s = vk_fail(VKLLM_ERR_BAD_FILE, "the vocabulary has %u tokens but token_embd.weight has %u rows",
+                    vk_vocab_size(m->vocab), m->hp.n_vocab);
+        goto fail;
+    }
+
+    /* The weights are exactly those the graph names. */
+    used = calloc(graph.n_nodes * G_MAX_WEIGHTS, sizeof *used);
+    if (!used) {
+        s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+        goto fail;
+    }
+    uint32_t n_used = 0;
+    uint64_t total_bytes = 0;
+    for (uint32_t i = 0; i < graph.n_nodes; i++)
+        for (int j = 0; j < G_MAX_WEIGHTS; j++) {
+            const char *name = graph.nodes[i].weight[j];
+            if (name && !name_listed(used, n_used, name)) {
+                const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+                if (!t) {
+                    s = vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s is missing", name);
+                    goto fail;
+                }
+                used[n_used++] = t->name;
+                total_bytes += t->size;
+            }
+        }
+    m->weights = calloc(n_used ? n_used : 1, sizeof *m->weights);
+    if (!m->weights) {
+        s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+        goto fail;
+    }
+    uint64_t done_bytes = 0;
+    for (uint32_t i = 0; i < n_used; i++) {
+        model_weight *w = &m->weights[m->n_weights];
+        w->tensor = gguf_find_tensor(m->gguf, used[i]);
+        s = upload_weight(inst->dev, m->gguf, w);
+        if (s) {
+            vkr_buffer_destroy(inst->dev, &w->buffer);
+            goto fail;
+        }
+        m->n_weights++;
+        release_pages(m->gguf, w->tensor);
+        m->weight_bytes += w->buffer.size;
+        m->n_params += w->tensor->ne[0] * w->tensor->ne[1] * w->tensor->ne[2] * w->tensor->ne[3];
+        done_bytes += w->tensor->size;
+        if (params->progress_fn &&
+            params->progress_fn(params->progress_user, (float)((double)done_bytes / (double)total_bytes))) {
+            s = vk_fail(VKLLM_ERR_IO, "model load cancelled by the host");
+            goto fail;
+        }
+    }
+    free(used);
+    g_free(&graph);
+    vkr_log(inst->dev, VKLLM_LOG_INFO, "loaded %s: %u weights, %.1f MiB on the device", params->path,
+            m->n_weights, (double)m->weight_bytes / (1 << 20));
+    *out = m;
+    return VKLLM_OK;
+fail:
+    free(used);
+    g_free(&graph);
+    {
+        char saved[1024];
+        snprintf(saved, sizeof saved, "%s", vk_error_message());
+        model_free(m);
+        vk_fail(s, "%s", saved);
+    }
+    return s;
+}
+
+handle_error *model_error_of(vkllm_model m) { return &m->error; }
+int model_context_count(vkllm_model m) { return atomic_load(&m->n_contexts); }
+
+vkllm_status model_info(vkllm_model m, vkllm_model_info *info)
+{
+    snprintf(info->architecture, sizeof info->architecture, "%s", m->hp.arch);
+    gguf_str name;
+    if (gguf_get_str(m->gguf, "general.name", &name) == VKLLM_OK)
+        snprintf(info->name, sizeof info->name, "%.*s", (int)(name.len > 255 ? 255 : name.len), name.data);
+    info->n_vocab = m->hp.n_vocab;
+    info->n_ctx_train = m->hp.n_ctx_train;
+    info->n_embd = m->hp.n_embd;
+    info->n_layer = m->hp.n_layer;
+    info->n_head = m->hp.n_head;
+    info->n_head_kv = m->hp.n_head_kv;
+    info->n_params = m->n_params;
+    info->weight_bytes = m->weight_bytes;
+    info->bos = vk_vocab_bos(m->vocab);
+    info->eos = vk_vocab_eos(m->vocab);
+    return VKLLM_OK;
+}
+
+/* ---- metadata ---------------------------------------------------------------------- */
+
+static vkllm_status model_cstring(vkllm_model m, const gguf_kv *kv, const char **out)
+{
+    vkllm_status s = VKLLM_OK;
+    mtx_lock(&m->strings_lock);
+    for (uint32_t i = 0; i < m->n_cstrings; i++)
+        if (m->cstrings[i].kv == kv) {
+            *out = m->cstrings[i].text;
+            goto done;
+        }
+    struct model_cstring *grown = realloc(m->cstrings, (m->n_cstrings + 1) * sizeof *grown);
+    char *text = malloc(kv->v.s.len + 1);
+    if (grown)
+        m->cstrings = grown;
+    if (!grown || !text) {
+        free(text);
+        s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+        goto done;
+    }
+    memcpy(text, kv->v.s.data, kv->v.s.len);
+    text[kv->v.s.len] = '\0';
+    m->cstrings[m->n_cstrings++] = (struct model_cstring){kv, text};
+    *out = text;
+done:
+    mtx_unlock(&m->strings_lock);
+    return s;
+}
+
+static vkllm_status find_kv(vkllm_model m, const char *key, const gguf_kv **out)
+{
+    *out = gguf_find(m->gguf, key);
+    if (!*out)
+        return vk_fail(VKLLM_ERR_NOT_FOUND, "metadata key %s not found", key);
+    return VKLLM_OK;
+}
+
+vkllm_status model_meta_count(vkllm_model m, uint32_t *out)
+{
+    *out = (uint32_t)m->gguf->n_kv;
+    return VKLLM_OK;
+}
+
+vkllm_status model_meta_key(vkllm_model m, uint32_t index, const char **key)
+{
+    if (index >= m->gguf->n_kv)
+        return vk_fail(VKLLM_ERR_NOT_FOUND, "metadata index %u out of range (%llu keys)", index,
+                       (unsigned long long)m->gguf->n_kv);
+    *key = m->gguf->kv[index].key;
+    return VKLLM_OK;
+}
+
+static int32_t meta_type_of(uint32_t t)
+{
+    switch (t) {
+    case GGUF_UINT8: case GGUF_UINT16: case GGUF_UINT32: case GGUF_UINT64: case GGUF_BOOL:
+        return VKLLM_META_UINT;
+    case GGUF_INT8: case GGUF_INT16: case GGUF_INT32: case GGUF_INT64:
+        return VKLLM_META_INT;
+    case GGUF_FLOAT32: case GGUF_FLOAT64:
+        return VKLLM_META_FLOAT;
+    case GGUF_STRING:
+        return VKLLM_META_STRING;
+    default:
+        return VKLLM_META_ARRAY;
+    }
+}
+
+vkllm_status model_meta_type(vkllm_model m, const char *key, int32_t *type, int32_t *elem,
+                             uint64_t *len)
+{
+    const gguf_kv *kv;
+    vkllm_status s = find_kv(m, key, &kv);
+    if (s)
+        return s;
+    *type = meta_type_of(kv->type);
+    if (elem)
+        *elem = kv->type == GGUF_ARRAY ? meta_type_of(kv->v.a.elem_type) : -1;
+    if (len)
+        *len = kv->type == GGUF_ARRAY ? kv->v.a.n : 1;
+    return VKLLM_OK;
+}
+
+vkllm_status model_meta_uint(vkllm_model m, const char *key, uint64_t *out)
+{
+    return gguf_get_u64(m->gguf, key, out);
+}
+
+vkllm_status model_meta_int(vkllm_model m, const char *key, int64_t *out)
+{
+    return gguf_get_i64(m->gguf, key, out);
+}
+
+vkllm_status model_meta_float(vkllm_model m, const char *key, double *out)
+{
+    return gguf_get_f64(m->gguf, key, out);
+}
+
+vkllm_status model_meta_string(vkllm_model m, const char *key, const char **out)
+{
+    /* Strings in the file are not terminated: keep a terminated copy per key, lazily. */
+    const gguf_kv *kv;
+    vkllm_status s = find_kv(m, key, &kv);
+    if (s)
+        return s;
+    if (kv->type != GGUF_STRING)
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "metadata %s is a %s, not a string", key,
+                       gguf_value_type_name(kv->type));
+    return model_cstring(m, kv, out);
+}
+
+/* ---- tokens ------------------------------------------------------------------------ */
+
+vkllm_status model_tokenize(vkllm_model m, const char *text, size_t len, int32_t add_special,
+                            int32_t parse_special, vkllm_token *tokens, size_t capacity, size_t *n_out)
+{
+    return vk_tokenize(m->vocab, text, len, add_special, parse_special, tokens, capacity, n_out);
+}
+
+vkllm_status model_detokenize(vkllm_model m, const vkllm_token *tokens, size_t n, char *text,
+                              size_t capacity, size_t *n_out)
+{
+    return vk_detokenize(m->vocab, tokens, n, text, capacity, n_out);
+}
+
+vkllm_status model_token_text(vkllm_model m, vkllm_token token, const char **out)
+{
+    const char *t = vk_vocab_text(m->vocab, token);
+    if (!t)
+        return vk_fail(VKLLM_ERR_TOKEN_OUT_OF_RANGE, "token %d is outside the vocabulary (0..%u)", token,
+                       vk_vocab_size(m->vocab) - 1);
+    *out = t;
+    return VKLLM_OK;
+}

@@ -1,0 +1,133 @@
+/* Causal attention over the f16 KV cache (online softmax, GQA, sliding window, ALiBi). */
+#include <math.h>
+#include <stdio.h>
+
+#include "error.h"
+#include "ops.h"
+#include "ops_rows.h"
+
+#define ATTENTION_MAX_HEAD_DIM 256 /* MAX_D4 * 4 in attention.comp */
+#define ATTENTION_KPT 4            /* KPT in attention.comp */
+
+typedef struct attention_push {
+    uint32_t n_tokens, n_heads, n_heads_kv, head_dim, n_ctx;
+    float scale;
+    uint32_t q_shift, out_shift, t0, window, alibi;
+    float alibi_e0, alibi_e1;
+    uint32_t n_head_log2;
+} attention_push;
+
+/* Loop trips one invocation runs for a full context (see attention.comp): tiles of
+ * KPT * wg keys, each with the score loop, the tile max and exp loops, the reduction and the
+ * value loop, plus a margin. Calibrated on llvmpipe with head_dim 128: the subgroup variant
+ * is cut between 90,000 and 100,000 keys (this estimate reaches 65,535 at ~93,000), the
+ * shared one between 110,000 and 120,000 (~103,000). */
+static uint64_t attention_trips(const vkr_device *dev, uint32_t wg, uint32_t d4, uint64_t n_keys)
+{
+    uint64_t sub = dev->caps.subgroup_size ? dev->caps.subgroup_size : 1;
+    uint64_t groups = wg / d4, kpt = ATTENTION_KPT;
+    uint64_t score = dev->caps.subgroup_arithmetic
+                         ? kpt * sub * ((d4 + sub - 1) / sub + 1) /* kpt * sub keys per subgroup */
+                         : kpt * (d4 + 1);
+    uint64_t reduce = dev->caps.subgroup_arithmetic ? wg / sub : 8;
+    uint64_t per_tile = score + 2 * kpt + reduce + (kpt * wg + groups - 1) / groups + 48;
+    return (n_keys + kpt * wg - 1) / (kpt * wg) * per_tile;
+}
+
+vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor k_cache,
+                          op_tensor v_cache, op_tensor params, op_tensor out,
+                          const op_attention_desc *d)
+{
+    if (d->n_tokens == 0)
+        return VKLLM_OK;
+    if (!d->n_heads || !d->n_heads_kv || d->n_heads % d->n_heads_kv)
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                       "attention: %u query heads do not group over %u KV heads", d->n_heads,
+                       d->n_heads_kv);
+    if (!d->head_dim || d->head_dim % 4 || d->head_dim > ATTENTION_MAX_HEAD_DIM)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "attention: head_dim %u unsupported (a multiple of 4, at most %u)",
+                       d->head_dim, ATTENTION_MAX_HEAD_DIM);
+    if (d->n_ctx == 0 || !(d->alibi_max_bias >= 0.0f) || !isfinite(d->scale))
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "attention: n_ctx %u, scale %g, alibi %g invalid",
+                       d->n_ctx, d->scale, d->alibi_max_bias);
+    uint64_t row_bytes = (uint64_t)d->n_heads * d->head_dim * 4;
+    uint64_t cache_bytes = (uint64_t)d->n_ctx * d->n_heads_kv * d->head_dim * 2;
+    if (!op_tensor_holds(q, row_bytes * d->n_tokens) || !op_tensor_holds(out, row_bytes * d->n_tokens))
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                       "attention: q or out smaller than %u tokens of %u heads x %u floats",
+                       d->n_tokens, d->n_heads, d->head_dim);
+    if (!op_tensor_holds(k_cache, cache_bytes) || !op_tensor_holds(v_cache, cache_bytes))
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                       "attention: K or V cache smaller than %u rows of %u x %u f16", d->n_ctx,
+                       d->n_heads_kv, d->head_dim);
+    if (!op_tensor_holds(params, sizeof(vk_step_params)))
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "attention: params smaller than vk_step_params");
+    /* The keys read depend on n_past, known only at run time: each cache is bound whole. */
+    if (cache_bytes > dev->caps.max_storage_buffer_range)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "attention: a layer's K/V cache (%u rows x %u heads x %u f16 = %llu bytes) "
+                       "exceeds the device's binding range (%llu bytes)", d->n_ctx, d->n_heads_kv,
+                       d->head_dim, (unsigned long long)cache_bytes,
+                       (unsigned long long)dev->caps.max_storage_buffer_range);
+    uint32_t rows_per = op_rows_per_binding(dev, row_bytes);
+    if (rows_per == 0)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: a token's q row exceeds a binding");
+
+    uint32_t wg = dev->caps.max_workgroup_size >= 128 ? 128 : 64;
+    uint32_t d4 = d->head_dim / 4;
+    if (d4 > wg)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: head_dim %u needs workgroups of %u",
+                       d->head_dim, d4);
+    /* llvmpipe stops a shader invocation's loops after 65,535 trips, silently. */
+    uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
+    uint64_t trips = attention_trips(dev, wg, d4, keys);
+    if (dev->caps.device_type == VKLLM_DEVICE_CPU && trips > 48000)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "attention: %llu keys x head_dim %u need ~%llu loop trips per invocation; "
+                       "llvmpipe cuts loops at 65,535 (limit kept: 48,000)",
+                       (unsigned long long)keys, d->head_dim,
+                       (unsigned long long)trips);
+
+    attention_push base = {.n_heads = d->n_heads, .n_heads_kv = d->n_heads_kv,
+                           .head_dim = d->head_dim, .n_ctx = d->n_ctx, .scale = d->scale,
+                           .window = d->window};
+    if (d->alibi_max_bias > 0.0f) {
+        /* ggml_soft_max_ext: n_head_log2 = 2^floor(log2(n_head)), m0 = 2^(-max_bias /
+         * n_head_log2), m1 = 2^(-max_bias / 2 / n_head_log2); the shader takes the exponents. */
+        uint32_t n_log2 = 1;
+        while (n_log2 * 2 <= d->n_heads)
+            n_log2 *= 2;
+        base.alibi = 1;
+        base.n_head_log2 = n_log2;
+        base.alibi_e0 = -d->alibi_max_bias / (float)n_log2;
+        base.alibi_e1 = -(d->alibi_max_bias / 2.0f) / (float)n_log2;
+    }
+
+    char shader[48];
+    snprintf(shader, sizeof shader, "attention%s%s", dev->caps.subgroup_arithmetic ? "_subgroup" : "",
+             dev->caps.storage16 ? "_f16" : "_packed");
+    uint32_t spec[] = {wg};
+    vkr_pipeline *pipe;
+    vkllm_status s = vkr_pipeline_get(dev, shader, spec, 1, &pipe);
+    for (uint32_t begin = 0; begin < d->n_tokens && !s; begin += rows_per) {
+        uint32_t count = d->n_tokens - begin < rows_per ? d->n_tokens - begin : rows_per;
+        attention_push push = base;
+        push.n_tokens = count;
+        push.t0 = begin;
+        vkr_binding bindings[] = {
+            op_bind_span(dev, q, begin * row_bytes, count * row_bytes, 4, false, &push.q_shift),
+            op_bind_range(k_cache, 0, cache_bytes, false),
+            op_bind_range(v_cache, 0, cache_bytes, false),
+            op_bind_range(params, 0, sizeof(vk_step_params), false),
+            op_bind_span(dev, out, begin * row_bytes, count * row_bytes, 4, true, &push.out_shift),
+        };
+        uint64_t n = (uint64_t)count * d->n_heads;
+        if (n > 0xffffffffu)
+            return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: %llu workgroups", (unsigned long long)n);
+        uint32_t gx, gy;
+        vkr_grid(dev, (uint32_t)n, &gx, &gy);
+        s = vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy, 1, "attention");
+    }
+    return s;
+}

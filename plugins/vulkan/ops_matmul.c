@@ -1,0 +1,352 @@
+/* The ops that read weight matrices: op_matmul (matrix-vector for a few tokens,
+ * register-tiled matrix-matrix for prompts) and op_get_rows (embedding lookup), for f32, f16,
+ * bf16, q8_0, q4_0, q4_1, q5_0 and q5_1 weights; plus op_weight_init, which splits a weight
+ * into chunks of whole rows that each fit one binding.
+ *
+ * Every tensor may be larger than one binding (maxStorageBufferRange), so each dispatch
+ * covers one weight chunk and a group of tokens (or ids) whose activations fit a binding;
+ * bindings start at an aligned offset at or below their first element and the shader adds
+ * the leftover distance ("skip"). Chunks are walked in the outer loop, so only the switch
+ * from one chunk to the next can need a barrier (their y ranges interleave). */
+#include "error.h"
+#include "ops.h"
+#include "ops_util.h"
+#include "quant.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Must match the push constants of shaders/matmul.comp. */
+typedef struct matmul_push {
+    uint32_t rows, cols, n_tokens, row_bytes;
+    uint32_t w_skip, x_skip, y_skip, y_stride;
+    uint32_t accumulate, x_vec4, w_aligned;
+} matmul_push;
+
+/* Must match shaders/get_rows.comp. */
+typedef struct get_rows_push {
+    uint32_t rows_total, row_begin, row_count, cols;
+    uint32_t row_bytes, w_skip, ids_skip, out_skip;
+    uint32_t n_ids;
+} get_rows_push;
+
+/* Up to this many tokens per dispatch use the matrix-vector shader (see the timings printed
+ * by tests/test_ops_matmul.c). */
+#define MATVEC_MAX_TOKENS 8u
+
+/* The shader-name suffix of a weight type, or NULL when these ops cannot read it. */
+static const char *weight_type_name(uint32_t type)
+{
+    switch (type) {
+    case GGML_F32: return "f32";
+    case GGML_F16: return "f16";
+    case GGML_BF16: return "bf16";
+    case GGML_Q8_0: return "q8_0";
+    case GGML_Q4_0: return "q4_0";
+    case GGML_Q4_1: return "q4_1";
+    case GGML_Q5_0: return "q5_0";
+    case GGML_Q5_1: return "q5_1";
+    default: return NULL;
+    }
+}
+
+/* The largest binding size we use: a multiple of 4 (weights are read as words) that keeps
+ * byte offsets inside a binding within uint32 in the shaders. */
+static uint64_t binding_limit(const vkr_device *dev)
+{
+    uint64_t r = dev->caps.max_storage_buffer_range;
+    if (r > 0xfffffffcu)
+        r = 0xfffffffcu;
+    return r & ~(uint64_t)3;
+}
+
+/* Alignment for activation bindings: the device's, and at least 16 bytes so that rows
+ * which start 16-byte aligned in memory can be read as vec4. */
+static uint64_t activation_align(const vkr_device *dev)
+{
+    uint64_t a = dev->caps.storage_offset_alignment;
+    return a > 16 ? a : 16;
+}
+
+/* Binding over bytes [begin, end) of t, started at the aligned offset at or below; *skip is
+ * the distance from there to `begin` in 4-byte elements. */
+static vkr_binding span(const vkr_device *dev, op_tensor t, uint64_t begin, uint64_t end,
+                        bool write, uint32_t *skip)
+{
+    uint64_t align = activation_align(dev);
+    uint64_t first = t.offset + begin;
+    uint64_t start = first / align * align;
+    *skip = (uint32_t)((first - start) / 4);
+    return (vkr_binding){t.buffer, start, t.offset + end - start, write};
+}
+
+/* How many 4-byte-element rows of `row_elems`, starting at element `first` of t, fit one
+ * binding, when the last of them only needs `last_elems` elements. */
+static uint64_t rows_fitting(const vkr_device *dev, op_tensor t, uint64_t first,
+                             uint64_t row_elems, uint64_t last_elems)
+{
+    uint64_t align = activation_align(dev);
+    uint64_t skip = (t.offset + first * 4) % align;
+    uint64_t room = binding_limit(dev);
+    if (room < skip + last_elems * 4)
+        return 0;
+    return (room - skip - last_elems * 4) / (row_elems * 4) + 1;
+}
+
+static vkr_binding weight_binding(const op_weight *w, uint32_t c)
+{
+    const op_weight_chunk *ch = &w->chunks[c];
+    uint64_t bytes = ch->skip_bytes + (uint64_t)ch->row_count * w->row_bytes;
+    return (vkr_binding){ch->buffer, ch->offset, (bytes + 3) & ~(uint64_t)3, false};
+}
+
+vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows, uint32_t cols,
+                            const vkr_buffer *buffer, VkDeviceSize offset, op_weight *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *name = weight_type_name(type);
+    if (!name)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "weight type %u (%s) cannot be used for matmul", type,
+                       ggml_traits(type).name ? ggml_traits(type).name : "unknown");
+    uint64_t row_bytes = ggml_row_bytes(type, cols);
+    if (rows == 0 || cols == 0 || row_bytes == 0)
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                       "%s weight of %u x %u: empty, or cols not a multiple of the block size", name,
+                       rows, cols);
+    if (!buffer || offset % 2 != 0)
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "%s weight: offset %llu is not even", name,
+                       (unsigned long long)offset);
+    uint64_t total = (uint64_t)rows * row_bytes;
+    /* The last binding is rounded up to whole words; vkr buffers are sized in words. */
+    if (offset > buffer->size || ((offset + total + 3) & ~(uint64_t)3) > buffer->size)
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                       "%s weight of %u x %u (%llu bytes at %llu) exceeds its buffer of %llu bytes",
+                       name, rows, cols, (unsigned long long)total, (unsigned long long)offset,
+                       (unsigned long long)buffer->size);
+    uint64_t limit = binding_limit(dev);
+    uint64_t align = dev->caps.storage_offset_alignment ? dev->caps.storage_offset_alignment : 1;
+    /* Chunk boundaries on multiples of this many rows keep a single token's y ranges of
+     * consecutive chunks apart (no barrier between them) when that is possible. */
+    uint64_t row_quantum = activation_align(dev) / 4;
+
+    out->type = type;
+    out->rows = rows;
+    out->cols = cols;
+    out->row_bytes = row_bytes;
+    for (uint32_t r = 0; r < rows;) {
+        uint64_t first = offset + (uint64_t)r * row_bytes;
+        uint64_t start = first / align * align;
+        uint64_t skip = first - start;
+        uint64_t fit = limit > skip ? (limit - skip) / row_bytes : 0;
+        if (fit == 0)
+            return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                           "%s weight: a row of %llu bytes does not fit one binding of %llu bytes",
+                           name, (unsigned long long)row_bytes, (unsigned long long)limit);
+        uint64_t n = rows - r < fit ? rows - r : fit;
+        if (n < rows - r && n >= row_quantum)
+            n = n / row_quantum * row_quantum;
+        if (out->n_chunks == OP_MAX_CHUNKS)
+            return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                           "%s weight of %u x %u needs more than %d chunks of at most %llu bytes",
+                           name, rows, cols, OP_MAX_CHUNKS, (unsigned long long)limit);
+        out->chunks[out->n_chunks++] = (op_weight_chunk){
+            .buffer = buffer,
+            .offset = start,
+            .row_begin = r,
+            .row_count = (uint32_t)n,
+            .skip_bytes = (uint32_t)skip,
+        };
+        r += (uint32_t)n;
+    }
+    return VKLLM_OK;
+}
+
+static vkllm_status check_weight(const op_weight *w, const char *op, const char **name)
+{
+    *name = w ? weight_type_name(w->type) : NULL;
+    if (!*name)
+        return vk_fail(VKLLM_ERR_INTERNAL, "%s: weight type %u is not supported", op,
+                       w ? w->type : 0);
+    if (w->n_chunks == 0 || w->n_chunks > OP_MAX_CHUNKS || w->row_bytes != ggml_row_bytes(w->type, w->cols))
+        return vk_fail(VKLLM_ERR_INTERNAL, "%s: weight not set up by op_weight_init", op);
+    return VKLLM_OK;
+}
+
+static bool holds(op_tensor t, uint64_t bytes)
+{
+    return t.buffer && t.size >= bytes && t.offset + t.size <= t.buffer->size;
+}
+
+/* Matrix-vector shape: invocations per workgroup (splitting the columns) and rows per
+ * workgroup, as specialization constants {wg, rows, n_tokens}. */
+static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec[3])
+{
+    const vkr_caps *c = &dev->caps;
+    uint32_t sg = c->subgroup_size ? c->subgroup_size : 32;
+    uint32_t wg, rows;
+    if (c->device_type == VKLLM_DEVICE_CPU) {
+        /* lavapipe: one subgroup per workgroup (no shared memory or barrier); every storage
+         * load costs a loop over the lanes, so many rows share each x load. */
+        wg = sg;
+        rows = n_tokens <= 2 ? 16 : 8;
+    } else {
+        wg = sg > 32 ? sg : 32;
+        rows = 2;
+    }
+    if (wg > c->max_workgroup_size)
+        wg = c->max_workgroup_size;
+    /* The reduction's shared memory: rows * n_tokens * wg floats. */
+    while (rows > 1 && (uint64_t)rows * n_tokens * wg * 4 > c->shared_memory_size)
+        rows--;
+    while (wg > 1 && (uint64_t)rows * n_tokens * wg * 4 > c->shared_memory_size)
+        wg /= 2;
+    spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
+}
+
+/* Matrix-matrix shape: {wg, wg_rows, tm, tn}: a workgroup of wg invocations, wg_rows of them
+ * along the rows, each computing tm rows x tn tokens. */
+static void matmul_shape(const vkr_device *dev, uint32_t spec[4])
+{
+    const vkr_caps *c = &dev->caps;
+    if (c->device_type == VKLLM_DEVICE_CPU) {
+        /* lavapipe: loads dominate; x costs as much per token as a q4_0 block per row does
+         * per 6 rows, so tiles are tall. All lanes of a workgroup share the tokens. */
+        uint32_t sg = c->subgroup_size ? c->subgroup_size : 8;
+        spec[0] = sg, spec[1] = sg, spec[2] = 16, spec[3] = 4;
+    } else {
+        spec[0] = 64, spec[1] = 16, spec[2] = 4, spec[3] = 4;
+    }
+    if (spec[0] > c->max_workgroup_size)
+        spec[0] = spec[1] = c->max_workgroup_size;
+}
+
+vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
+                       uint32_t n_tokens, bool accumulate)
+{
+    const char *tname;
+    vkllm_status s = check_weight(w, "matmul", &tname);
+    if (s || n_tokens == 0)
+        return s;
+    if (!holds(x, (uint64_t)n_tokens * w->cols * 4) || !holds(y, (uint64_t)n_tokens * w->rows * 4))
+        return vk_fail(VKLLM_ERR_INTERNAL, "matmul %ux%u, %u tokens: x or y too small", w->rows,
+                       w->cols, n_tokens);
+    bool subgroup = dev->caps.subgroup_arithmetic;
+
+    for (uint32_t c = 0; c < w->n_chunks && !s; c++) {
+        const op_weight_chunk *ch = &w->chunks[c];
+        vkr_binding wb = weight_binding(w, c);
+        uint32_t tc = 0;
+        for (uint32_t t0 = 0; t0 < n_tokens && !s; t0 += tc) {
+            /* As many tokens as fit the x and y bindings. */
+            uint64_t fit_x = rows_fitting(dev, x, (uint64_t)t0 * w->cols, w->cols, w->cols);
+            uint64_t fit_y = rows_fitting(dev, y, (uint64_t)t0 * w->rows + ch->row_begin, w->rows,
+                                          ch->row_count);
+            uint64_t fit = fit_x < fit_y ? fit_x : fit_y;
+            if (fit == 0)
+                return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                               "matmul %ux%u: one token's activations exceed a binding", w->rows,
+                               w->cols);
+            tc = n_tokens - t0 < fit ? n_tokens - t0 : (uint32_t)fit;
+
+            matmul_push push = {
+                .rows = ch->row_count,
+                .cols = w->cols,
+                .n_tokens = tc,
+                .row_bytes = (uint32_t)w->row_bytes,
+                .w_skip = ch->skip_bytes,
+                .y_stride = w->rows,
+                .accumulate = accumulate,
+            };
+            vkr_binding bindings[3] = {
+                wb,
+                span(dev, x, (uint64_t)t0 * w->cols * 4, (uint64_t)(t0 + tc) * w->cols * 4, false,
+                     &push.x_skip),
+                span(dev, y, ((uint64_t)t0 * w->rows + ch->row_begin) * 4,
+                     ((uint64_t)(t0 + tc - 1) * w->rows + ch->row_begin + ch->row_count) * 4, true,
+                     &push.y_skip),
+            };
+            push.x_vec4 = push.x_skip % 4 == 0 && w->cols % 4 == 0;
+            push.w_aligned = ch->skip_bytes % 4 == 0 && w->row_bytes % 4 == 0;
+
+            char name[48];
+            vkr_pipeline *pipe;
+            uint32_t gx, gy, gz = 1;
+            if (tc <= MATVEC_MAX_TOKENS) {
+                uint32_t spec[3];
+                matvec_shape(dev, tc, spec);
+                snprintf(name, sizeof name, "matvec_%s%s", tname, subgroup ? "_sg" : "");
+                if ((s = vkr_pipeline_get(dev, name, spec, 3, &pipe)))
+                    return s;
+                vkr_grid(dev, (ch->row_count + spec[1] - 1) / spec[1], &gx, &gy);
+            } else {
+                uint32_t spec[4];
+                matmul_shape(dev, spec);
+                snprintf(name, sizeof name, "matmul_%s", tname);
+                if ((s = vkr_pipeline_get(dev, name, spec, 4, &pipe)))
+                    return s;
+                uint32_t tile_rows = spec[1] * spec[2], tile_tokens = spec[0] / spec[1] * spec[3];
+                vkr_grid(dev, (ch->row_count + tile_rows - 1) / tile_rows, &gx, &gy);
+                gz = (tc + tile_tokens - 1) / tile_tokens;
+            }
+            s = vkr_cmd_dispatch(cmd, pipe, bindings, 3, &push, sizeof push, gx, gy, gz, pipe->name);
+        }
+    }
+    return s;
+}
+
+vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor ids,
+                         op_tensor out, uint32_t n_ids)
+{
+    const char *tname;
+    vkllm_status s = check_weight(w, "get_rows", &tname);
+    if (s || n_ids == 0)
+        return s;
+    if (!holds(ids, (uint64_t)n_ids * 4) || !holds(out, (uint64_t)n_ids * w->cols * 4))
+        return vk_fail(VKLLM_ERR_INTERNAL, "get_rows of %u ids x %u: ids or out too small", n_ids,
+                       w->cols);
+    char name[48];
+    snprintf(name, sizeof name, "get_rows_%s", tname);
+    vkr_pipeline *pipe;
+    uint32_t spec[] = {OP_WORKGROUP};
+    if ((s = vkr_pipeline_get(dev, name, spec, 1, &pipe)))
+        return s;
+    ggml_type_traits tr = ggml_traits(w->type);
+    uint32_t shader_block = tr.block_size > 1 ? tr.block_size : 8; /* BLOCK_WEIGHTS */
+    uint64_t n_blocks = (w->cols + shader_block - 1) / shader_block;
+
+    for (uint32_t c = 0; c < w->n_chunks && !s; c++) {
+        const op_weight_chunk *ch = &w->chunks[c];
+        uint32_t n = 0;
+        for (uint32_t i0 = 0; i0 < n_ids && !s; i0 += n) {
+            uint64_t fit_out = rows_fitting(dev, out, (uint64_t)i0 * w->cols, w->cols, w->cols);
+            uint64_t fit_ids = rows_fitting(dev, ids, i0, 1, 1);
+            uint64_t fit = fit_out < fit_ids ? fit_out : fit_ids;
+            /* keep the invocation count of a dispatch within uint32 */
+            uint64_t max_ids = 0xffff0000u / n_blocks;
+            fit = fit < max_ids ? fit : max_ids;
+            if (fit == 0)
+                return vk_fail(VKLLM_ERR_UNSUPPORTED, "get_rows: a row of %u floats exceeds a binding",
+                               w->cols);
+            n = n_ids - i0 < fit ? n_ids - i0 : (uint32_t)fit;
+            get_rows_push push = {
+                .rows_total = w->rows,
+                .row_begin = ch->row_begin,
+                .row_count = ch->row_count,
+                .cols = w->cols,
+                .row_bytes = (uint32_t)w->row_bytes,
+                .w_skip = ch->skip_bytes,
+                .n_ids = n,
+            };
+            vkr_binding bindings[3] = {
+                weight_binding(w, c),
+                span(dev, ids, (uint64_t)i0 * 4, (uint64_t)(i0 + n) * 4, false, &push.ids_skip),
+                span(dev, out, (uint64_t)i0 * w->cols * 4, (uint64_t)(i0 + n) * w->cols * 4, true,
+                     &push.out_skip),
+            };
+            uint32_t gx, gy;
+            vkr_grid(dev, (uint32_t)((n * n_blocks + OP_WORKGROUP - 1) / OP_WORKGROUP), &gx, &gy);
+            s = vkr_cmd_dispatch(cmd, pipe, bindings, 3, &push, sizeof push, gx, gy, 1, pipe->name);
+        }
+    }
+    return s;
+}

@@ -1,0 +1,363 @@
+/* vkllm-run: generate text with a GGUF model through the vkllm plugin, using only the
+ * public ABI (include/vkllm). Flags follow llama.cpp's tools. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vkllm/vkllm.h"
+#include "vkllm/vkllm_loader.h"
+
+#ifndef VKLLM_BUILD_PLUGIN
+#define VKLLM_BUILD_PLUGIN VKLLM_LOADER_DEFAULT_NAME
+#endif
+
+typedef struct options {
+    const char *model;
+    const char *prompt;
+    const char *plugin;
+    const char *device;
+    int n_predict;
+    int n_ctx;
+    int n_batch;
+    int validation;
+    int list_devices;
+    int verbose;
+    unsigned long long seed;
+    vkllm_sampler_params sampler;
+} options;
+
+static void usage(const char *argv0)
+{
+    fprintf(stderr,
+            "usage: %s -m MODEL.gguf [-p PROMPT] [options]\n"
+            "  -m, --model PATH        GGUF model file\n"
+            "  -p, --prompt TEXT       prompt (default: empty, BOS only)\n"
+            "  -n, --n-predict N       tokens to generate (default 128; -1 = until end or context full)\n"
+            "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
+            "  -b, --batch-size N      prompt tokens per submit (default 512)\n"
+            "  --temp T                temperature (default 0.8; 0 = greedy)\n"
+            "  --top-k N               top-k (default 40; 0 = off)\n"
+            "  --top-p P               top-p (default 0.95; 1 = off)\n"
+            "  --min-p P               min-p (default 0.05; 0 = off)\n"
+            "  --repeat-penalty F      repetition penalty (default 1.0 = off)\n"
+            "  --repeat-last-n N       tokens the penalty looks at (default 64)\n"
+            "  -s, --seed N            sampler seed (default: time)\n"
+            "  --device NAME|INDEX     Vulkan device (default: best; env VKLLM_DEVICE)\n"
+            "  --list-devices          list Vulkan devices and exit\n"
+            "  --plugin PATH           plugin library (default: env VKLLM_PLUGIN, else the built one)\n"
+            "  --validation            enable VK_LAYER_KHRONOS_validation\n"
+            "  -v, --verbose           log more\n",
+            argv0);
+}
+
+static int parse_int(const char *flag, const char *v, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < -1 || x > 1 << 30) {
+        fprintf(stderr, "error: %s expects an integer, got '%s'\n", flag, v);
+        return 0;
+    }
+    *out = (int)x;
+    return 1;
+}
+
+static int parse_float(const char *flag, const char *v, float *out)
+{
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (errno || *end || end == v) {
+        fprintf(stderr, "error: %s expects a number, got '%s'\n", flag, v);
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+static int parse_args(int argc, char **argv, const vkllm_api *api, options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_predict = 128;
+    o->n_batch = 512;
+    o->seed = (unsigned long long)time(NULL);
+    o->plugin = getenv(VKLLM_LOADER_ENV) ? getenv(VKLLM_LOADER_ENV) : VKLLM_BUILD_PLUGIN;
+    o->sampler.size = sizeof o->sampler;
+    o->sampler.temperature = 0.8f;
+    o->sampler.top_k = 40;
+    o->sampler.top_p = 0.95f;
+    o->sampler.min_p = 0.05f;
+    o->sampler.repeat_penalty = 1.0f;
+    o->sampler.repeat_last_n = 64;
+    (void)api;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define FLAG(s, l) (!strcmp(a, s) || !strcmp(a, l))
+#define NEED_VALUE                                                                          \
+    if (!v) {                                                                               \
+        fprintf(stderr, "error: %s needs a value\n", a);                                   \
+        return 0;                                                                           \
+    }                                                                                       \
+    i++
+        if (FLAG("-h", "--help")) {
+            usage(argv[0]);
+            exit(0);
+        } else if (FLAG("-m", "--model")) {
+            NEED_VALUE;
+            o->model = v;
+        } else if (FLAG("-p", "--prompt")) {
+            NEED_VALUE;
+            o->prompt = v;
+        } else if (FLAG("-n", "--n-predict")) {
+            NEED_VALUE;
+            if (!parse_int(a, v, &o->n_predict))
+                return 0;
+        } else if (FLAG("-c", "--ctx-size")) {
+            NEED_VALUE;
+            if (!parse_int(a, v, &o->n_ctx))
+                return 0;
+        } else if (FLAG("-b", "--batch-size")) {
+            NEED_VALUE;
+            if (!parse_int(a, v, &o->n_batch))
+                return 0;
+        } else if (!strcmp(a, "--temp")) {
+            NEED_VALUE;
+            if (!parse_float(a, v, &o->sampler.temperature))
+                return 0;
+        } else if (!strcmp(a, "--top-k")) {
+            NEED_VALUE;
+            if (!parse_int(a, v, &o->sampler.top_k))
+                return 0;
+        } else if (!strcmp(a, "--top-p")) {
+            NEED_VALUE;
+            if (!parse_float(a, v, &o->sampler.top_p))
+                return 0;
+        } else if (!strcmp(a, "--min-p")) {
+            NEED_VALUE;
+            if (!parse_float(a, v, &o->sampler.min_p))
+                return 0;
+        } else if (!strcmp(a, "--repeat-penalty")) {
+            NEED_VALUE;
+            if (!parse_float(a, v, &o->sampler.repeat_penalty))
+                return 0;
+        } else if (!strcmp(a, "--repeat-last-n")) {
+            NEED_VALUE;
+            if (!parse_int(a, v, &o->sampler.repeat_last_n))
+                return 0;
+        } else if (FLAG("-s", "--seed")) {
+            NEED_VALUE;
+            char *end;
+            o->seed = strtoull(v, &end, 10);
+            if (*end || end == v) {
+                fprintf(stderr, "error: --seed expects an integer, got '%s'\n", v);
+                return 0;
+            }
+        } else if (!strcmp(a, "--device")) {
+            NEED_VALUE;
+            o->device = v;
+        } else if (!strcmp(a, "--plugin")) {
+            NEED_VALUE;
+            o->plugin = v;
+        } else if (!strcmp(a, "--validation")) {
+            o->validation = 1;
+        } else if (!strcmp(a, "--list-devices")) {
+            o->list_devices = 1;
+        } else if (FLAG("-v", "--verbose")) {
+            o->verbose = 1;
+        } else {
+            fprintf(stderr, "error: unknown argument '%s' (see --help)\n", a);
+            return 0;
+        }
+    }
+    if (!o->model && !o->list_devices) {
+        fprintf(stderr, "error: no model given (-m MODEL.gguf)\n");
+        return 0;
+    }
+    return 1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int32_t on_progress(void *user, float p)
+{
+    (void)user;
+    int width = 40, filled = (int)(p * width + 0.5f);
+    fprintf(stderr, "\rloading [");
+    for (int i = 0; i < width; i++)
+        fputc(i < filled ? '#' : ' ', stderr);
+    fprintf(stderr, "] %3d%%", (int)(p * 100 + 0.5f));
+    if (p >= 1.0f)
+        fputc('\n', stderr);
+    return 0;
+}
+
+static void on_log(void *user, int32_t level, const char *msg)
+{
+    (void)user;
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    fprintf(stderr, "vkllm %s: %s\n", level >= 0 && level <= 3 ? names[level] : "log", msg);
+}
+
+static const char *type_name(int32_t t)
+{
+    static const char *names[] = {"other", "integrated GPU", "discrete GPU", "virtual GPU", "CPU"};
+    return t >= 0 && t <= 4 ? names[t] : "?";
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    if (!parse_args(argc, argv, NULL, &o))
+        return 2;
+    vkllm_loader loader;
+    if (vkllm_loader_open(&loader, o.plugin, 1, VKLLM_ABI_VERSION) != VKLLM_OK) {
+        fprintf(stderr, "error: %s\n", loader.error);
+        return 1;
+    }
+    const vkllm_api *api = loader.api;
+    int rc = 1;
+    vkllm_instance inst = NULL;
+    vkllm_model model = NULL;
+    vkllm_context ctx = NULL;
+    vkllm_token *tokens = NULL;
+
+    vkllm_instance_desc idesc;
+    api->instance_desc_defaults(&idesc, sizeof idesc);
+    idesc.enable_validation = o.validation;
+    idesc.log_fn = on_log;
+    idesc.log_level = o.verbose ? VKLLM_LOG_INFO : VKLLM_LOG_WARN;
+    if (o.device) {
+        char *end;
+        long idx = strtol(o.device, &end, 10);
+        if (*end == '\0')
+            idesc.device_index = (int32_t)idx;
+        else
+            idesc.device_name = o.device;
+    }
+    if (api->instance_create(&idesc, &inst) != VKLLM_OK) {
+        fprintf(stderr, "error: %s\n", api->last_error());
+        goto done;
+    }
+    uint32_t n_dev = 0, selected = 0;
+    api->device_count(inst, &n_dev);
+    api->selected_device(inst, &selected);
+    for (uint32_t i = 0; i < n_dev; i++) {
+        vkllm_device_info info = {.size = sizeof info};
+        if (api->device_info(inst, i, &info) == VKLLM_OK && (o.list_devices || i == selected))
+            fprintf(o.list_devices ? stdout : stderr, "%s device %u: %s (%s, %.0f MiB, subgroup %u)\n",
+                    i == selected ? "*" : " ", i, info.name, type_name(info.type),
+                    (double)info.device_local_memory / (1 << 20), info.subgroup_size);
+    }
+    if (o.list_devices) {
+        rc = 0;
+        goto done;
+    }
+
+    double t0 = now_s();
+    vkllm_model_params mp;
+    api->model_params_defaults(&mp, sizeof mp);
+    mp.path = o.model;
+    mp.progress_fn = on_progress;
+    if (api->model_load(inst, &mp, &model) != VKLLM_OK) {
+        fprintf(stderr, "\nerror: %s\n", api->last_error());
+        goto done;
+    }
+    double t_load = now_s() - t0;
+    vkllm_model_info info = {.size = sizeof info};
+    api->model_info(model, &info);
+
+    vkllm_context_params cp;
+    api->context_params_defaults(&cp, sizeof cp);
+    cp.n_ctx = o.n_ctx > 0 ? (uint32_t)o.n_ctx : (info.n_ctx_train < 4096 ? info.n_ctx_train : 4096);
+    cp.n_batch = o.n_batch > 0 ? (uint32_t)o.n_batch : 512;
+    cp.seed = o.seed;
+    if (api->context_create(model, &cp, &ctx) != VKLLM_OK) {
+        fprintf(stderr, "error: %s\n", api->last_error());
+        goto done;
+    }
+
+    const char *prompt = o.prompt ? o.prompt : "";
+    size_t plen = strlen(prompt), n_tok = 0;
+    size_t cap = plen + 8;
+    tokens = malloc(cap * sizeof *tokens);
+    vkllm_status s = api->tokenize(model, prompt, plen, 1, 1, tokens, cap, &n_tok);
+    if (s != VKLLM_OK) {
+        fprintf(stderr, "error: %s\n", api->last_error());
+        goto done;
+    }
+    if (n_tok == 0) {
+        fprintf(stderr, "error: the prompt is empty and the model adds no BOS token\n");
+        goto done;
+    }
+    if (n_tok >= cp.n_ctx) {
+        fprintf(stderr, "error: the prompt has %zu tokens; the context holds %u\n", n_tok, cp.n_ctx);
+        goto done;
+    }
+    fputs(prompt, stdout);
+    fflush(stdout);
+
+    double t1 = now_s();
+    if (api->decode(ctx, tokens, n_tok, 0) != VKLLM_OK) {
+        fprintf(stderr, "\nerror: %s\n", api->last_error());
+        goto done;
+    }
+    double t_prompt = now_s() - t1;
+
+    double t2 = now_s();
+    int n_gen = 0;
+    size_t n_past = n_tok;
+    char text[1024];
+    while (o.n_predict < 0 || n_gen < o.n_predict) {
+        vkllm_token next;
+        if (api->sample(ctx, &o.sampler, &next) != VKLLM_OK) {
+            fprintf(stderr, "\nerror: %s\n", api->last_error());
+            goto done;
+        }
+        if (next == info.eos)
+            break;
+        size_t n_text;
+        if (api->token_to_text_stream(ctx, next, text, sizeof text, &n_text) == VKLLM_OK) {
+            fwrite(text, 1, n_text, stdout);
+            fflush(stdout);
+        }
+        n_gen++;
+        if (n_past + 1 > cp.n_ctx) {
+            fprintf(stderr, "\n[context full: %u tokens]\n", cp.n_ctx);
+            break;
+        }
+        if (api->decode(ctx, &next, 1, 0) != VKLLM_OK) {
+            fprintf(stderr, "\nerror: %s\n", api->last_error());
+            goto done;
+        }
+        n_past++;
+    }
+    double t_gen = now_s() - t2;
+    printf("\n");
+    fprintf(stderr, "\nload: %.2f s (%.1f MiB of weights, %.1f MiB/s)\n", t_load,
+            (double)info.weight_bytes / (1 << 20), (double)info.weight_bytes / (1 << 20) / t_load);
+    fprintf(stderr, "prompt: %zu tokens in %.3f s, %.2f tokens/s\n", n_tok, t_prompt, n_tok / t_prompt);
+    fprintf(stderr, "generation: %d tokens in %.3f s, %.2f tokens/s\n", n_gen, t_gen,
+            n_gen > 0 ? n_gen / t_gen : 0.0);
+    rc = 0;
+done:
+    free(tokens);
+    if (ctx)
+        api->context_free(ctx);
+    if (model)
+        api->model_free(model);
+    if (inst && api->instance_destroy(inst) != VKLLM_OK) {
+        fprintf(stderr, "error: %s\n", api->last_error());
+        rc = 1;
+    }
+    vkllm_loader_close(&loader);
+    return rc;
+}

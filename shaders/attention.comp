@@ -1,0 +1,171 @@
+#version 450
+// Causal attention with an f16 KV cache, one workgroup per (token, query head).
+// Token t (position pos = params.n_past + t0 + t) attends cache rows [begin, pos] (begin = 0,
+// or pos + 1 - window with a sliding window); query head h reads KV head
+// h / (n_heads / n_heads_kv). scores = scale * q.k (+ ALiBi slope_h * (key - pos)).
+//
+// Keys go in tiles of KPT * WG (WG = the workgroup size): the tile's scores land in
+// shared memory, the tile max is a workgroup reduction, the running max/sum are rescaled
+// once per tile (online softmax, as flash attention), and the output columns accumulate
+// p * V. For the output, invocation lid owns vec4 column c = lid % D4 for the key subset
+// g = lid / D4 (G = WG / D4 subsets); the subsets are added at the end. Several keys per
+// invocation per tile keep the reduction and its barriers (costly on llvmpipe) rare.
+// Per invocation and tile the loops run about KPT * D4 (scores) + KPT * WG / G (values) +
+// the reduction's trips, so a context of n_ctx keys costs ~ n_ctx / WG * 2 D4 trips: far
+// below llvmpipe's 65,535 cut for n_ctx 8192, head_dim 128 (~6,000 with the subgroup
+// variant); the host refuses shapes that would get near it (measured cut: ~90,000 keys).
+//  USE_SUBGROUP: a subgroup computes each score (lanes split the columns, subgroupAdd),
+//                so neighbouring lanes read neighbouring K memory;
+//  otherwise one invocation per key scores the whole row.
+//  STORAGE16: the cache is read as f16vec4 (16-bit storage); otherwise as uvec2 pairs
+//             unpacked with unpackHalf2x16.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+#include "reduce.glsl"
+#ifdef STORAGE16
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
+
+#define MAX_D4 64 // head_dim <= 256
+#define KPT 4     // keys per invocation per tile
+
+layout(std430, binding = 0) readonly buffer Q { float q[]; };
+#ifdef STORAGE16
+layout(std430, binding = 1) readonly buffer K { f16vec4 k4[]; };
+layout(std430, binding = 2) readonly buffer V { f16vec4 v4[]; };
+vec4 load_k(uint i) { return vec4(k4[i]); }
+vec4 load_v(uint i) { return vec4(v4[i]); }
+#else
+layout(std430, binding = 1) readonly buffer K { uvec2 k4[]; };
+layout(std430, binding = 2) readonly buffer V { uvec2 v4[]; };
+vec4 load_k(uint i) { uvec2 u = k4[i]; return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y)); }
+vec4 load_v(uint i) { uvec2 u = v4[i]; return vec4(unpackHalf2x16(u.x), unpackHalf2x16(u.y)); }
+#endif
+layout(std430, binding = 3) readonly buffer Params {
+    uint n_past;
+    uint n_tokens_step;
+    uint pad0, pad1;
+} params;
+layout(std430, binding = 4) writeonly buffer Out { float result[]; };
+
+layout(push_constant) uniform Push {
+    uint n_tokens;   // tokens in this dispatch
+    uint n_heads;
+    uint n_heads_kv;
+    uint head_dim;
+    uint n_ctx;      // rows of the cache
+    float scale;
+    uint q_shift;    // element index of this dispatch's first token in the q binding
+    uint out_shift;  // same for out
+    uint t0;         // batch index of this dispatch's first token
+    uint window;     // 0: none; else keys with pos - key < window
+    uint alibi;      // 0: none
+    float alibi_e0;  // log2 of ggml's m0 = -max_bias / n_head_log2
+    float alibi_e1;  // log2 of m1 = -max_bias / 2 / n_head_log2
+    uint n_head_log2;
+} p;
+
+shared vec4 q_sh[MAX_D4];
+shared float score_sh[RED_MAX * KPT];
+shared vec4 acc_sh[RED_MAX];
+shared float sum_sh[RED_MAX];
+
+void main()
+{
+    uint item = linear_group_id();
+    if (item >= p.n_tokens * p.n_heads)
+        return; // whole workgroup: the barriers below stay uniform
+    const uint WG = gl_WorkGroupSize.x;
+    uint lid = gl_LocalInvocationID.x;
+    uint t = item / p.n_heads, h = item % p.n_heads;
+    uint hk = h / (p.n_heads / p.n_heads_kv);
+    uint d4 = p.head_dim / 4;
+    uint pos = params.n_past + p.t0 + t;
+    uint kv_end = min(pos + 1, p.n_ctx);
+    uint kv_begin = p.window != 0 && pos + 1 > p.window ? pos + 1 - p.window : 0;
+    uint row4 = p.n_heads_kv * d4; // vec4s per cache row
+    uint kv_base = hk * d4;
+
+    // ggml's ALiBi slope: m0^(h+1) for the first n_head_log2 heads, m1^(2(h-n)+1) after.
+    float slope = 0.0;
+    if (p.alibi != 0)
+        slope = h < p.n_head_log2 ? exp2(p.alibi_e0 * float(h + 1))
+                                  : exp2(p.alibi_e1 * float(2 * (h - p.n_head_log2) + 1));
+
+    uint qb = p.q_shift + item * p.head_dim;
+    for (uint c = lid; c < d4; c += WG)
+        q_sh[c] = vec4(q[qb + 4 * c], q[qb + 4 * c + 1], q[qb + 4 * c + 2], q[qb + 4 * c + 3]);
+    barrier();
+
+    uint n_groups = WG / d4;
+    uint g = lid / d4, col = lid % d4;
+    bool owns_col = g < n_groups;
+    float m = -1.0 / 0.0; // running max of the scores seen
+    float l = 0.0;        // this group's running sum of exp(score - m)
+    vec4 acc = vec4(0.0); // this group's running sum of exp(score - m) * v
+
+    for (uint key0 = kv_begin; key0 < kv_end; key0 += KPT * WG) {
+        uint len = min(KPT * WG, kv_end - key0);
+#ifdef USE_SUBGROUP
+        for (uint j = gl_SubgroupID; j < len; j += gl_NumSubgroups) {
+            uint kb = (key0 + j) * row4 + kv_base;
+            float d = 0.0;
+            for (uint c = gl_SubgroupInvocationID; c < d4; c += gl_SubgroupSize)
+                d += dot(q_sh[c], load_k(kb + c));
+            d = subgroupAdd(d);
+            if (subgroupElect())
+                score_sh[j] = d * p.scale + slope * (float(key0 + j) - float(pos));
+        }
+#else
+        for (uint j = lid; j < len; j += WG) {
+            uint kb = (key0 + j) * row4 + kv_base;
+            float d = 0.0;
+            for (uint c = 0; c < d4; c++)
+                d += dot(q_sh[c], load_k(kb + c));
+            score_sh[j] = d * p.scale + slope * (float(key0 + j) - float(pos));
+        }
+#endif
+        barrier();
+        float s_max = -1.0 / 0.0;
+        for (uint j = lid; j < len; j += WG)
+            s_max = max(s_max, score_sh[j]);
+        float m_new = max(m, wg_max(s_max)); // finite: the tile holds a key
+        float rescale = exp(m - m_new);      // 0 on the first tile (m = -inf)
+        for (uint j = lid; j < len; j += WG)
+            score_sh[j] = exp(score_sh[j] - m_new);
+        barrier();
+        l *= rescale;
+        acc *= rescale;
+        if (owns_col) {
+            for (uint j = g; j < len; j += n_groups) {
+                float pj = score_sh[j];
+                l += pj;
+                acc += pj * load_v((key0 + j) * row4 + kv_base + col);
+            }
+        }
+        m = m_new;
+        barrier();
+    }
+
+    if (owns_col) {
+        acc_sh[lid] = acc;
+        if (col == 0)
+            sum_sh[g] = l;
+    }
+    barrier();
+    if (lid < d4) {
+        vec4 o = vec4(0.0);
+        float total = 0.0;
+        for (uint gg = 0; gg < n_groups; gg++) {
+            o += acc_sh[gg * d4 + lid];
+            total += sum_sh[gg];
+        }
+        o = total > 0.0 ? o / total : vec4(0.0);
+        uint ob = p.out_shift + item * p.head_dim + 4 * lid;
+        result[ob] = o.x;
+        result[ob + 1] = o.y;
+        result[ob + 2] = o.z;
+        result[ob + 3] = o.w;
+    }
+}

@@ -1,0 +1,232 @@
+#version 450
+// y[t][r] = sum_c W[r][c] * x[t][c] (+ y[t][r] when accumulating), for one chunk of rows of W
+// and one group of tokens. Two shapes, chosen by define:
+//  - MATVEC (few tokens, decode): a workgroup computes ROWS rows for all NT tokens; its
+//    invocations split the row's blocks and the partial sums are reduced at the end
+//    (subgroupAdd with USE_SUBGROUP, else through shared memory).
+//  - MATMUL (prompts): each invocation computes a TM x TN tile (rows x tokens) in registers,
+//    decoding each weight block once and using it for all TN tokens; a workgroup is
+//    WG_ROWS x (WG / WG_ROWS) invocations.
+// Both multiply quants by x and apply the block's scale (and offset times sum(x)) once per
+// block and output, see blocks.glsl.
+// Per invocation the only loop that grows with the sizes walks one row's blocks (cols / 32,
+// or cols / 8 for f32/f16/bf16, divided by WG for MATVEC): the inner loops are unrolled, so
+// lavapipe's 65,535-iteration loop limit is far away even for cols = 16384.
+#extension GL_GOOGLE_include_directive : require
+#ifdef USE_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
+#include "common.glsl"
+
+layout(constant_id = 0) const uint WG = 32;
+#ifdef MATVEC
+layout(constant_id = 1) const uint ROWS = 1; // rows per workgroup
+layout(constant_id = 2) const uint NT = 1;   // tokens (all of this dispatch's)
+#else
+layout(constant_id = 1) const uint WG_ROWS = 16; // invocations along rows
+layout(constant_id = 2) const uint TM = 4;       // rows per invocation
+layout(constant_id = 3) const uint TN = 4;       // tokens per invocation
+#endif
+
+layout(std430, binding = 0) readonly buffer W { uint w[]; };
+// The activations, seen as vec4 when every token's row starts 16-byte aligned (x_vec4).
+layout(std430, binding = 1) readonly buffer X { vec4 x4[]; };
+layout(std430, binding = 1) readonly buffer XS { float xs[]; };
+layout(std430, binding = 2) buffer Y { float y[]; };
+
+layout(push_constant) uniform Push {
+    uint rows;       // rows of this chunk
+    uint cols;
+    uint n_tokens;   // tokens of this dispatch (MATMUL; MATVEC uses NT)
+    uint row_bytes;
+    uint w_skip;     // bytes from the weight binding's start to the chunk's first row
+    uint x_skip;     // floats from the x binding's start to token 0
+    uint y_skip;     // floats from the y binding's start to y[token 0][chunk row 0]
+    uint y_stride;   // floats from one token's y row to the next
+    uint accumulate;
+    uint x_vec4;
+    uint w_aligned;  // every row (hence block, for whole-word blocks) starts word-aligned
+} p;
+
+#include "blocks.glsl"
+
+// x[t][c .. c+3] (zeros past the end of the row, which only plain types can reach).
+vec4 load_x4(uint t, uint c)
+{
+    uint i = p.x_skip + t * p.cols + c;
+#ifdef PLAIN_WEIGHTS
+    if (c + 4u > p.cols) {
+        vec4 v = vec4(0.0);
+        [[unroll]] for (uint j = 0u; j < 4u; j++)
+            if (c + j < p.cols)
+                v[j] = xs[i + j];
+        return v;
+    }
+#endif
+    if (p.x_vec4 != 0u)
+        return x4[i >> 2];
+    return vec4(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]);
+}
+
+uint valid_weights(uint col)
+{
+    return min(p.cols - col, BLOCK_WEIGHTS);
+}
+
+void store(uint t, uint r, float v)
+{
+    uint i = p.y_skip + t * p.y_stride + r;
+    y[i] = p.accumulate != 0u ? y[i] + v : v;
+}
+
+#ifdef MATVEC
+
+// Partial sums of the invocations (one per subgroup with USE_SUBGROUP).
+shared float partial[ROWS * NT * WG];
+
+void main()
+{
+    uint tid = gl_LocalInvocationID.x;
+    uint row0 = linear_group_id() * ROWS;
+    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
+    float acc[ROWS * NT];
+    [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+        acc[k] = 0.0;
+
+    for (uint b = tid; b < n_blocks; b += WG) {
+        uint col = b * BLOCK_WEIGHTS;
+        wblock blk[ROWS];
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            uint row = min(row0 + r, p.rows - 1u);
+            blk[r] = load_block(p.w_skip + row * p.row_bytes + b * BLOCK_BYTES, valid_weights(col),
+                                p.w_aligned != 0u);
+        }
+        float qdot[ROWS * NT];
+        [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+            qdot[k] = 0.0;
+#ifdef BLOCK_HAS_OFFSET
+        float xsum[NT];
+        [[unroll]] for (uint t = 0u; t < NT; t++)
+            xsum[t] = 0.0;
+#endif
+        [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+            vec4 qv[ROWS];
+            [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                qv[r] = block_q4(blk[r], g);
+            [[unroll]] for (uint t = 0u; t < NT; t++) {
+                vec4 xv = load_x4(t, col + 4u * g);
+#ifdef BLOCK_HAS_OFFSET
+                xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
+#endif
+                [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                    qdot[r * NT + t] += dot(qv[r], xv);
+            }
+        }
+        [[unroll]] for (uint r = 0u; r < ROWS; r++)
+            [[unroll]] for (uint t = 0u; t < NT; t++)
+#ifdef BLOCK_HAS_OFFSET
+                acc[r * NT + t] += blk[r].d * qdot[r * NT + t] + blk[r].m * xsum[t];
+#else
+                acc[r * NT + t] += blk[r].d * qdot[r * NT + t];
+#endif
+    }
+
+#ifdef USE_SUBGROUP
+    [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+        acc[k] = subgroupAdd(acc[k]);
+    if (gl_NumSubgroups == 1u) {
+        if (tid == 0u) {
+            [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+                if (row0 + k / NT < p.rows)
+                    store(k % NT, row0 + k / NT, acc[k]);
+        }
+        return;
+    }
+    if (subgroupElect()) {
+        [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+            partial[k * WG + gl_SubgroupID] = acc[k];
+    }
+    uint n_parts = gl_NumSubgroups;
+#else
+    [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+        partial[k * WG + tid] = acc[k];
+    uint n_parts = WG;
+#endif
+    barrier();
+    // One invocation per output sums the parts (a single barrier: on lavapipe each barrier
+    // is a context switch, and the parts are few).
+    for (uint k = tid; k < ROWS * NT; k += WG) {
+        float s = 0.0;
+        for (uint i = 0u; i < n_parts; i++)
+            s += partial[k * WG + i];
+        if (row0 + k / NT < p.rows)
+            store(k % NT, row0 + k / NT, s);
+    }
+}
+
+#else // MATMUL
+
+void main()
+{
+    const uint WG_TOKENS = WG / WG_ROWS;
+    uint tid = gl_LocalInvocationID.x;
+    uint row0 = linear_group_id() * (WG_ROWS * TM) + (tid % WG_ROWS) * TM;
+    uint tok0 = gl_WorkGroupID.z * (WG_TOKENS * TN) + (tid / WG_ROWS) * TN;
+    if (row0 >= p.rows || tok0 >= p.n_tokens)
+        return; // no barriers below
+
+    uint rows_at[TM];
+    [[unroll]] for (uint r = 0u; r < TM; r++)
+        rows_at[r] = p.w_skip + min(row0 + r, p.rows - 1u) * p.row_bytes;
+    uint toks[TN];
+    [[unroll]] for (uint t = 0u; t < TN; t++)
+        toks[t] = min(tok0 + t, p.n_tokens - 1u);
+
+    float acc[TM * TN];
+    [[unroll]] for (uint k = 0u; k < TM * TN; k++)
+        acc[k] = 0.0;
+
+    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
+    for (uint b = 0u; b < n_blocks; b++) {
+        uint col = b * BLOCK_WEIGHTS;
+        wblock blk[TM];
+        [[unroll]] for (uint r = 0u; r < TM; r++)
+            blk[r] = load_block(rows_at[r] + b * BLOCK_BYTES, valid_weights(col), p.w_aligned != 0u);
+        float qdot[TM * TN];
+        [[unroll]] for (uint k = 0u; k < TM * TN; k++)
+            qdot[k] = 0.0;
+#ifdef BLOCK_HAS_OFFSET
+        float xsum[TN];
+        [[unroll]] for (uint t = 0u; t < TN; t++)
+            xsum[t] = 0.0;
+#endif
+        [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+            vec4 qv[TM];
+            [[unroll]] for (uint r = 0u; r < TM; r++)
+                qv[r] = block_q4(blk[r], g);
+            [[unroll]] for (uint t = 0u; t < TN; t++) {
+                vec4 xv = load_x4(toks[t], col + 4u * g);
+#ifdef BLOCK_HAS_OFFSET
+                xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
+#endif
+                [[unroll]] for (uint r = 0u; r < TM; r++)
+                    qdot[r * TN + t] += dot(qv[r], xv);
+            }
+        }
+        [[unroll]] for (uint r = 0u; r < TM; r++)
+            [[unroll]] for (uint t = 0u; t < TN; t++)
+#ifdef BLOCK_HAS_OFFSET
+                acc[r * TN + t] += blk[r].d * qdot[r * TN + t] + blk[r].m * xsum[t];
+#else
+                acc[r * TN + t] += blk[r].d * qdot[r * TN + t];
+#endif
+    }
+
+    [[unroll]] for (uint r = 0u; r < TM; r++)
+        [[unroll]] for (uint t = 0u; t < TN; t++)
+            if (row0 + r < p.rows && tok0 + t < p.n_tokens)
+                store(tok0 + t, row0 + r, acc[r * TN + t]);
+}
+
+#endif

@@ -1,0 +1,352 @@
+/* op_matmul and op_get_rows for every weight type against a C reference: random weights are
+ * quantized with vk_quantize_row, and the reference result is computed in double precision
+ * from the vk_dequantize_row'd weights, so the shader and the reference multiply the same
+ * weight values and the only difference is the GPU's f32 accumulation order.
+ *
+ * Errors are measured per output relative to sum_c |w x| (+ |y0| when accumulating), the
+ * scale of the rounding error of any f32 summation order. Sizes include the ones that expose
+ * lavapipe's 65,535 loop iterations per invocation (cols = 14336 matvec, 4096 x 512 tokens
+ * matmul), rows not multiple of any tile, and weights stored at an offset that is neither
+ * word- nor binding-aligned. Under the small-range profile (64 KiB bindings) weights, x and
+ * y are split into chunks, including weights whose rows are 2 mod 4 bytes long.
+ *
+ * In the full profile the test also prints the throughput of 4096 x 4096 q4_0 and f16
+ * matvec and matmul (not asserted). */
+#include "vk_test.h"
+
+#include "quant.h"
+
+static const uint32_t all_types[] = {GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0,
+                                     GGML_Q4_0, GGML_Q4_1, GGML_Q5_0, GGML_Q5_1};
+
+/* Largest error allowed, relative to sum |w x| per output. Measured worst cases are printed;
+ * f32 summation of up to 14336 terms stays near 1e-6 on lavapipe. */
+static double tolerance(uint32_t type)
+{
+    return type == GGML_F32 ? 1e-5 : 1e-4;
+}
+
+typedef struct test_weight {
+    uint32_t type, rows, cols;
+    vkr_buffer buffer;
+    op_weight w;
+    float *deq; /* rows * cols, what the shaders should see */
+} test_weight;
+
+static double worst_err[GGML_TYPE_COUNT], worst_rows_err[GGML_TYPE_COUNT];
+
+/* Random weights in [-1, 1), quantized to `type`, uploaded at byte `offset` of a device
+ * buffer, laid out by op_weight_init (whose status is returned). */
+static vkllm_status make_weight(vkr_device *dev, uint32_t type, uint32_t rows, uint32_t cols,
+                                uint64_t offset, uint32_t seed, test_weight *tw)
+{
+    memset(tw, 0, sizeof *tw);
+    tw->type = type, tw->rows = rows, tw->cols = cols;
+    uint64_t row_bytes = ggml_row_bytes(type, cols);
+    size_t n = (size_t)rows * cols;
+    float *src = malloc(n * sizeof *src);
+    uint8_t *bytes = malloc(rows * row_bytes);
+    tw->deq = malloc(n * sizeof *tw->deq);
+    if (!src || !bytes || !tw->deq) {
+        printf("FAIL: out of memory\n");
+        exit(1);
+    }
+    t_fill_random(src, n, seed);
+    for (uint32_t r = 0; r < rows; r++) {
+        if (vk_quantize_row(type, src + (size_t)r * cols, bytes + r * row_bytes, cols) != row_bytes ||
+            vk_dequantize_row(type, bytes + r * row_bytes, tw->deq + (size_t)r * cols, cols) != 0) {
+            printf("FAIL: reference quantization of type %u\n", type);
+            exit(1);
+        }
+    }
+    vkllm_status s = vkr_buffer_create(dev, offset + rows * row_bytes, VKR_MEMORY_DEVICE, &tw->buffer);
+    if (!s)
+        s = vkr_buffer_write(dev, &tw->buffer, offset, bytes, rows * row_bytes);
+    if (s) {
+        printf("FAIL: weight upload: %s\n", vk_error_message());
+        exit(1);
+    }
+    s = op_weight_init(dev, type, rows, cols, &tw->buffer, offset, &tw->w);
+    free(src);
+    free(bytes);
+    return s;
+}
+
+static void free_weight(vkr_device *dev, test_weight *tw)
+{
+    vkr_buffer_destroy(dev, &tw->buffer);
+    free(tw->deq);
+}
+
+/* Chunks laid out as documented: consecutive whole rows, bindings aligned and within range. */
+static void check_layout(vkr_device *dev, const test_weight *tw, uint64_t offset)
+{
+    const op_weight *w = &tw->w;
+    int ok = w->n_chunks >= 1 && w->row_bytes == ggml_row_bytes(tw->type, tw->cols);
+    uint32_t next = 0;
+    for (uint32_t c = 0; c < w->n_chunks && ok; c++) {
+        const op_weight_chunk *ch = &w->chunks[c];
+        uint64_t first = offset + (uint64_t)ch->row_begin * w->row_bytes;
+        ok = ch->row_begin == next && ch->row_count > 0 &&
+             ch->offset % dev->caps.storage_offset_alignment == 0 && ch->offset + ch->skip_bytes == first &&
+             ch->skip_bytes + (uint64_t)ch->row_count * w->row_bytes <= dev->caps.max_storage_buffer_range;
+        next += ch->row_count;
+    }
+    t_check(ok && next == tw->rows, "layout %s %ux%u at offset %llu: %u chunk(s)",
+            ggml_traits(tw->type).name, tw->rows, tw->cols, (unsigned long long)offset, w->n_chunks);
+}
+
+static void check_matmul(vkr_device *dev, test_weight *tw, uint32_t n_tokens, bool accumulate)
+{
+    uint32_t rows = tw->rows, cols = tw->cols;
+    size_t nx = (size_t)n_tokens * cols, ny = (size_t)n_tokens * rows;
+    float *x = malloc(nx * sizeof *x), *y0 = malloc(ny * sizeof *y0), *got = malloc(ny * sizeof *got);
+    t_fill_random(x, nx, n_tokens * 31 + cols);
+    t_fill_random(y0, ny, rows + 5);
+    if (!accumulate)
+        for (size_t i = 0; i < ny; i++)
+            y0[i] = 1e30f; /* must be overwritten */
+    op_tensor tx = t_tensor_from(dev, x, nx * sizeof *x), ty = t_tensor_from(dev, y0, ny * sizeof *y0);
+
+    vkr_cmd *cmd = t_begin(dev);
+    vkllm_status s = op_matmul(cmd, dev, &tw->w, tx, ty, n_tokens, accumulate);
+    uint32_t dispatches = vkr_cmd_dispatch_count(cmd), barriers = vkr_cmd_barrier_count(cmd);
+    if (s) {
+        t_check(0, "matmul record: %s", vk_error_message());
+        vkr_cmd_destroy(cmd);
+    } else {
+        t_run(cmd);
+    }
+    t_read(dev, ty, got, ny * sizeof *got);
+
+    double max_err = 0;
+    size_t bad = 0, worst = 0;
+    double want_worst = 0;
+    for (uint32_t t = 0; t < n_tokens; t++) {
+        for (uint32_t r = 0; r < rows; r++) {
+            const float *wr = tw->deq + (size_t)r * cols, *xt = x + (size_t)t * cols;
+            double sum = 0, scale = 0;
+            for (uint32_t c = 0; c < cols; c++) {
+                double p = (double)wr[c] * (double)xt[c];
+                sum += p;
+                scale += fabs(p);
+            }
+            size_t i = (size_t)t * rows + r;
+            if (accumulate) {
+                sum += y0[i];
+                scale += fabs(y0[i]);
+            }
+            double err = fabs((double)got[i] - sum) / (scale > 0 ? scale : 1e-30);
+            if (!(err <= tolerance(tw->type)))
+                bad++;
+            if (!(err <= max_err)) {
+                max_err = err;
+                worst = i;
+                want_worst = sum;
+            }
+        }
+    }
+    if (max_err > worst_err[tw->type])
+        worst_err[tw->type] = max_err;
+    /* One token: consecutive chunks write apart, so no barrier where chunks start on
+     * aligned rows. Otherwise chunks interleave in y: at most one barrier per chunk switch. */
+    uint32_t max_barriers = tw->w.n_chunks - 1;
+    if (n_tokens == 1) {
+        uint64_t align = dev->caps.storage_offset_alignment > 16 ? dev->caps.storage_offset_alignment : 16;
+        max_barriers = 0; /* only where a chunk's y range cannot start aligned (y.offset is 0) */
+        for (uint32_t c = 1; c < tw->w.n_chunks; c++)
+            max_barriers += (uint64_t)tw->w.chunks[c].row_begin * 4 % align != 0;
+    }
+    printf("%s matmul %-4s %5ux%-5u tokens %3u%s: %u dispatch(es), %u barrier(s), max err %.2g "
+           "(tol %.0e)",
+           bad || barriers > max_barriers ? "FAIL" : "ok  ", ggml_traits(tw->type).name, rows, cols,
+           n_tokens, accumulate ? " +=" : "   ", dispatches, barriers, max_err,
+           tolerance(tw->type));
+    if (bad)
+        printf(" %zu bad, worst y[%zu] got %g want %g", bad, worst, got[worst], want_worst);
+    if (barriers > max_barriers)
+        printf(" more than %u barriers", max_barriers);
+    printf("\n");
+    if (bad || barriers > max_barriers)
+        t_failures++;
+    t_tensor_free(dev, tx);
+    t_tensor_free(dev, ty);
+    free(x), free(y0), free(got);
+}
+
+static void check_get_rows(vkr_device *dev, test_weight *tw, uint32_t n_ids)
+{
+    uint32_t rows = tw->rows, cols = tw->cols;
+    int32_t *ids = malloc(n_ids * sizeof *ids);
+    uint32_t state = rows * 7 + n_ids;
+    for (uint32_t i = 0; i < n_ids; i++) {
+        state = state * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((state >> 8) % rows);
+    }
+    ids[0] = (int32_t)rows - 1;
+    if (n_ids > 3) {
+        ids[1] = 0;
+        ids[2] = -5;                 /* clamped to row 0 */
+        ids[3] = (int32_t)rows + 3;  /* clamped to the last row */
+    }
+    size_t n = (size_t)n_ids * cols;
+    float *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+    for (uint32_t i = 0; i < n_ids; i++) {
+        int32_t r = ids[i] < 0 ? 0 : ids[i] >= (int32_t)rows ? (int32_t)rows - 1 : ids[i];
+        memcpy(want + (size_t)i * cols, tw->deq + (size_t)r * cols, cols * sizeof *want);
+    }
+    op_tensor tids = t_tensor_from(dev, ids, n_ids * sizeof *ids), tout = t_tensor(dev, n * sizeof(float));
+    vkr_cmd *cmd = t_begin(dev);
+    vkllm_status s = op_get_rows(cmd, dev, &tw->w, tids, tout, n_ids);
+    uint32_t barriers = vkr_cmd_barrier_count(cmd);
+    if (s) {
+        t_check(0, "get_rows record: %s", vk_error_message());
+        vkr_cmd_destroy(cmd);
+    } else {
+        t_run(cmd);
+    }
+    t_read(dev, tout, got, n * sizeof *got);
+    char what[96];
+    snprintf(what, sizeof what, "get_rows %s %ux%u ids %u (%u barriers)", ggml_traits(tw->type).name,
+             rows, cols, n_ids, barriers);
+    /* The same values, up to an fma in q*d + m (q4_1, q5_1). */
+    t_compare(what, got, want, n, 1e-6f, 1e-6f);
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]);
+        if (e > worst_rows_err[tw->type])
+            worst_rows_err[tw->type] = e;
+    }
+    t_check(barriers + 1 <= tw->w.n_chunks, "get_rows barriers %u <= chunks - 1", barriers);
+    t_tensor_free(dev, tids);
+    t_tensor_free(dev, tout);
+    free(ids), free(want), free(got);
+}
+
+/* Throughput of 4096 x 4096 matvec (replayed) and matmul, from GPU timestamps. */
+static void time_type(vkr_device *dev, uint32_t type)
+{
+    const uint32_t n = 4096, prompt = 512;
+    test_weight tw;
+    if (make_weight(dev, type, n, n, 0, 99, &tw)) {
+        t_check(0, "timing weight: %s", vk_error_message());
+        return;
+    }
+    op_tensor tx = t_tensor(dev, (size_t)prompt * n * 4), ty = t_tensor(dev, (size_t)prompt * n * 4);
+    uint32_t token_counts[] = {1, 4, 8, prompt};
+    for (size_t k = 0; k < sizeof token_counts / sizeof *token_counts; k++) {
+        uint32_t nt = token_counts[k];
+        vkr_cmd *cmd = t_begin(dev);
+        if (op_matmul(cmd, dev, &tw.w, tx, ty, nt, false) || vkr_cmd_end(cmd)) {
+            t_check(0, "timing: %s", vk_error_message());
+            vkr_cmd_destroy(cmd);
+            continue;
+        }
+        double best = 1e30;
+        int reps = nt == prompt ? 2 : 6;
+        for (int i = 0; i < reps; i++) { /* the first run compiles the shader on lavapipe */
+            if (vkr_cmd_submit_wait(cmd))
+                break;
+            double ms = vkr_cmd_gpu_ms(cmd);
+            if (ms > 0 && ms < best)
+                best = ms;
+        }
+        const char *label = "?";
+        double ms;
+        vkr_cmd_dispatch_time(cmd, 0, &label, &ms);
+        if (best < 1e30)
+            printf("time %-18s 4096x4096 tokens %3u: %8.2f ms  %6.2f G weights/s  %6.2f GFLOP/s\n",
+                   label, nt, best, (double)n * n / (best * 1e6),
+                   2.0 * n * n * nt / (best * 1e6));
+        vkr_cmd_destroy(cmd);
+    }
+    t_tensor_free(dev, tx);
+    t_tensor_free(dev, ty);
+    free_weight(dev, &tw);
+}
+
+int main(void)
+{
+    vkr_device *dev = t_device();
+    const char *profile = getenv("VKLLM_PROFILE");
+    const char *timing = getenv("VKLLM_TEST_TIMING"); /* 0: no timings; only: nothing else */
+    bool timing_only = timing && !strcmp(timing, "only");
+    printf("max binding %llu bytes, offset alignment %llu\n",
+           (unsigned long long)dev->caps.max_storage_buffer_range,
+           (unsigned long long)dev->caps.storage_offset_alignment);
+
+    /* rows x cols; the 14336-column case only for f32 and q4_0; 2049 x 96 gives rows of
+     * 2 mod 4 bytes (q4_0 54, q5_0 66, q8_0 102) that span several 64 KiB chunks; 33 x 37
+     * (plain types only) ends rows with a partial block and unaligned x rows. */
+    const uint32_t sizes[][2] = {{1, 32},    {3, 64},   {127, 96},   {4097, 64},
+                                 {2049, 96}, {64, 4096}, {256, 14336}, {33, 37}};
+    const uint32_t token_counts[] = {1, 2, 7, 64, 512};
+    uint32_t case_index = 0;
+    for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types && !timing_only; ti++) {
+        uint32_t type = all_types[ti];
+        bool plain = ggml_traits(type).block_size == 1;
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            uint32_t rows = sizes[si][0], cols = sizes[si][1];
+            if (cols == 14336 && type != GGML_F32 && type != GGML_Q4_0)
+                continue;
+            if (cols % 32 && !plain)
+                continue;
+            /* Every other case stores the weight 34 bytes into its buffer: 2 mod 4, and off
+             * the binding alignment, so chunks start with a skip. */
+            uint64_t offset = case_index++ % 2 ? 34 : 0;
+            test_weight tw;
+            vkllm_status s = make_weight(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti), &tw);
+            if (s) {
+                /* Only acceptable when the weight really needs more than OP_MAX_CHUNKS. */
+                uint64_t per_chunk = dev->caps.max_storage_buffer_range / ggml_row_bytes(type, cols);
+                bool too_many = (rows + per_chunk - 1) / per_chunk > OP_MAX_CHUNKS;
+                t_check(too_many, "op_weight_init %s %ux%u fails: %s", ggml_traits(type).name,
+                        rows, cols, vk_error_message());
+                free_weight(dev, &tw);
+                continue;
+            }
+            check_layout(dev, &tw, offset);
+            for (size_t k = 0; k < sizeof token_counts / sizeof *token_counts; k++) {
+                uint32_t nt = token_counts[k];
+                if (nt == 512 && !(rows == 64 && cols == 4096))
+                    continue;
+                if (cols == 14336 && nt > 64)
+                    continue;
+                check_matmul(dev, &tw, nt, false);
+                /* accumulate on the matrix-vector and matrix-matrix paths */
+                if (nt == 2 || nt == 64 || rows * cols <= 4096)
+                    check_matmul(dev, &tw, nt, true);
+            }
+            check_get_rows(dev, &tw, 1);
+            check_get_rows(dev, &tw, 9);
+            free_weight(dev, &tw);
+        }
+    }
+
+    /* Bad layouts are refused. */
+    {
+        vkr_buffer b;
+        op_weight w;
+        if (!vkr_buffer_create(dev, 4096, VKR_MEMORY_DEVICE, &b)) {
+            t_check(op_weight_init(dev, GGML_Q4_0, 2, 48, &b, 0, &w) != VKLLM_OK,
+                    "op_weight_init refuses cols not a multiple of 32");
+            t_check(op_weight_init(dev, GGML_Q4_K, 1, 256, &b, 0, &w) != VKLLM_OK,
+                    "op_weight_init refuses an unsupported type");
+            t_check(op_weight_init(dev, GGML_F32, 2, 1024, &b, 0, &w) != VKLLM_OK,
+                    "op_weight_init refuses a weight larger than its buffer");
+            t_check(op_weight_init(dev, GGML_F16, 1, 32, &b, 1, &w) != VKLLM_OK,
+                    "op_weight_init refuses an odd offset");
+            vkr_buffer_destroy(dev, &b);
+        }
+    }
+
+    printf("worst matmul error relative to sum|w x| / worst get_rows abs error, per type:\n");
+    for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types; ti++)
+        printf("  %-5s %.2e / %.2e\n", ggml_traits(all_types[ti]).name, worst_err[all_types[ti]],
+               worst_rows_err[all_types[ti]]);
+
+    if ((!profile || !*profile) && !(timing && !strcmp(timing, "0"))) {
+        time_type(dev, GGML_Q4_0);
+        time_type(dev, GGML_F16);
+    }
+    return t_finish(dev);
+}
