@@ -7,7 +7,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 packages=(
-  meson ninja-build gcc clang pkg-config libc6-dev python3
+  meson ninja-build gcc clang pkg-config libc6-dev python3 python3-pip
   glslang-tools spirv-tools
   libvulkan-dev libvulkan-volk-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   abigail-tools binutils libclang-rt-14-dev

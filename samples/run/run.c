@@ -189,12 +189,16 @@ static double now_s(void)
 
 static int32_t on_progress(void *user, float p)
 {
-    (void)user;
+    int *last_percent = user;
+    int percent = (int)(p * 100 + 0.5f);
+    if (percent == *last_percent)
+        return 0; /* redraw only when the number changes */
+    *last_percent = percent;
     int width = 40, filled = (int)(p * width + 0.5f);
     fprintf(stderr, "\rloading [");
     for (int i = 0; i < width; i++)
         fputc(i < filled ? '#' : ' ', stderr);
-    fprintf(stderr, "] %3d%%", (int)(p * 100 + 0.5f));
+    fprintf(stderr, "] %3d%%", percent);
     if (p >= 1.0f)
         fputc('\n', stderr);
     return 0;
@@ -266,7 +270,9 @@ int main(int argc, char **argv)
     vkllm_model_params mp;
     api->model_params_defaults(&mp, sizeof mp);
     mp.path = o.model;
+    int last_percent = -1;
     mp.progress_fn = on_progress;
+    mp.progress_user = &last_percent;
     if (api->model_load(inst, &mp, &model) != VKLLM_OK) {
         fprintf(stderr, "\nerror: %s\n", api->last_error());
         goto done;

