@@ -102,9 +102,13 @@ void main()
             blk[r] = load_block(p.w_skip + row * p.row_bytes + b * BLOCK_BYTES, valid_weights(col),
                                 p.w_aligned != 0u);
         }
+#ifdef PLAIN_WEIGHTS
+#define qdot acc // d = 1 and no offset: accumulate directly
+#else
         float qdot[ROWS * NT];
         [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
             qdot[k] = 0.0;
+#endif
 #ifdef BLOCK_HAS_OFFSET
         float xsum[NT];
         [[unroll]] for (uint t = 0u; t < NT; t++)
@@ -123,12 +127,16 @@ void main()
                     qdot[r * NT + t] += dot(qv[r], xv);
             }
         }
+#ifdef PLAIN_WEIGHTS
+#undef qdot
+#else
         [[unroll]] for (uint r = 0u; r < ROWS; r++)
             [[unroll]] for (uint t = 0u; t < NT; t++)
 #ifdef BLOCK_HAS_OFFSET
                 acc[r * NT + t] += blk[r].d * qdot[r * NT + t] + blk[r].m * xsum[t];
 #else
                 acc[r * NT + t] += blk[r].d * qdot[r * NT + t];
+#endif
 #endif
     }
 
@@ -172,7 +180,7 @@ void main()
     const uint WG_TOKENS = WG / WG_ROWS;
     uint tid = gl_LocalInvocationID.x;
     uint row0 = linear_group_id() * (WG_ROWS * TM) + (tid % WG_ROWS) * TM;
-    uint tok0 = gl_WorkGroupID.z * (WG_TOKENS * TN) + (tid / WG_ROWS) * TN;
+    uint tok0 = gl_WorkGroupID.z * (WG_TOKENS * TN) + (WG_TOKENS == 1u ? 0u : (tid / WG_ROWS) * TN);
     if (row0 >= p.rows || tok0 >= p.n_tokens)
         return; // no barriers below
 
@@ -193,9 +201,13 @@ void main()
         wblock blk[TM];
         [[unroll]] for (uint r = 0u; r < TM; r++)
             blk[r] = load_block(rows_at[r] + b * BLOCK_BYTES, valid_weights(col), p.w_aligned != 0u);
+#ifdef PLAIN_WEIGHTS
+#define qdot acc // d = 1 and no offset: accumulate directly
+#else
         float qdot[TM * TN];
         [[unroll]] for (uint k = 0u; k < TM * TN; k++)
             qdot[k] = 0.0;
+#endif
 #ifdef BLOCK_HAS_OFFSET
         float xsum[TN];
         [[unroll]] for (uint t = 0u; t < TN; t++)
@@ -214,12 +226,16 @@ void main()
                     qdot[r * TN + t] += dot(qv[r], xv);
             }
         }
+#ifdef PLAIN_WEIGHTS
+#undef qdot
+#else
         [[unroll]] for (uint r = 0u; r < TM; r++)
             [[unroll]] for (uint t = 0u; t < TN; t++)
 #ifdef BLOCK_HAS_OFFSET
                 acc[r * TN + t] += blk[r].d * qdot[r * TN + t] + blk[r].m * xsum[t];
 #else
                 acc[r * TN + t] += blk[r].d * qdot[r * TN + t];
+#endif
 #endif
     }
 

@@ -122,7 +122,7 @@ int main(int argc, char **argv)
         CHECK(g.s.size == sizeof g.s, "model_params_defaults: size %u == %zu\n", g.s.size,
               sizeof g.s);
         CHECK(WRITTEN(g.s, pat, path) && WRITTEN(g.s, pat, progress_fn) &&
-                  WRITTEN(g.s, pat, progress_user),
+                  WRITTEN(g.s, pat, progress_user) && WRITTEN(g.s, pat, weight_type),
               "model_params_defaults: every field written\n");
         CHECK(canary_intact(g.after, sizeof g.after),
               "model_params_defaults: nothing written past the version-1 struct\n");

