@@ -1,4 +1,5 @@
 /* Instance, device choice, capability probing and profiles. */
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -496,12 +497,37 @@ vkllm_status vkr_transfer_init(vkr_device *dev);
 void vkr_transfer_destroy(vkr_device *dev);
 void vkr_memory_destroy(vkr_device *dev);
 
+/* Loads the Vulkan loader: libvulkan.so.1 as the system finds it, or the library named by
+ * VKLLM_VULKAN_LOADER (tests use it to stand for a machine without one). */
+static vkllm_status load_vulkan(void)
+{
+    const char *path = getenv("VKLLM_VULKAN_LOADER");
+    if (!path || !*path) {
+        if (volkInitialize() != VK_SUCCESS)
+            return vk_fail(VKLLM_ERR_NO_VULKAN_LOADER,
+                           "no Vulkan loader: libvulkan.so.1 could not be loaded (Debian: libvulkan1)");
+        return VKLLM_OK;
+    }
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *gipa = lib ? dlsym(lib, "vkGetInstanceProcAddr") : NULL;
+    if (!gipa) {
+        const char *why = dlerror();
+        if (lib)
+            dlclose(lib);
+        return vk_fail(VKLLM_ERR_NO_VULKAN_LOADER, "the Vulkan loader %s (VKLLM_VULKAN_LOADER) cannot be loaded: %s",
+                       path, why ? why : "no vkGetInstanceProcAddr");
+    }
+    /* The library stays loaded for the process: volk's function pointers point into it. */
+    volkInitializeCustom((PFN_vkGetInstanceProcAddr)(uintptr_t)gipa);
+    return VKLLM_OK;
+}
+
 vkllm_status vkr_device_create(const vkr_device_desc *desc, vkr_device **out)
 {
     *out = NULL;
-    if (volkInitialize() != VK_SUCCESS)
-        return vk_fail(VKLLM_ERR_NO_VULKAN_LOADER,
-                       "no Vulkan loader: libvulkan.so.1 could not be loaded (Debian: libvulkan1)");
+    vkllm_status loaded = load_vulkan();
+    if (loaded)
+        return loaded;
     vkr_device *dev = calloc(1, sizeof *dev);
     if (!dev)
         return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
