@@ -274,7 +274,9 @@ int main(int argc, char **argv)
     mp.progress_fn = on_progress;
     mp.progress_user = &last_percent;
     if (api->model_load(inst, &mp, &model) != VKLLM_OK) {
-        fprintf(stderr, "\nerror: %s\n", api->last_error());
+        /* End the progress bar's line first, if it was drawn. */
+        fprintf(stderr, "%serror: %s\n", last_percent >= 0 && last_percent < 100 ? "\n" : "",
+                api->last_error());
         goto done;
     }
     double t_load = now_s() - t0;

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# vkllm-run as a user meets it: a greedy run on stories260K reproduces llama.cpp's text and
+# reports its timings; bad input gives one line on stderr starting "error:" and a non-zero
+# exit, never a crash.  usage: test_cli.sh VKLLM_RUN SHARED_DIR
+set -u
+run=$1
+models=$2/models
+failures=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+if [ ! -f "$models/stories260K.gguf" ]; then
+  echo "SKIP: $models/stories260K.gguf not found (../shared is absent)"
+  exit 77
+fi
+
+check() { # check DESCRIPTION CONDITION...
+  local what=$1
+  shift
+  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; failures=$((failures + 1)); fi
+}
+
+# expect_error DESCRIPTION EXPECTED_TEXT ARGS...: a non-zero exit (not a signal) and exactly
+# one "error:" line, the last on stderr (the device line and load progress may precede it)
+expect_error() {
+  local what=$1 want=$2
+  shift 2
+  "$run" "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  local errors last
+  errors=$(grep -c '^error:' "$tmp/err")
+  last=$(tail -n 1 "$tmp/err")
+  check "$what: exit $rc, $last" test "$rc" -ne 0 -a "$rc" -lt 128 -a "$errors" -eq 1
+  check "$what: the last line is the error" test "${last#error:}" != "$last"
+  check "$what: it names the problem ('$want')" grep -q -- "$want" <<<"$last"
+}
+
+"$run" -m "$models/stories260K.gguf" -p "Once upon a time" -n 20 --temp 0 -c 128 >"$tmp/out" 2>"$tmp/err"
+rc=$?
+check "greedy run exits 0 (rc $rc)" test "$rc" -eq 0
+check "greedy text is llama.cpp's" grep -q "^Once upon a time, there was a little girl named Lily. She loved to play" "$tmp/out"
+check "timings on stderr" grep -q "generation: 20 tokens" "$tmp/err"
+check "prompt speed on stderr" grep -q "prompt: 5 tokens" "$tmp/err"
+
+"$run" -m "$models/stories260K.gguf" -p "Once upon a time" -n 12 --temp 0.9 --top-k 20 --top-p 0.9 --min-p 0.02 \
+  --repeat-penalty 1.1 --seed 7 >"$tmp/a" 2>/dev/null
+"$run" -m "$models/stories260K.gguf" -p "Once upon a time" -n 12 --temp 0.9 --top-k 20 --top-p 0.9 --min-p 0.02 \
+  --repeat-penalty 1.1 --seed 7 >"$tmp/b" 2>/dev/null
+check "same seed, same text" cmp -s "$tmp/a" "$tmp/b"
+
+"$run" --list-devices >"$tmp/out" 2>&1
+check "--list-devices lists a device" grep -q "device 0" "$tmp/out"
+
+expect_error "missing model" "no-such-model.gguf" -m "$tmp/no-such-model.gguf" -p hi
+echo "not a model" >"$tmp/text.gguf"
+expect_error "not a GGUF file" "not a GGUF file" -m "$tmp/text.gguf" -p hi
+head -c 30000 "$models/stories260K.gguf" >"$tmp/truncated.gguf"
+expect_error "truncated GGUF" "past the end of the file" -m "$tmp/truncated.gguf" -p hi
+expect_error "vocab-only GGUF of an unsupported architecture" "not supported" -m "$models/ggml-vocab-gpt-2.gguf" -p hi
+expect_error "unknown flag" "--frobnicate" -m "$models/stories260K.gguf" --frobnicate
+expect_error "bad number" "-n expects an integer" -m "$models/stories260K.gguf" -n lots
+expect_error "no model" "no model given" -p hi
+expect_error "prompt longer than the context" "context holds 8" -m "$models/stories260K.gguf" -c 8 \
+  -p "Once upon a time there was a little girl who loved to play in the park every day"
+expect_error "unknown device" "no-such-gpu" -m "$models/stories260K.gguf" --device no-such-gpu -p hi
+expect_error "missing plugin" "no such file" --plugin "$tmp/none.so" -m "$models/stories260K.gguf"
+
+if [ "$failures" -ne 0 ]; then
+  echo "FAIL: $failures checks failed"
+  exit 1
+fi
+echo "PASS"
