@@ -1,4 +1,5 @@
-/* LLaMA, Llama 2, Mistral (without its window yet), Yi, SOLAR, TinyLlama, SmolLM2...:
+/* LLaMA, Llama 2, Mistral (sliding window from llama.attention.sliding_window), Yi, SOLAR,
+ * TinyLlama, SmolLM2...:
  * pre-RMSNorm, RoPE on adjacent pairs (GGUF stores Q/K permuted for it), attention with
  * MHA/GQA/MQA, SwiGLU MLP, sequential residual, tied or separate output matrix. */
 #include <math.h>
@@ -60,7 +61,8 @@ static vkllm_status read_hparams(const gguf_file *f, g_hparams *hp)
         (s = read_u32(f, "attention.head_count_kv", &hp->n_head_kv, 0, hp->n_head)) ||
         (s = read_u32(f, "context_length", &hp->n_ctx_train, 0, 2048)) ||
         (s = read_f32(f, "attention.layer_norm_rms_epsilon", &hp->norm_eps, 1e-5f)) ||
-        (s = read_f32(f, "rope.freq_base", &hp->rope_freq_base, 10000.0f)))
+        (s = read_f32(f, "rope.freq_base", &hp->rope_freq_base, 10000.0f)) ||
+        (s = read_u32(f, "attention.sliding_window", &hp->n_swa, 0, 0)))
         return s;
     if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_head == 0 || hp->n_head_kv == 0 || hp->n_ff == 0)
         return vk_fail(VKLLM_ERR_BAD_FILE, "llama: a zero size in metadata (embd %u, layers %u, "
@@ -177,7 +179,8 @@ vkllm_status g_build_llama(const gguf_file *f, int last_row_only, g_graph *g)
         ADD(.op = G_KV_STORE, .in = {k, v}, .width = KV, .layer = l, .label = "kv_store");
         int32_t store = last;
         ADD(.op = G_ATTENTION, .in = {q, store}, .width = Q, .layer = l,
-            .attn = {hp->n_head, hp->n_head_kv, D, 1.0f / sqrtf((float)D)}, .label = "attention");
+            .attn = {hp->n_head, hp->n_head_kv, D, 1.0f / sqrtf((float)D), hp->n_swa, 0.0f},
+            .label = "attention");
         int32_t a = last;
         ADD(.op = G_MATMUL, .in = {a, x}, .weight = {wo}, .width = E, .accumulate = 1, .inplace = 2,
             .label = wo);

@@ -44,6 +44,8 @@ typedef struct g_node {
     struct {
         uint32_t n_heads, n_heads_kv, head_dim;
         float scale;
+        uint32_t window;      /* sliding window (0: none): keys with pos - key < window */
+        float alibi_max_bias; /* ALiBi (0: none) */
     } attn;
     const char *label; /* for profiles: "blk.3.attn_q" */
 } g_node;
@@ -63,6 +65,7 @@ typedef struct g_hparams {
     float norm_eps;
     float rope_freq_base;
     float rope_freq_scale;
+    uint32_t n_swa; /* sliding-window attention: window length, 0 = none */
 } g_hparams;
 
 typedef struct g_graph {

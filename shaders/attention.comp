@@ -1,7 +1,8 @@
 #version 450
 // Causal attention with an f16 KV cache, one workgroup per (token, query head).
-// Token t (position pos = params.n_past + t0 + t) attends cache rows [begin, pos] (begin = 0,
-// or pos + 1 - window with a sliding window); query head h reads KV head
+// Token t (position pos = params.n_past + t0 + t) attends positions [begin, pos] (begin = 0,
+// or pos + 1 - window with a sliding window); position k lives in cache row k % n_ctx, so a
+// windowed model keeps a rolling cache of window + batch - 1 rows; query head h reads KV head
 // h / (n_heads / n_heads_kv). scores = scale * q.k (+ ALiBi slope_h * (key - pos)).
 //
 // Keys go in tiles of KPT * WG (WG = the workgroup size): the tile's scores land in
@@ -54,7 +55,7 @@ layout(push_constant) uniform Push {
     uint n_heads;
     uint n_heads_kv;
     uint head_dim;
-    uint n_ctx;      // rows of the cache
+    uint n_ctx;      // rows of the cache (position k is in row k % n_ctx)
     float scale;
     uint q_shift;    // element index of this dispatch's first token in the q binding
     uint out_shift;  // same for out
@@ -82,7 +83,7 @@ void main()
     uint hk = h / (p.n_heads / p.n_heads_kv);
     uint d4 = p.head_dim / 4;
     uint pos = params.n_past + p.t0 + t;
-    uint kv_end = min(pos + 1, p.n_ctx);
+    uint kv_end = pos + 1;
     uint kv_begin = p.window != 0 && pos + 1 > p.window ? pos + 1 - p.window : 0;
     uint row4 = p.n_heads_kv * d4; // vec4s per cache row
     uint kv_base = hk * d4;
@@ -109,7 +110,7 @@ void main()
         uint len = min(KPT * WG, kv_end - key0);
 #ifdef USE_SUBGROUP
         for (uint j = gl_SubgroupID; j < len; j += gl_NumSubgroups) {
-            uint kb = (key0 + j) * row4 + kv_base;
+            uint kb = ((key0 + j) % p.n_ctx) * row4 + kv_base;
             float d = 0.0;
             for (uint c = gl_SubgroupInvocationID; c < d4; c += gl_SubgroupSize)
                 d += dot(q_sh[c], load_k(kb + c));
@@ -119,7 +120,7 @@ void main()
         }
 #else
         for (uint j = lid; j < len; j += WG) {
-            uint kb = (key0 + j) * row4 + kv_base;
+            uint kb = ((key0 + j) % p.n_ctx) * row4 + kv_base;
             float d = 0.0;
             for (uint c = 0; c < d4; c++)
                 d += dot(q_sh[c], load_k(kb + c));
@@ -141,7 +142,7 @@ void main()
             for (uint j = g; j < len; j += n_groups) {
                 float pj = score_sh[j];
                 l += pj;
-                acc += pj * load_v((key0 + j) * row4 + kv_base + col);
+                acc += pj * load_v(((key0 + j) % p.n_ctx) * row4 + kv_base + col);
             }
         }
         m = m_new;

@@ -14,8 +14,11 @@
 //   vec4 block_vec4(wblock b, uint g)  its weights: block_q4 * b.d + b.m
 // Every type is "quants times a scale plus an offset" (f32/f16/bf16: d = 1, m = 0), so a dot
 // product with x can multiply by d once per block and add m * sum(x) (BLOCK_HAS_OFFSET).
-// `aligned` (uniform) promises that the block starts on a 4-byte boundary, which saves a
-// word per block for the types whose blocks are a whole number of words.
+// `aligned` (uniform) promises, for quantized types, that the block starts on a 4-byte
+// boundary, which saves a word per block for the types whose blocks are a whole number of
+// words; for plain types, that the block starts on a 16-byte boundary and is whole, so that
+// it is read with 128-bit loads (for that the includer also declares, on the same binding,
+//     layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; };).
 
 #if defined(WTYPE_Q4_0)
 const uint BLOCK_WEIGHTS = 32, BLOCK_BYTES = 18, Q_WORDS = 4;
@@ -71,6 +74,21 @@ uint raw_u32(uint raw[RAW_WORDS], uint p)
 
 wblock load_block(uint byte_offset, uint valid, bool aligned)
 {
+    wblock b;
+    b.d = 1.0;
+    b.m = 0.0;
+    b.qh = 0u;
+#ifdef PLAIN_WEIGHTS
+    if (aligned) {
+        uvec4 v = w4[byte_offset >> 4];
+        b.q[0] = v.x, b.q[1] = v.y, b.q[2] = v.z, b.q[3] = v.w;
+#ifdef WTYPE_F32
+        v = w4[(byte_offset >> 4) + 1u];
+        b.q[4] = v.x, b.q[5] = v.y, b.q[6] = v.z, b.q[7] = v.w;
+#endif
+        return b;
+    }
+#endif
     uint base = byte_offset >> 2;
     bool odd = (byte_offset & 2u) != 0u;
     // Clamped so the word past the end of the last block of a binding is never read
@@ -83,10 +101,6 @@ wblock load_block(uint byte_offset, uint valid, bool aligned)
     if (BLOCK_BYTES % 4u != 0u || !aligned)
         raw[RAW_WORDS - 1u] = w[min(base + RAW_WORDS - 1u, last)];
 
-    wblock b;
-    b.d = 1.0;
-    b.m = 0.0;
-    b.qh = 0u;
 #if defined(WTYPE_Q4_0)
     b.d = unpackHalf2x16(FIELD16(0u)).x;
     b.m = -8.0 * b.d;

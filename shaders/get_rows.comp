@@ -6,7 +6,10 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
+layout(constant_id = 1) const bool W_ALIGNED = false; // see load_block (blocks.glsl)
+
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
+layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; }; // see blocks.glsl
 layout(std430, binding = 1) readonly buffer Ids { int ids[]; };
 layout(std430, binding = 2) writeonly buffer Out { float o[]; };
 
@@ -37,12 +40,12 @@ void main()
     uint col = b * BLOCK_WEIGHTS;
     uint valid = min(p.cols - col, BLOCK_WEIGHTS);
     wblock blk = load_block(p.w_skip + (row - p.row_begin) * p.row_bytes + b * BLOCK_BYTES, valid,
-                            false);
+                            W_ALIGNED);
     uint out0 = p.out_skip + k * p.cols + col;
     [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
         vec4 v = block_vec4(blk, g);
         [[unroll]] for (uint j = 0u; j < 4u; j++)
-            if (4u * g + j < valid)
+            if (W_ALIGNED || 4u * g + j < valid)
                 o[out0 + 4u * g + j] = v[j];
     }
 }

@@ -1,9 +1,10 @@
 #version 450
-// Stores f32 rows src [n_tokens][width] as f16 into the KV cache rows params.n_past + t0 + t.
+// Stores f32 rows src [n_tokens][width] as f16 into the KV cache: position
+// params.n_past + t0 + t goes to row position % n_ctx (a rolling cache for windowed
+// attention; the identity otherwise, as the host keeps positions below n_ctx).
 //  STORAGE16: one invocation per element, float16_t storage (16-bit storage feature);
 //  otherwise: one invocation per pair of elements, written as a uint with packHalf2x16
-//  (width is even). Rows at or past n_ctx are not written (the host keeps n_past in range;
-//  this only guards memory).
+//  (width is even).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #ifdef STORAGE16
@@ -38,17 +39,15 @@ void main()
     if (id >= p.n_tokens * p.width)
         return;
     uint t = id / p.width, c = id % p.width;
-    uint row = params.n_past + p.t0 + t;
-    if (row < p.n_ctx)
-        cache[row * p.width + c] = float16_t(src[p.src_shift + id]);
+    uint row = (params.n_past + p.t0 + t) % p.n_ctx;
+    cache[row * p.width + c] = float16_t(src[p.src_shift + id]);
 #else
     uint half_width = p.width / 2;
     if (id >= p.n_tokens * half_width)
         return;
     uint t = id / half_width, c2 = id % half_width;
-    uint row = params.n_past + p.t0 + t;
+    uint row = (params.n_past + p.t0 + t) % p.n_ctx;
     uint e = p.src_shift + t * p.width + 2 * c2;
-    if (row < p.n_ctx)
-        cache[row * half_width + c2] = packHalf2x16(vec2(src[e], src[e + 1]));
+    cache[row * half_width + c2] = packHalf2x16(vec2(src[e], src[e + 1]));
 #endif
 }

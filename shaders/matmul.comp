@@ -23,14 +23,19 @@ layout(constant_id = 0) const uint WG = 32;
 #ifdef MATVEC
 layout(constant_id = 1) const uint ROWS = 1; // rows per workgroup
 layout(constant_id = 2) const uint NT = 1;   // tokens (all of this dispatch's)
+layout(constant_id = 3) const bool W_ALIGNED = false; // see load_block (blocks.glsl)
+layout(constant_id = 4) const bool X_VEC4 = false;    // see load_x4
 #else
 layout(constant_id = 1) const uint WG_ROWS = 16; // invocations along rows
 layout(constant_id = 2) const uint TM = 4;       // rows per invocation
 layout(constant_id = 3) const uint TN = 4;       // tokens per invocation
+layout(constant_id = 4) const bool W_ALIGNED = false; // see load_block (blocks.glsl)
+layout(constant_id = 5) const bool X_VEC4 = false;    // see load_x4
 #endif
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
-// The activations, seen as vec4 when every token's row starts 16-byte aligned (x_vec4).
+layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; }; // see blocks.glsl
+// The activations, seen as vec4 when every token's row starts 16-byte aligned (X_VEC4).
 layout(std430, binding = 1) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer XS { float xs[]; };
 layout(std430, binding = 2) buffer Y { float y[]; };
@@ -45,18 +50,18 @@ layout(push_constant) uniform Push {
     uint y_skip;     // floats from the y binding's start to y[token 0][chunk row 0]
     uint y_stride;   // floats from one token's y row to the next
     uint accumulate;
-    uint x_vec4;
-    uint w_aligned;  // every row (hence block, for whole-word blocks) starts word-aligned
 } p;
 
 #include "blocks.glsl"
 
 // x[t][c .. c+3] (zeros past the end of the row, which only plain types can reach).
+// Uniform choices are specialization constants, not push constants: lavapipe runs both
+// sides of a branch whatever the condition.
 vec4 load_x4(uint t, uint c)
 {
     uint i = p.x_skip + t * p.cols + c;
 #ifdef PLAIN_WEIGHTS
-    if (c + 4u > p.cols) {
+    if (!W_ALIGNED && c + 4u > p.cols) {
         vec4 v = vec4(0.0);
         [[unroll]] for (uint j = 0u; j < 4u; j++)
             if (c + j < p.cols)
@@ -64,7 +69,7 @@ vec4 load_x4(uint t, uint c)
         return v;
     }
 #endif
-    if (p.x_vec4 != 0u)
+    if (X_VEC4)
         return x4[i >> 2];
     return vec4(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]);
 }
@@ -100,7 +105,7 @@ void main()
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
             uint row = min(row0 + r, p.rows - 1u);
             blk[r] = load_block(p.w_skip + row * p.row_bytes + b * BLOCK_BYTES, valid_weights(col),
-                                p.w_aligned != 0u);
+                                W_ALIGNED);
         }
 #ifdef PLAIN_WEIGHTS
 #define qdot acc // d = 1 and no offset: accumulate directly
@@ -200,7 +205,7 @@ void main()
         uint col = b * BLOCK_WEIGHTS;
         wblock blk[TM];
         [[unroll]] for (uint r = 0u; r < TM; r++)
-            blk[r] = load_block(rows_at[r] + b * BLOCK_BYTES, valid_weights(col), p.w_aligned != 0u);
+            blk[r] = load_block(rows_at[r] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
 #ifdef PLAIN_WEIGHTS
 #define qdot acc // d = 1 and no offset: accumulate directly
 #else

@@ -191,6 +191,65 @@ static void check_replay(vkr_device *dev, uint32_t n_tokens, uint32_t steps)
     free(q), free(want), free(got), free(kc), free(vc);
 }
 
+/* A windowed model's rolling cache: window W, batches of T tokens, only W + T - 1 cache rows
+ * (position k in row k % rows), run far past the rows. The reference keeps every position
+ * (f16-rounded like the cache) and applies the window. */
+static void check_rolling(vkr_device *dev, uint32_t window, uint32_t n_tokens, uint32_t steps)
+{
+    const uint32_t n_heads = 4, n_kv = 2, hd = 32, rows = window + n_tokens - 1;
+    const uint32_t total = steps * n_tokens;
+    uint32_t width = n_kv * hd;
+    size_t nq = (size_t)n_tokens * n_heads * hd, nkv = (size_t)n_tokens * width;
+    op_attention_desc d = {n_tokens, n_heads, n_kv, hd, rows, 1.0f / sqrtf((float)hd), window, 0};
+    op_attention_desc d_ref = d;
+    d_ref.n_ctx = total;
+    op_tensor tq = t_tensor(dev, nq * 4), tk_new = t_tensor(dev, nkv * 4), tv_new = t_tensor(dev, nkv * 4);
+    op_tensor tout = t_tensor(dev, nq * 4), tk = t_tensor(dev, (size_t)rows * width * 2);
+    op_tensor tv = t_tensor(dev, (size_t)rows * width * 2), tp = t_tensor(dev, sizeof(vk_step_params));
+    vkr_cmd *cmd = t_begin(dev);
+    vkllm_status s = op_kv_store(cmd, dev, tk_new, tk, tp, n_tokens, width);
+    s = s ? s : op_kv_store(cmd, dev, tv_new, tv, tp, n_tokens, width);
+    s = s ? s : op_attention(cmd, dev, tq, tk, tv, tp, tout, &d);
+    t_check(!s && !vkr_cmd_end(cmd), "record rolling cache: window %u, %u tokens, %u rows", window, n_tokens,
+            rows);
+    float *q = malloc(nq * 4), *want = malloc(nq * 4), *got = malloc(nq * 4);
+    float *kn = malloc(nkv * 4), *vn = malloc(nkv * 4);
+    uint16_t *kall = malloc((size_t)total * width * 2), *vall = malloc((size_t)total * width * 2);
+    double worst = 0;
+    int bad = 0;
+    for (uint32_t step = 0; step < steps; step++) {
+        vk_step_params params = {step * n_tokens, n_tokens, {0, 0}};
+        memcpy(tp.buffer->mapped, &params, sizeof params);
+        t_fill_random(q, nq, 5000 + step);
+        t_fill_random(kn, nkv, 6000 + step);
+        t_fill_random(vn, nkv, 7000 + step);
+        memcpy(tq.buffer->mapped, q, nq * 4);
+        memcpy(tk_new.buffer->mapped, kn, nkv * 4);
+        memcpy(tv_new.buffer->mapped, vn, nkv * 4);
+        for (size_t i = 0; i < nkv; i++) {
+            kall[(size_t)params.n_past * width + i] = vk_fp32_to_fp16(kn[i]);
+            vall[(size_t)params.n_past * width + i] = vk_fp32_to_fp16(vn[i]);
+        }
+        if (vkr_cmd_submit_wait(cmd)) {
+            printf("FAIL: submit: %s\n", vk_error_message());
+            exit(1);
+        }
+        ref_attention(q, kall, vall, &d_ref, params.n_past, want);
+        memcpy(got, tout.buffer->mapped, nq * 4);
+        for (size_t i = 0; i < nq; i++) {
+            double e = fabs((double)got[i] - want[i]);
+            worst = e > worst ? e : worst;
+            bad += !(e <= ATT_ATOL + ATT_RTOL * fabs(want[i]));
+        }
+    }
+    t_check(bad == 0, "rolling cache over %u positions (%u rows, window %u): max abs %.3g, %d bad", total,
+            rows, window, worst, bad);
+    vkr_cmd_destroy(cmd);
+    t_tensor_free(dev, tq), t_tensor_free(dev, tk_new), t_tensor_free(dev, tv_new);
+    t_tensor_free(dev, tout), t_tensor_free(dev, tk), t_tensor_free(dev, tv), t_tensor_free(dev, tp);
+    free(q), free(want), free(got), free(kn), free(vn), free(kall), free(vall);
+}
+
 int main(void)
 {
     vkr_device *dev = t_device();
@@ -219,5 +278,7 @@ int main(void)
         check(dev, cases[i]);
     check_replay(dev, 1, 40);
     check_replay(dev, 7, 6);
+    check_rolling(dev, 8, 1, 40);
+    check_rolling(dev, 8, 5, 12);
     return t_finish(dev);
 }

@@ -22,6 +22,7 @@ struct vkllm_context_t {
     vkllm_model model;
     handle_error error;
     uint32_t n_ctx, n_batch;
+    uint32_t cache_rows; /* n_ctx, or window + n_batch - 1 for a rolling windowed cache */
     /* Two graphs: logits of the last token only, or of every token. */
     g_graph graph_last, graph_all;
     dispatch_plan plan_last, plan_all;
@@ -147,11 +148,16 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
         s = vk_fail(VKLLM_ERR_UNSUPPORTED, "a row of %u floats does not fit one storage binding", widest);
         goto fail;
     }
+    /* A sliding window needs only the last window positions, plus room for the batch
+     * being stored before its attention reads the cache. */
     uint64_t kv_row = (uint64_t)hp->n_head_kv * hp->head_dim * 2;
-    if (kv_row * ctx->n_ctx > range) {
+    ctx->cache_rows = ctx->n_ctx;
+    if (hp->n_swa && (uint64_t)hp->n_swa + ctx->n_batch - 1 < ctx->n_ctx)
+        ctx->cache_rows = hp->n_swa + ctx->n_batch - 1;
+    if (kv_row * ctx->cache_rows > range) {
         s = vk_fail(VKLLM_ERR_UNSUPPORTED,
                     "n_ctx %u needs a %llu-byte KV cache per layer, more than one binding holds (%llu); "
-                    "use n_ctx <= %llu", ctx->n_ctx, (unsigned long long)(kv_row * ctx->n_ctx),
+                    "use n_ctx <= %llu", ctx->n_ctx, (unsigned long long)(kv_row * ctx->cache_rows),
                     (unsigned long long)range, (unsigned long long)(range / kv_row));
         goto fail;
     }
@@ -168,8 +174,8 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
         goto fail;
     }
     for (uint32_t l = 0; l < hp->n_layer; l++)
-        if ((s = vkr_buffer_create(dev, kv_row * ctx->n_ctx, VKR_MEMORY_DEVICE, &ctx->k_cache[l])) ||
-            (s = vkr_buffer_create(dev, kv_row * ctx->n_ctx, VKR_MEMORY_DEVICE, &ctx->v_cache[l])))
+        if ((s = vkr_buffer_create(dev, kv_row * ctx->cache_rows, VKR_MEMORY_DEVICE, &ctx->k_cache[l])) ||
+            (s = vkr_buffer_create(dev, kv_row * ctx->cache_rows, VKR_MEMORY_DEVICE, &ctx->v_cache[l])))
             goto fail;
     if ((s = vkr_buffer_create(dev, sizeof(vk_step_params), VKR_MEMORY_HOST, &ctx->params)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->tokens)) ||
@@ -216,7 +222,7 @@ static vkllm_status get_recording(vkllm_context ctx, uint32_t n_tokens, bool all
         .params = &ctx->params,
         .tokens = &ctx->tokens,
         .logits = all ? &ctx->logits_all : &ctx->logits_last,
-        .n_ctx = ctx->n_ctx,
+        .n_ctx = ctx->cache_rows,
     };
     vkllm_status s = VKLLM_OK;
     if (!slot->cmd)
@@ -373,7 +379,16 @@ vkllm_status context_kv_truncate(vkllm_context ctx, uint32_t n_keep)
     if (n_keep > ctx->n_past)
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "kv_truncate: cannot keep %u of %u tokens", n_keep,
                        ctx->n_past);
-    ctx->n_past = n_keep; /* rows past n_past are overwritten before they are read again */
+    /* Rows past n_past are overwritten before they are read again. A rolling cache holds
+     * only the last cache_rows positions: the next token after n_keep needs the window
+     * before it, so at most cache_rows + 1 - window positions can be dropped. */
+    uint32_t droppable = ctx->cache_rows + 1 - ctx->graph_last.hp.n_swa;
+    if (ctx->cache_rows < ctx->n_ctx && n_keep + droppable < ctx->n_past)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "kv_truncate: the rolling cache of a sliding-window model keeps the window "
+                       "for positions from %u on only; cannot go back to %u",
+                       ctx->n_past - droppable, n_keep);
+    ctx->n_past = n_keep;
     ctx->logits_ptr = NULL;
     return VKLLM_OK;
 }

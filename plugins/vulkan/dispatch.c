@@ -176,6 +176,8 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
                 .head_dim = node->attn.head_dim,
                 .n_ctx = bufs->n_ctx,
                 .scale = node->attn.scale,
+                .window = node->attn.window,
+                .alibi_max_bias = node->attn.alibi_max_bias,
             };
             s = op_attention(cmd, dev, in0, whole(&bufs->k_cache[node->layer]),
                              whole(&bufs->v_cache[node->layer]), params, out, &d);

@@ -21,7 +21,7 @@ typedef struct dispatch_buffers {
     vkr_buffer *params;       /* vk_step_params, host-visible */
     vkr_buffer *tokens;       /* int32 [max_tokens], host-visible */
     vkr_buffer *logits;       /* f32 logits rows, host-visible */
-    uint32_t n_ctx;
+    uint32_t n_ctx;           /* rows of each cache: position k lives in row k % n_ctx */
 } dispatch_buffers;
 
 vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch_plan *plan);

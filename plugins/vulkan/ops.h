@@ -119,12 +119,14 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
 vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
                        uint32_t n_tokens, bool accumulate);
 
-/* Writes src [n_tokens][width] f32 into the f16 cache rows params.n_past + t. */
+/* Writes src [n_tokens][width] f32 into the f16 cache: position params.n_past + t goes to
+ * row (params.n_past + t) % rows, rows = cache.size / (2 * width). */
 vkllm_status op_kv_store(vkr_cmd *cmd, vkr_device *dev, op_tensor src, op_tensor cache,
                          op_tensor params, uint32_t n_tokens, uint32_t width);
 
-/* Causal attention of q [n_tokens][n_heads][head_dim] against cache rows
- * [0, params.n_past + t] for token t; out like q. Grouped KV heads: query head h uses
+/* Causal attention of q [n_tokens][n_heads][head_dim] against positions
+ * [0, params.n_past + t] for token t (position k in cache row k % n_ctx; with a window the
+ * cache may be a rolling one of at least window + n_tokens - 1 rows); out like q. Grouped KV heads: query head h uses
  * KV head h / (n_heads / n_heads_kv). */
 vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor k_cache,
                           op_tensor v_cache, op_tensor params, op_tensor out,

@@ -20,7 +20,7 @@
 typedef struct matmul_push {
     uint32_t rows, cols, n_tokens, row_bytes;
     uint32_t w_skip, x_skip, y_skip, y_stride;
-    uint32_t accumulate, x_vec4, w_aligned;
+    uint32_t accumulate;
 } matmul_push;
 
 /* Must match shaders/get_rows.comp. */
@@ -177,6 +177,15 @@ static bool holds(op_tensor t, uint64_t bytes)
     return t.buffer && t.size >= bytes && t.offset + t.size <= t.buffer->size;
 }
 
+/* Whether load_block (shaders/blocks.glsl) may take its aligned path for this chunk: quant
+ * blocks start word-aligned, or plain blocks of 8 weights start 16-byte aligned and are whole. */
+static bool aligned_blocks(const op_weight *w, const op_weight_chunk *ch)
+{
+    if (ggml_traits(w->type).block_size == 1)
+        return ch->skip_bytes % 16 == 0 && w->row_bytes % 16 == 0 && w->cols % 8 == 0;
+    return ch->skip_bytes % 4 == 0 && w->row_bytes % 4 == 0;
+}
+
 /* Matrix-vector shape: invocations per workgroup (splitting the columns) and rows per
  * workgroup, as specialization constants {wg, rows, n_tokens}. */
 static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec[3])
@@ -265,24 +274,27 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                      ((uint64_t)(t0 + tc - 1) * w->rows + ch->row_begin + ch->row_count) * 4, true,
                      &push.y_skip),
             };
-            push.x_vec4 = push.x_skip % 4 == 0 && w->cols % 4 == 0;
-            push.w_aligned = ch->skip_bytes % 4 == 0 && w->row_bytes % 4 == 0;
+            bool x_vec4 = push.x_skip % 4 == 0 && w->cols % 4 == 0;
 
             char name[48];
             vkr_pipeline *pipe;
             uint32_t gx, gy, gz = 1;
             if (tc <= MATVEC_MAX_TOKENS) {
-                uint32_t spec[3];
+                uint32_t spec[5];
                 matvec_shape(dev, tc, spec);
+                spec[3] = aligned_blocks(w, ch);
+                spec[4] = x_vec4;
                 snprintf(name, sizeof name, "matvec_%s%s", tname, subgroup ? "_sg" : "");
-                if ((s = vkr_pipeline_get(dev, name, spec, 3, &pipe)))
+                if ((s = vkr_pipeline_get(dev, name, spec, 6, &pipe)))
                     return s;
                 vkr_grid(dev, (ch->row_count + spec[1] - 1) / spec[1], &gx, &gy);
             } else {
-                uint32_t spec[4];
+                uint32_t spec[6];
                 matmul_shape(dev, spec);
+                spec[4] = aligned_blocks(w, ch);
+                spec[5] = x_vec4;
                 snprintf(name, sizeof name, "matmul_%s", tname);
-                if ((s = vkr_pipeline_get(dev, name, spec, 4, &pipe)))
+                if ((s = vkr_pipeline_get(dev, name, spec, 6, &pipe)))
                     return s;
                 uint32_t tile_rows = spec[1] * spec[2], tile_tokens = spec[0] / spec[1] * spec[3];
                 vkr_grid(dev, (ch->row_count + tile_rows - 1) / tile_rows, &gx, &gy);
@@ -306,10 +318,6 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
                        w->cols);
     char name[48];
     snprintf(name, sizeof name, "get_rows_%s", tname);
-    vkr_pipeline *pipe;
-    uint32_t spec[] = {OP_WORKGROUP};
-    if ((s = vkr_pipeline_get(dev, name, spec, 1, &pipe)))
-        return s;
     ggml_type_traits tr = ggml_traits(w->type);
     uint32_t shader_block = tr.block_size > 1 ? tr.block_size : 8; /* BLOCK_WEIGHTS */
     uint64_t n_blocks = (w->cols + shader_block - 1) / shader_block;
@@ -343,6 +351,10 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
                 span(dev, out, (uint64_t)i0 * w->cols * 4, (uint64_t)(i0 + n) * w->cols * 4, true,
                      &push.out_skip),
             };
+            vkr_pipeline *pipe;
+            uint32_t spec[] = {OP_WORKGROUP, aligned_blocks(w, ch)};
+            if ((s = vkr_pipeline_get(dev, name, spec, 2, &pipe)))
+                return s;
             uint32_t gx, gy;
             vkr_grid(dev, (uint32_t)((n * n_blocks + OP_WORKGROUP - 1) / OP_WORKGROUP), &gx, &gy);
             s = vkr_cmd_dispatch(cmd, pipe, bindings, 3, &push, sizeof push, gx, gy, 1, pipe->name);
