@@ -56,12 +56,13 @@ MODELS = [
                   max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
                   tie_word_embeddings=False)),
     dict(name="mistral", cls="Mistral", seed=102, gguf=True,
+         extra_kv={"llama.attention.sliding_window": 8},
          features="as llama, GQA 4/2, sliding window 8 < 24 tokens",
          cfg=dict(vocab_size=355, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=32,
                   sliding_window=8, max_position_embeddings=64, rms_norm_eps=1e-5,
                   rope_theta=10000.0, tie_word_embeddings=False)),
-    dict(name="mixtral", cls="Mixtral", seed=103, gguf=True,
+    dict(name="mixtral", cls="Mixtral", seed=103, gguf=True, candidates=256,
          features="MoE: 4 SwiGLU experts, top-2, softmax over the chosen two; GQA 4/2",
          cfg=dict(vocab_size=347, hidden_size=128, intermediate_size=128, num_hidden_layers=3,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=32,
@@ -94,7 +95,11 @@ MODELS = [
          cfg=dict(vocab_size=363, d_model=96, n_heads=3, n_layers=3, expansion_ratio=4,
                   max_seq_len=64, no_bias=True, layer_norm_epsilon=1e-5,
                   attn_config=dict(alibi=True, alibi_bias_max=8, clip_qkv=1.25))),
+    # With tied embeddings, random weights let the input token's own embedding dominate the
+    # output (top-1 = input token at every position); a smaller embedding LayerNorm gain
+    # (BLOOM) or a larger mixer output (Mamba) gives the layers their share.
     dict(name="bloom", cls="Bloom", seed=108, gguf=True,
+         init_scale={"word_embeddings_layernorm.": 0.25},
          features="ALiBi over 6 heads (non-power-of-two), LayerNorm after the embedding, "
                   "fused QKV, biases, GELU (tanh) 4x, tied output",
          cfg=dict(vocab_size=367, hidden_size=96, n_layer=3, n_head=6, layer_norm_epsilon=1e-5,
@@ -127,7 +132,7 @@ MODELS = [
                   use_qkv_bias=True, qk_layernorm=False, use_parallel_residual=False,
                   layer_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=64,
                   tie_word_embeddings=False)),
-    dict(name="mamba", cls="Mamba", seed=113, gguf=True,
+    dict(name="mamba", cls="Mamba", seed=113, gguf=True, init_scale={"mixer.out_proj.": 3.0},
          features="selective SSM: d_inner 256, d_state 16, conv kernel 4, dt_rank 8 "
                   "(dt_proj stays F16: rows of 8), RMSNorm, tied output",
          cfg=dict(vocab_size=328, hidden_size=128, state_size=16, num_hidden_layers=3, expand=2,
@@ -241,6 +246,12 @@ def init_weights(model, spec, gen):
                 lo, hi = np.log(1e-3), np.log(1e-1)
                 dt = torch.exp(torch.rand(d_inner, generator=gen) * (hi - lo) + lo)
                 mx.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        # per-model rescaling (see MODELS): keeps the top-1 from being just the input token
+        for pattern, factor in spec.get("init_scale", {}).items():
+            hit = [p for n, p in model.named_parameters() if pattern in n]
+            assert hit, pattern
+            for p in hit:
+                p.mul_(factor)
     model.tie_weights()
 
 
@@ -329,18 +340,41 @@ def top2_gap(logits):
     return top2[:, 1] - top2[:, 0]
 
 
-def pick_tokens(model, vocab, seed):
-    """N_CANDIDATES sequences of N_TOKENS uniform random ids (numpy PCG64, seeded); keeps the
-    one whose smallest best-vs-second logit gap is largest, so that a small numerical
-    difference cannot flip a top-1 comparison by accident (a random model is close to
-    ties at many positions)."""
+def router_margins(model, tokens):
+    """MoE only: for every layer and token, the router logit of the last chosen expert minus
+    the best of the others. A small margin lets a tiny numerical difference pick another
+    expert (a large change of the output), so the test sequence keeps these margins wide."""
+    layers = getattr(getattr(model, "model", None), "layers", [])
+    gates = [l.block_sparse_moe.gate for l in layers if hasattr(l, "block_sparse_moe")]
+    if not gates:
+        return None
+    k = model.config.num_experts_per_tok
+    seen = []
+    hooks = [g.register_forward_hook(lambda m, i, o: seen.append(o.detach().numpy())) for g in gates]
+    try:
+        hf_logits(model, tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    r = np.sort(np.concatenate(seen), axis=1)[:, ::-1]
+    return r[:, k - 1] - r[:, k]
+
+
+def pick_tokens(model, vocab, seed, candidates):
+    """`candidates` sequences of N_TOKENS uniform random ids (numpy PCG64, seeded); keeps the
+    one whose smallest best-vs-second logit gap (and, for MoE, smallest router margin) is
+    largest, so that a small numerical difference cannot flip a top-1 comparison or an
+    expert choice by accident (a random model is close to ties at many positions)."""
     rng = np.random.default_rng(seed)
-    best, best_gap = None, -1.0
-    for _ in range(N_CANDIDATES):
+    best, best_score = None, -1.0
+    for _ in range(candidates):
         tokens = [int(t) for t in rng.integers(0, vocab, N_TOKENS)]
-        gap = float(np.min(top2_gap(hf_logits(model, tokens))))
-        if gap > best_gap:
-            best, best_gap = tokens, gap
+        score = float(np.min(top2_gap(hf_logits(model, tokens))))
+        margins = router_margins(model, tokens)
+        if margins is not None:
+            score = min(score, float(np.min(margins)))
+        if score > best_score:
+            best, best_score = tokens, score
     return best
 
 
@@ -354,14 +388,47 @@ def hf_decode_logits(model, tokens):
         for i, t in enumerate(tokens):
             ids = torch.tensor([[t]], dtype=torch.long)
             if type(model).__name__ == "MambaForCausalLM":
+                # transformers writes the new conv input at slot clamp(cache_position, 0, k-1)
+                # after shifting the state left, which is only right for positions >= k-1
+                # (generate() always prefills a whole prompt first): pass k-1 from step 1 on.
+                k = model.config.conv_kernel
                 out = model(input_ids=ids, cache_params=cache_params, use_cache=True,
-                            cache_position=torch.tensor([i] if i else [0]))
+                            cache_position=torch.tensor([max(i, k - 1)]))
                 cache_params = out.cache_params
             else:
                 out = model(input_ids=ids, past_key_values=past, use_cache=True)
                 past = out.past_key_values
             rows.append(out.logits[0, -1].to(torch.float32).numpy())
     return np.stack(rows)
+
+
+GELU_CLASSES = ("GELU", "GELUActivation", "NewGELUActivation", "BloomGelu", "PytorchGELUTanh",
+                "FastGELUActivation", "GELUTanh")
+
+
+def with_ggml_gelu(model):
+    """A copy of the model whose GELUs compute what ggml's CPU backend does: the tanh form,
+    looked up in a table indexed by the fp16-rounded input and stored as fp16 (identity
+    above 10, zero below -10). Only to explain llama.cpp's differences from transformers
+    on the GELU models; the fixtures hold transformers' own logits."""
+    import copy
+    import torch
+
+    class GgmlGelu(torch.nn.Module):
+        def forward(self, x):
+            h = x.to(torch.float16).to(torch.float32)
+            y = 0.5 * h * (1.0 + torch.tanh(0.7978845608028654 * h * (1.0 + 0.044715 * h * h)))
+            y = y.to(torch.float16).to(torch.float32)
+            return torch.where(x >= 10.0, x, torch.where(x <= -10.0, torch.zeros_like(x), y))
+
+    m = copy.deepcopy(model)
+    found = 0
+    for parent in list(m.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child).__name__ in GELU_CLASSES:
+                setattr(parent, child_name, GgmlGelu())
+                found += 1
+    return m if found else None
 
 
 def mpt_clip_fraction(model, tokens):
@@ -403,6 +470,26 @@ def convert(llama_cpp_dir, hf_dir, outtype, outfile, log_path):
         r = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         sys.exit(f"converter failed for {hf_dir} ({outtype}); log: {log_path}")
+
+
+def add_gguf_keys(path, keys):
+    """Adds uint32 metadata keys to a converted file (tensors and other keys copied as they
+    are) with gguf's own gguf_new_metadata copy routine. Used for Mistral: llama.cpp's
+    converter drops config.json's sliding_window (llama.cpp runs Mistral with full
+    attention), so the window is written under llama.cpp's key name for it."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+    tmp = path + ".tmp"
+    reader = gguf.GGUFReader(path)
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
+    align = reader.get_field(gguf.Keys.General.ALIGNMENT)
+    if align is not None:
+        writer.data_alignment = align.contents()
+    new = {k: MetadataDetails(gguf.GGUFValueType.UINT32, int(v)) for k, v in keys.items()}
+    copy_with_new_metadata(reader, writer, new, [])
+    del reader
+    os.replace(tmp, path)
 
 
 def gguf_tensors(path):
@@ -523,7 +610,7 @@ def make_one(spec, args, models_dir, fixtures_dir):
     os.makedirs(scratch)
     model, counts = build_model(spec)
     vocab = model.config.vocab_size
-    tokens = pick_tokens(model, vocab, spec["seed"])
+    tokens = pick_tokens(model, vocab, spec["seed"], spec.get("candidates", N_CANDIDATES))
 
     hf_dir = os.path.join(scratch, "hf")
     model.save_pretrained(hf_dir, safe_serialization=True)
@@ -537,6 +624,9 @@ def make_one(spec, args, models_dir, fixtures_dir):
            "weights": counts}
     rep["hf_decode_vs_batch"] = compare(logits, dec)
     rep["min_top2_gap"] = float(np.min(top2_gap(logits)))
+    margins = router_margins(model, tokens)
+    if margins is not None:
+        rep["min_router_margin"] = float(np.min(margins))
     rep["logit_std"] = float(np.std(logits))
     rep["logit_absmax"] = float(np.max(np.abs(logits)))
     if list(np.argmax(logits.astype(np.float16), axis=1)) != list(np.argmax(logits, axis=1)):
@@ -550,6 +640,8 @@ def make_one(spec, args, models_dir, fixtures_dir):
         f32_path = os.path.join(scratch, f"{name}.f32.gguf")
         convert(args.llama_cpp, hf_dir, "q8_0", gguf_path, os.path.join(scratch, "convert_q8_0.log"))
         convert(args.llama_cpp, hf_dir, "f32", f32_path, os.path.join(scratch, "convert_f32.log"))
+        if spec.get("extra_kv"):
+            add_gguf_keys(gguf_path, spec["extra_kv"])
         rep["lossless_maxdiff"], rep["tensor_types"] = check_lossless(gguf_path, f32_path)
         if rep["lossless_maxdiff"] != 0.0:
             sys.exit(f"{name}: Q8_0 file differs from the F32 conversion by {rep['lossless_maxdiff']}")
@@ -570,12 +662,14 @@ def make_one(spec, args, models_dir, fixtures_dir):
                     rep[key] = {"batch": compare(lb, logits), "decode": compare(ld, logits),
                                 "per_position_maxerr": [round(float(x), 6) for x in
                                                         np.max(np.abs(lb - logits), axis=1)]}
+                    if key == "llama_cpp_f32" and (gm := with_ggml_gelu(model)) is not None:
+                        rep[key]["batch_vs_hf_with_ggml_gelu"] = compare(lb, hf_logits(gm, tokens))
     else:
         hf_out = os.path.join(models_dir, f"{name}-hf")
         shutil.rmtree(hf_out, ignore_errors=True)
         os.makedirs(hf_out)
         for f in ("config.json", "model.safetensors"):
-            shutil.copy(os.path.join(hf_dir, f), hf_out)
+            shutil.copyfile(os.path.join(hf_dir, f), os.path.join(hf_out, f))
         st = os.path.join(hf_out, "model.safetensors")
         rep["file"] = os.path.relpath(hf_out, HERE) + "/"
         rep["bytes"] = os.path.getsize(st) + os.path.getsize(os.path.join(hf_out, "config.json"))
