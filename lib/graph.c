@@ -76,11 +76,16 @@ vkllm_status g_build(const gguf_file *f, int last_row_only, g_graph *out)
         return s == VKLLM_ERR_NOT_FOUND
                    ? vk_fail(VKLLM_ERR_BAD_FILE, "general.architecture is missing")
                    : s;
-    if (arch.len == 5 && !memcmp(arch.data, "llama", 5))
-        s = g_build_llama(f, last_row_only, out);
-    else
-        s = vk_fail(VKLLM_ERR_UNSUPPORTED, "architecture '%.*s' is not supported (yet): supported: llama",
-                    (int)(arch.len > 64 ? 64 : arch.len), arch.data);
+    char name[32];
+    if (arch.len >= sizeof name)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "architecture '%.*s...' is not supported; supported: %s", 24,
+                       arch.data, g_supported_architectures());
+    memcpy(name, arch.data, arch.len);
+    name[arch.len] = '\0';
+    if (!g_transformer_arch(name))
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "architecture '%s' is not supported (yet); supported: %s", name,
+                       g_supported_architectures());
+    s = g_build_transformer(f, name, last_row_only, out);
     if (s)
         g_free(out);
     return s;

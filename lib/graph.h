@@ -7,6 +7,7 @@
 #ifndef VKLLM_GRAPH_H
 #define VKLLM_GRAPH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "gguf.h"
@@ -19,13 +20,23 @@ typedef enum g_op {
     G_ADD,       /* out = in[0] + in[1] */
     G_SWIGLU,    /* out = silu(in[0]) * in[1] */
     G_ROPE,      /* in place on in[0] */
+    G_ACTIVATION,/* out = activation(in[0]) (gelu, gelu_erf, relu, silu, clamp to +-eps) */
     G_KV_STORE,  /* writes in[0] (K) and in[1] (V) into the layer's cache; no output */
     G_ATTENTION, /* out = attention(in[0] = Q, layer cache); depends on in[1] (the store) */
     G_LAST_ROW,  /* out = the last token's row of in[0] (width unchanged, 1 token) */
     G_OUTPUT     /* marks in[0] as the logits */
 } g_op;
 
+typedef enum g_activation {
+    G_ACT_GELU,     /* tanh approximation */
+    G_ACT_GELU_ERF, /* exact */
+    G_ACT_RELU,
+    G_ACT_SILU,
+    G_ACT_CLAMP     /* to [-eps, eps] */
+} g_activation;
+
 #define G_MAX_INPUTS 2
+#define G_MAX_LAYERS 512
 #define G_MAX_WEIGHTS 2
 
 typedef struct g_node {
@@ -36,7 +47,11 @@ typedef struct g_node {
     uint32_t layer;                     /* for KV_STORE and ATTENTION */
     int inplace;                        /* output reuses in[inplace - 1]'s storage (0 = no) */
     int accumulate;                     /* MATMUL: out = W.in[0] + in[1], in place on in[1] */
-    float eps;                          /* norms */
+    float eps;                          /* norms; the bound of G_ACT_CLAMP */
+    g_activation activation;            /* G_ACTIVATION */
+    struct {
+        uint32_t begin, count;          /* MATMUL: rows of weight[0] used (count 0 = all) */
+    } rows;
     struct {
         uint32_t n_heads, head_dim, n_rot, mode; /* mode: 0 adjacent pairs, 1 half split */
         float freq_base, freq_scale;
@@ -66,6 +81,10 @@ typedef struct g_hparams {
     float rope_freq_base;
     float rope_freq_scale;
     uint32_t n_swa; /* sliding-window attention: window length, 0 = none */
+    float clamp_kqv;      /* MPT: clamp Q, K, V to +-this (0 = off) */
+    float alibi_max_bias; /* ALiBi families */
+    uint32_t n_head_kv_layer[G_MAX_LAYERS]; /* DeciLM varies these per layer */
+    uint32_t n_ff_layer[G_MAX_LAYERS];
 } g_hparams;
 
 typedef struct g_graph {
@@ -92,6 +111,10 @@ const char *g_strf(g_graph *g, const char *fmt, ...) __attribute__((format(print
 vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols, uint64_t rows);
 
 /* Architecture builders (arch_*.c). */
-vkllm_status g_build_llama(const gguf_file *f, int last_row_only, g_graph *g);
+vkllm_status g_build_transformer(const gguf_file *f, const char *arch, int last_row_only, g_graph *g);
+/* Whether arch_transformer.c builds `arch`. */
+bool g_transformer_arch(const char *arch);
+/* The architectures g_build accepts, for messages. */
+const char *g_supported_architectures(void);
 
 #endif

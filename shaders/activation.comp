@@ -2,7 +2,9 @@
 // Activations, one invocation per element:
 //  OP_SWIGLU: out = silu(a) * b     OP_SILU: out = a / (1 + exp(-a))
 //  OP_GELU:   out = 0.5 a (1 + tanh(sqrt(2/pi) a (1 + 0.044715 a^2)))  (ggml_gelu's tanh form)
+//  OP_GELU_ERF: out = 0.5 a (1 + erf(a / sqrt(2)))                      (the exact form)
 //  OP_RELU:   out = max(a, 0)
+//  OP_CLAMP:  out = clamp(a, -bound, bound)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -13,6 +15,7 @@ layout(std430, binding = 2) writeonly buffer Out { float result[]; };
 layout(push_constant) uniform Push {
     uint n;
     uint a_shift, b_shift, out_shift; // element index of this chunk's first element per binding
+    float bound;                      // OP_CLAMP
 } p;
 
 float silu(float v)
@@ -29,6 +32,19 @@ float gelu(float v)
     return 0.5 * v * (1.0 + tanh(u));
 }
 
+// erf, which GLSL lacks: Abramowitz & Stegun 7.1.28, absolute error under 3e-7.
+float erf_approx(float x)
+{
+    float t = abs(x);
+    float p2 = 1.0 + t * (0.0705230784 + t * (0.0422820123 + t * (0.0092705272 +
+               t * (0.0001520143 + t * (0.0002765672 + t * 0.0000430638)))));
+    p2 = p2 * p2;
+    p2 = p2 * p2;
+    p2 = p2 * p2;
+    p2 = p2 * p2; // (polynomial)^16
+    return sign(x) * (1.0 - 1.0 / p2);
+}
+
 void main()
 {
     uint i = linear_group_id() * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
@@ -41,7 +57,11 @@ void main()
     result[p.out_shift + i] = silu(v);
 #elif defined(OP_GELU)
     result[p.out_shift + i] = gelu(v);
+#elif defined(OP_GELU_ERF)
+    result[p.out_shift + i] = 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752440));
 #elif defined(OP_RELU)
     result[p.out_shift + i] = max(v, 0.0);
+#elif defined(OP_CLAMP)
+    result[p.out_shift + i] = clamp(v, -p.bound, p.bound);
 #endif
 }

@@ -12,6 +12,7 @@ layout(push_constant) uniform Push {
     uint n_b;  // elements of b (broadcast period)
     float scale;
     uint b_phase; // index into b of element 0 (chunks of a long tensor start mid-period)
+    uint b_shift; // b's first element within its binding
 } p;
 
 void main()
@@ -20,9 +21,9 @@ void main()
     if (i >= p.n)
         return;
 #if defined(OP_ADD)
-    result[i] = a[i] + b[(i + p.b_phase) % p.n_b];
+    result[i] = a[i] + b[p.b_shift + (i + p.b_phase) % p.n_b];
 #elif defined(OP_MUL)
-    result[i] = a[i] * b[(i + p.b_phase) % p.n_b];
+    result[i] = a[i] * b[p.b_shift + (i + p.b_phase) % p.n_b];
 #elif defined(OP_SCALE)
     result[i] = a[i] * p.scale;
 #endif

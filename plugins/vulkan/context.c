@@ -150,7 +150,10 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
     }
     /* A sliding window needs only the last window positions, plus room for the batch
      * being stored before its attention reads the cache. */
-    uint64_t kv_row = (uint64_t)hp->n_head_kv * hp->head_dim * 2;
+    uint64_t kv_row = 0; /* the widest layer's (DeciLM varies KV heads per layer) */
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        if ((uint64_t)hp->n_head_kv_layer[l] * hp->head_dim * 2 > kv_row)
+            kv_row = (uint64_t)hp->n_head_kv_layer[l] * hp->head_dim * 2;
     ctx->cache_rows = ctx->n_ctx;
     if (hp->n_swa && (uint64_t)hp->n_swa + ctx->n_batch - 1 < ctx->n_ctx)
         ctx->cache_rows = hp->n_swa + ctx->n_batch - 1;
@@ -173,10 +176,12 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
         s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
         goto fail;
     }
-    for (uint32_t l = 0; l < hp->n_layer; l++)
-        if ((s = vkr_buffer_create(dev, kv_row * ctx->cache_rows, VKR_MEMORY_DEVICE, &ctx->k_cache[l])) ||
-            (s = vkr_buffer_create(dev, kv_row * ctx->cache_rows, VKR_MEMORY_DEVICE, &ctx->v_cache[l])))
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        uint64_t bytes = (uint64_t)hp->n_head_kv_layer[l] * hp->head_dim * 2 * ctx->cache_rows;
+        if ((s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->k_cache[l])) ||
+            (s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->v_cache[l])))
             goto fail;
+    }
     if ((s = vkr_buffer_create(dev, sizeof(vk_step_params), VKR_MEMORY_HOST, &ctx->params)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->tokens)) ||
         (s = vkr_buffer_create(dev, (VkDeviceSize)hp->n_vocab * sizeof(float), VKR_MEMORY_HOST,

@@ -138,10 +138,34 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
             s = op_layernorm(cmd, dev, in0, w0->vector, w1 ? w1->vector : (op_tensor){0}, out,
                              node->width, rows, node->eps);
             break;
-        case G_MATMUL:
-            s = op_matmul(cmd, dev, &w0->matrix, in0, out, rows, node->accumulate != 0);
+        case G_MATMUL: {
+            /* A row range of a fused matrix (Q, K, V of attn_qkv) is a weight of its own. */
+            const op_weight *w = &w0->matrix;
+            op_weight slice;
+            op_tensor bias = w1 ? w1->vector : (op_tensor){0};
+            if (node->rows.count && node->rows.count != w->rows) {
+                s = op_weight_init(dev, w->type, node->rows.count, w->cols, &w0->buffer,
+                                   (VkDeviceSize)node->rows.begin * w->row_bytes, &slice);
+                w = &slice;
+                if (w1) {
+                    bias.offset += (VkDeviceSize)node->rows.begin * sizeof(float);
+                    bias.size = (VkDeviceSize)node->rows.count * sizeof(float);
+                }
+            }
+            if (!s)
+                s = op_matmul(cmd, dev, w, in0, out, rows, node->accumulate != 0);
             if (!s && w1)
-                s = op_add(cmd, dev, out, w1->vector, out, rows * node->width, node->width);
+                s = op_add(cmd, dev, out, bias, out, rows * node->width, node->width);
+            break;
+        }
+        case G_ACTIVATION:
+            switch (node->activation) {
+            case G_ACT_GELU: s = op_gelu(cmd, dev, in0, out, rows * node->width); break;
+            case G_ACT_GELU_ERF: s = op_gelu_erf(cmd, dev, in0, out, rows * node->width); break;
+            case G_ACT_RELU: s = op_relu(cmd, dev, in0, out, rows * node->width); break;
+            case G_ACT_SILU: s = op_silu(cmd, dev, in0, out, rows * node->width); break;
+            case G_ACT_CLAMP: s = op_clamp(cmd, dev, in0, out, rows * node->width, node->eps); break;
+            }
             break;
         case G_ADD:
             s = op_add(cmd, dev, in0, in1, out, rows * node->width, rows * node->width);

@@ -137,5 +137,9 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
 vkllm_status op_silu(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n);
 vkllm_status op_gelu(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n);
 vkllm_status op_relu(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n);
+/* out = 0.5 a (1 + erf(a / sqrt 2)): the exact GELU (Falcon, MPT, GPT-NeoX in transformers). */
+vkllm_status op_gelu_erf(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n);
+/* out = clamp(a, -bound, bound) (MPT's clip_qkv). */
+vkllm_status op_clamp(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n, float bound);
 
 #endif

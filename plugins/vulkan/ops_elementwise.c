@@ -1,12 +1,13 @@
 /* Elementwise ops: add, mul (with broadcast), scale. */
 #include "error.h"
 #include "ops.h"
-#include "ops_util.h"
+#include "ops_rows.h"
 
 typedef struct elementwise_push {
     uint32_t n, n_b;
     float scale;
     uint32_t b_phase; /* index into b of this chunk's first element */
+    uint32_t b_shift; /* b's first element within its binding (b may start unaligned) */
 } elementwise_push;
 
 static vkllm_status elementwise(vkr_cmd *cmd, vkr_device *dev, const char *shader, op_tensor a,
@@ -27,13 +28,13 @@ static vkllm_status elementwise(vkr_cmd *cmd, vkr_device *dev, const char *shade
     uint32_t chunk = op_chunk_elements(dev, 4);
     for (uint32_t begin = 0; begin < n && !s; begin += chunk) {
         uint32_t count = n - begin < chunk ? n - begin : chunk;
+        elementwise_push push = {count, n_b, scale, begin % n_b, 0};
         vkr_binding bindings[] = {
             op_bind_range(a, (VkDeviceSize)begin * 4, (VkDeviceSize)count * 4, false),
-            b.size ? op_bind_range(b, 0, (VkDeviceSize)n_b * 4, false)
+            b.size ? op_bind_span(dev, b, 0, (VkDeviceSize)n_b * 4, 4, false, &push.b_shift)
                    : op_bind_range(a, (VkDeviceSize)begin * 4, (VkDeviceSize)count * 4, false),
             op_bind_range(out, (VkDeviceSize)begin * 4, (VkDeviceSize)count * 4, true),
         };
-        elementwise_push push = {count, n_b, scale, begin % n_b};
         uint32_t gx, gy;
         vkr_grid(dev, (count + OP_WORKGROUP - 1) / OP_WORKGROUP, &gx, &gy);
         s = vkr_cmd_dispatch(cmd, pipe, bindings, 3, &push, sizeof push, gx, gy, 1, shader);

@@ -1,0 +1,450 @@
+/* The decoder-only transformer families, as one graph builder driven by a table: each row
+ * says how a family normalises, where positions come from, what its MLP computes and how
+ * its residual stream runs. Tensor and key names are the ones llama.cpp's converter writes,
+ * so existing GGUF files load.
+ *
+ * Per layer (x = the residual stream):
+ *   attn_in = norm(x)                     (Falcon-40B: attn_norm_2; MLP input stays attn_norm)
+ *   q, k, v = W{q,k,v} attn_in (+ bias)   (fused attn_qkv: three row ranges of one matrix)
+ *   [clamp q, k, v]  [rope q, k]  store k, v  a = attention(q)
+ *   sequential: x += Wo a (+ b);  x += mlp(norm_ffn(x))
+ *   parallel:   mlp_in = norm_ffn(x) or attn_in, taken before x changes;
+ *               x += Wo a (+ b);  x += mlp(mlp_in)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "graph.h"
+
+typedef enum { NORM_RMS, NORM_LAYER } norm_kind;
+typedef enum { POS_ROPE_ADJACENT, POS_ROPE_HALF, POS_ALIBI } pos_kind;
+typedef enum { MLP_SWIGLU, MLP_GELU, MLP_GELU_ERF } mlp_kind;
+
+typedef struct arch_spec {
+    const char *name; /* general.architecture */
+    norm_kind norm;
+    pos_kind pos;
+    mlp_kind mlp;
+    bool parallel;      /* parallel residual (gptneox: only when use_parallel_residual) */
+    bool embed_norm;    /* BLOOM: LayerNorm right after the embedding */
+} arch_spec;
+
+/* GELU: transformers uses the exact (erf) form for Falcon, MPT and GPT-NeoX, the tanh
+ * approximation for BLOOM and Phi-2 (llama.cpp uses tanh for all). */
+static const arch_spec specs[] = {
+    {"llama", NORM_RMS, POS_ROPE_ADJACENT, MLP_SWIGLU, false, false},
+    {"deci", NORM_RMS, POS_ROPE_ADJACENT, MLP_SWIGLU, false, false},
+    {"qwen2", NORM_RMS, POS_ROPE_HALF, MLP_SWIGLU, false, false},
+    {"stablelm", NORM_LAYER, POS_ROPE_HALF, MLP_SWIGLU, false, false},
+    {"falcon", NORM_LAYER, POS_ROPE_HALF, MLP_GELU_ERF, true, false},
+    {"gptneox", NORM_LAYER, POS_ROPE_HALF, MLP_GELU_ERF, true, false},
+    {"phi2", NORM_LAYER, POS_ROPE_HALF, MLP_GELU, true, false},
+    {"mpt", NORM_LAYER, POS_ALIBI, MLP_GELU_ERF, false, false},
+    {"bloom", NORM_LAYER, POS_ALIBI, MLP_GELU, false, true},
+};
+
+static const arch_spec *find_spec(const char *arch)
+{
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++)
+        if (!strcmp(specs[i].name, arch))
+            return &specs[i];
+    return NULL;
+}
+
+bool g_transformer_arch(const char *arch) { return find_spec(arch) != NULL; }
+
+const char *g_supported_architectures(void)
+{
+    return "llama, deci, qwen2, stablelm, falcon, gptneox, phi2, mpt, bloom";
+}
+
+/* ---- metadata ---------------------------------------------------------------------- */
+
+static vkllm_status key_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t *out,
+                            int required, uint32_t fallback)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint64_t v;
+    vkllm_status s = gguf_get_u64(f, key, &v);
+    if (s == VKLLM_ERR_NOT_FOUND && !required) {
+        *out = fallback;
+        return VKLLM_OK;
+    }
+    if (s == VKLLM_ERR_NOT_FOUND)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata key %s is missing", key);
+    if (s)
+        return s;
+    if (v > 0x7fffffff)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s = %llu is out of range", key, (unsigned long long)v);
+    *out = (uint32_t)v;
+    return VKLLM_OK;
+}
+
+static vkllm_status key_f32(const gguf_file *f, const char *arch, const char *suffix, float *out,
+                            float fallback)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    double v;
+    vkllm_status s = gguf_get_f64(f, key, &v);
+    if (s == VKLLM_ERR_NOT_FOUND) {
+        *out = fallback;
+        return VKLLM_OK;
+    }
+    if (s)
+        return s;
+    if (!isfinite(v))
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s is not finite", key);
+    *out = (float)v;
+    return VKLLM_OK;
+}
+
+/* A per-layer count that is either one number or an array with a value per layer
+ * (DeciLM's head_count_kv and feed_forward_length). */
+static vkllm_status key_per_layer(const gguf_file *f, const char *arch, const char *suffix, uint32_t n_layer,
+                                  uint32_t *out, int required, uint32_t fallback)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    const gguf_kv *kv = gguf_find(f, key);
+    if (kv && kv->type == GGUF_ARRAY) {
+        const gguf_array *a = &kv->v.a;
+        if (a->n != n_layer || gguf_value_size(a->elem_type) == 0)
+            return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s: an array of %llu numbers for %u layers", key,
+                           (unsigned long long)a->n, n_layer);
+        for (uint32_t l = 0; l < n_layer; l++) {
+            int64_t v = gguf_arr_i64(a, l);
+            if (v < 0 || v > 0x7fffffff)
+                return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s[%u] = %lld is out of range", key, l, (long long)v);
+            out[l] = (uint32_t)v;
+        }
+        return VKLLM_OK;
+    }
+    uint32_t v;
+    vkllm_status s = key_u32(f, arch, suffix, &v, required, fallback);
+    for (uint32_t l = 0; !s && l < n_layer; l++)
+        out[l] = v;
+    return s;
+}
+
+static bool has_tensor(const gguf_file *f, const char *name) { return gguf_find_tensor(f, name) != NULL; }
+
+/* ---- building ---------------------------------------------------------------------- */
+
+typedef struct builder {
+    g_graph *g;
+    const gguf_file *f;
+    const arch_spec *spec;
+    int32_t last;
+} builder;
+
+static vkllm_status add(builder *b, g_node node, int32_t *out)
+{
+    int32_t id = g_add_node(b->g, &node);
+    if (id < 0)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory building the graph");
+    b->last = id;
+    if (out)
+        *out = id;
+    return VKLLM_OK;
+}
+
+/* "<prefix>.weight" must exist with `cols` entries (a vector); returns its name or NULL
+ * when absent and optional. */
+static vkllm_status vector(builder *b, const char *prefix, const char *what, uint32_t cols, int required,
+                           const char **out)
+{
+    const char *name = g_strf(b->g, "%s.%s", prefix, what);
+    if (!name)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    *out = NULL;
+    const gguf_tensor *t = gguf_find_tensor(b->f, name);
+    if (!t)
+        return required ? vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s is missing", name) : VKLLM_OK;
+    if (t->ne[0] != cols || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s has shape [%llu, %llu], expected [%u]", name,
+                       (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], cols);
+    *out = name;
+    return VKLLM_OK;
+}
+
+/* norm(x) with "<prefix>.weight" and, for LayerNorm, an optional "<prefix>.bias". */
+static vkllm_status norm(builder *b, int32_t x, const char *prefix, uint32_t width, int32_t *out)
+{
+    const char *w, *bias = NULL;
+    vkllm_status s = vector(b, prefix, "weight", width, 1, &w);
+    if (!s && b->spec->norm == NORM_LAYER)
+        s = vector(b, prefix, "bias", width, 0, &bias);
+    if (s)
+        return s;
+    g_node n = {.op = b->spec->norm == NORM_RMS ? G_RMSNORM : G_LAYERNORM, .in = {x, -1},
+                .weight = {w, bias}, .width = width, .eps = b->g->hp.norm_eps, .label = w};
+    return add(b, n, out);
+}
+
+/* out = W[row_begin, row_begin + rows) . x (+ bias range), optionally accumulated into acc. */
+static vkllm_status matmul(builder *b, int32_t x, const char *prefix, uint32_t cols, uint32_t row_begin,
+                           uint32_t rows, uint32_t total_rows, int32_t acc, int32_t *out)
+{
+    const char *w = g_strf(b->g, "%s.weight", prefix);
+    const char *bias_name = g_strf(b->g, "%s.bias", prefix);
+    if (!w || !bias_name)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    vkllm_status s = g_expect_tensor(b->f, w, cols, total_rows);
+    if (s)
+        return s;
+    const char *bias;
+    if ((s = vector(b, prefix, "bias", total_rows, 0, &bias)))
+        return s;
+    g_node n = {.op = G_MATMUL, .in = {x, acc}, .weight = {w, bias}, .width = rows,
+                .rows = {row_begin, rows}, .accumulate = acc >= 0, .inplace = acc >= 0 ? 2 : 0, .label = w};
+    return add(b, n, out);
+}
+
+static vkllm_status build_mlp(builder *b, int32_t in, uint32_t l, uint32_t n_ff, int32_t x, int32_t *out)
+{
+    const g_hparams *hp = &b->g->hp;
+    char prefix[64];
+    int32_t up = -1, act = -1;
+    vkllm_status s;
+    snprintf(prefix, sizeof prefix, "blk.%u.ffn_up", l);
+    if ((s = matmul(b, in, prefix, hp->n_embd, 0, n_ff, n_ff, -1, &up)))
+        return s;
+    if (b->spec->mlp == MLP_SWIGLU) {
+        int32_t gate = -1;
+        snprintf(prefix, sizeof prefix, "blk.%u.ffn_gate", l);
+        if ((s = matmul(b, in, prefix, hp->n_embd, 0, n_ff, n_ff, -1, &gate)) ||
+            (s = add(b, (g_node){.op = G_SWIGLU, .in = {gate, up}, .width = n_ff, .label = "swiglu"}, &act)))
+            return s;
+    } else {
+        g_node n = {.op = G_ACTIVATION, .in = {up, -1}, .width = n_ff, .inplace = 1,
+                    .activation = b->spec->mlp == MLP_GELU_ERF ? G_ACT_GELU_ERF : G_ACT_GELU,
+                    .label = "gelu"};
+        if ((s = add(b, n, &act)))
+            return s;
+    }
+    snprintf(prefix, sizeof prefix, "blk.%u.ffn_down", l);
+    return matmul(b, act, prefix, n_ff, 0, hp->n_embd, hp->n_embd, x, out);
+}
+
+static vkllm_status build_layer(builder *b, uint32_t l, uint32_t n_head_kv, uint32_t n_ff, int32_t *x)
+{
+    const g_hparams *hp = &b->g->hp;
+    const uint32_t E = hp->n_embd, D = hp->head_dim, Q = hp->n_head * D, KV = n_head_kv * D;
+    char prefix[64], prefix2[64];
+    vkllm_status s;
+    int32_t attn_in = -1, mlp_in = -1, q = -1, k = -1, v = -1;
+
+    snprintf(prefix, sizeof prefix, "blk.%u.attn_norm", l);
+    if ((s = norm(b, *x, prefix, E, &attn_in)))
+        return s;
+    snprintf(prefix2, sizeof prefix2, "blk.%u.attn_norm_2.weight", l);
+    if (has_tensor(b->f, prefix2)) { /* Falcon-40B: attention reads attn_norm_2, the MLP attn_norm */
+        mlp_in = attn_in;
+        snprintf(prefix2, sizeof prefix2, "blk.%u.attn_norm_2", l);
+        if ((s = norm(b, *x, prefix2, E, &attn_in)))
+            return s;
+    }
+    snprintf(prefix2, sizeof prefix2, "blk.%u.ffn_norm.weight", l);
+    bool has_ffn_norm = has_tensor(b->f, prefix2);
+    bool parallel = b->spec->parallel || !has_ffn_norm;
+    if (!strcmp(b->spec->name, "gptneox")) {
+        char key[64];
+        snprintf(key, sizeof key, "gptneox.use_parallel_residual");
+        uint64_t par = 1;
+        gguf_get_u64(b->f, key, &par);
+        parallel = par != 0;
+    }
+    if (parallel && mlp_in < 0) {
+        if (has_ffn_norm) { /* GPT-NeoX: the MLP has its own norm of the same input */
+            snprintf(prefix2, sizeof prefix2, "blk.%u.ffn_norm", l);
+            if ((s = norm(b, *x, prefix2, E, &mlp_in)))
+                return s;
+        } else {
+            mlp_in = attn_in;
+        }
+    }
+
+    /* Q, K, V: separate matrices, or row ranges of the fused one. */
+    snprintf(prefix, sizeof prefix, "blk.%u.attn_qkv.weight", l);
+    if (has_tensor(b->f, prefix)) {
+        snprintf(prefix, sizeof prefix, "blk.%u.attn_qkv", l);
+        if ((s = matmul(b, attn_in, prefix, E, 0, Q, Q + 2 * KV, -1, &q)) ||
+            (s = matmul(b, attn_in, prefix, E, Q, KV, Q + 2 * KV, -1, &k)) ||
+            (s = matmul(b, attn_in, prefix, E, Q + KV, KV, Q + 2 * KV, -1, &v)))
+            return s;
+    } else {
+        snprintf(prefix, sizeof prefix, "blk.%u.attn_q", l);
+        if ((s = matmul(b, attn_in, prefix, E, 0, Q, Q, -1, &q)))
+            return s;
+        snprintf(prefix, sizeof prefix, "blk.%u.attn_k", l);
+        if ((s = matmul(b, attn_in, prefix, E, 0, KV, KV, -1, &k)))
+            return s;
+        snprintf(prefix, sizeof prefix, "blk.%u.attn_v", l);
+        if ((s = matmul(b, attn_in, prefix, E, 0, KV, KV, -1, &v)))
+            return s;
+    }
+    if (hp->clamp_kqv > 0) {
+        int32_t *t[] = {&q, &k, &v};
+        uint32_t w[] = {Q, KV, KV};
+        for (int i = 0; i < 3; i++)
+            if ((s = add(b, (g_node){.op = G_ACTIVATION, .in = {*t[i], -1}, .width = w[i], .inplace = 1,
+                                     .activation = G_ACT_CLAMP, .eps = hp->clamp_kqv, .label = "clamp_kqv"},
+                         t[i])))
+                return s;
+    }
+    if (b->spec->pos != POS_ALIBI) {
+        uint32_t mode = b->spec->pos == POS_ROPE_HALF;
+        if ((s = add(b, (g_node){.op = G_ROPE, .in = {q, -1}, .width = Q, .inplace = 1,
+                                 .rope = {hp->n_head, D, hp->n_rot, mode, hp->rope_freq_base,
+                                          hp->rope_freq_scale},
+                                 .label = "rope_q"},
+                     &q)) ||
+            (s = add(b, (g_node){.op = G_ROPE, .in = {k, -1}, .width = KV, .inplace = 1,
+                                 .rope = {n_head_kv, D, hp->n_rot, mode, hp->rope_freq_base,
+                                          hp->rope_freq_scale},
+                                 .label = "rope_k"},
+                     &k)))
+            return s;
+    }
+    int32_t store = -1, a = -1;
+    if ((s = add(b, (g_node){.op = G_KV_STORE, .in = {k, v}, .width = KV, .layer = l, .label = "kv_store"},
+                 &store)) ||
+        (s = add(b, (g_node){.op = G_ATTENTION, .in = {q, store}, .width = Q, .layer = l,
+                             .attn = {hp->n_head, n_head_kv, D, 1.0f / sqrtf((float)D), hp->n_swa,
+                                      b->spec->pos == POS_ALIBI ? hp->alibi_max_bias : 0.0f},
+                             .label = "attention"},
+                 &a)))
+        return s;
+    snprintf(prefix, sizeof prefix, "blk.%u.attn_output", l);
+    if ((s = matmul(b, a, prefix, Q, 0, E, E, *x, x)))
+        return s;
+    if (!parallel) {
+        snprintf(prefix2, sizeof prefix2, "blk.%u.ffn_norm", l);
+        if ((s = norm(b, *x, prefix2, E, &mlp_in)))
+            return s;
+    }
+    return build_mlp(b, mlp_in, l, n_ff, *x, x);
+}
+
+static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hparams *hp)
+{
+    const char *a = spec->name;
+    vkllm_status s;
+    snprintf(hp->arch, sizeof hp->arch, "%s", a);
+    float rms_eps, ln_eps;
+    if ((s = key_u32(f, a, "embedding_length", &hp->n_embd, 1, 0)) ||
+        (s = key_u32(f, a, "block_count", &hp->n_layer, 1, 0)) ||
+        (s = key_u32(f, a, "attention.head_count", &hp->n_head, 1, 0)) ||
+        (s = key_u32(f, a, "context_length", &hp->n_ctx_train, 0, 2048)) ||
+        (s = key_f32(f, a, "attention.layer_norm_rms_epsilon", &rms_eps, 1e-5f)) ||
+        (s = key_f32(f, a, "attention.layer_norm_epsilon", &ln_eps, 1e-5f)) ||
+        (s = key_f32(f, a, "rope.freq_base", &hp->rope_freq_base, 10000.0f)) ||
+        (s = key_u32(f, a, "attention.sliding_window", &hp->n_swa, 0, 0)) ||
+        (s = key_f32(f, a, "attention.clamp_kqv", &hp->clamp_kqv, 0.0f)) ||
+        (s = key_f32(f, a, "attention.max_alibi_bias", &hp->alibi_max_bias, 8.0f)))
+        return s;
+    hp->norm_eps = spec->norm == NORM_RMS ? rms_eps : ln_eps;
+    if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_head == 0 || hp->n_layer > G_MAX_LAYERS)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "%s: embedding_length %u, block_count %u (at most %u), "
+                       "head_count %u: none may be zero", a, hp->n_embd, hp->n_layer, G_MAX_LAYERS, hp->n_head);
+    if ((s = key_per_layer(f, a, "attention.head_count_kv", hp->n_layer, hp->n_head_kv_layer, 0, hp->n_head)) ||
+        (s = key_per_layer(f, a, "feed_forward_length", hp->n_layer, hp->n_ff_layer, 1, 0)))
+        return s;
+    hp->n_head_kv = hp->n_head_kv_layer[0];
+    hp->n_ff = hp->n_ff_layer[0];
+    uint32_t key_length;
+    if ((s = key_u32(f, a, "attention.key_length", &key_length, 0, 0)))
+        return s;
+    if (key_length == 0 && hp->n_embd % hp->n_head)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "%s: embedding_length %u is not a multiple of head_count %u", a,
+                       hp->n_embd, hp->n_head);
+    hp->head_dim = key_length ? key_length : hp->n_embd / hp->n_head;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        uint32_t kv = hp->n_head_kv_layer[l];
+        if (kv == 0 || hp->n_head % kv)
+            return vk_fail(VKLLM_ERR_BAD_FILE, "%s: layer %u has head_count_kv %u, which does not divide "
+                           "head_count %u", a, l, kv, hp->n_head);
+        if (hp->n_ff_layer[l] == 0)
+            return vk_fail(VKLLM_ERR_BAD_FILE, "%s: layer %u has feed_forward_length 0", a, l);
+    }
+    if ((s = key_u32(f, a, "rope.dimension_count", &hp->n_rot, 0, hp->head_dim)))
+        return s;
+    if (hp->n_rot > hp->head_dim || hp->n_rot % 2)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "%s: rope.dimension_count %u does not fit head size %u", a,
+                       hp->n_rot, hp->head_dim);
+
+    /* Linear RoPE scaling: positions are divided by the factor. */
+    hp->rope_freq_scale = 1.0f;
+    float factor;
+    if ((s = key_f32(f, a, "rope.scaling.factor", &factor, 0.0f)))
+        return s;
+    char key[96];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    gguf_str type;
+    s = gguf_get_str(f, key, &type);
+    if (s == VKLLM_OK) {
+        if (type.len == 6 && !memcmp(type.data, "linear", 6)) {
+            if (factor > 0)
+                hp->rope_freq_scale = 1.0f / factor;
+        } else if (!(type.len == 4 && !memcmp(type.data, "none", 4))) {
+            return vk_fail(VKLLM_ERR_UNSUPPORTED, "%s: rope scaling type '%.*s' is not supported", a,
+                           (int)(type.len > 32 ? 32 : type.len), type.data);
+        }
+    } else if (s != VKLLM_ERR_NOT_FOUND) {
+        return s;
+    } else {
+        float linear;
+        if ((s = key_f32(f, a, "rope.scale_linear", &linear, 0.0f)))
+            return s;
+        if (linear > 0)
+            hp->rope_freq_scale = 1.0f / linear;
+    }
+
+    const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");
+    if (!embd)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor token_embd.weight is missing");
+    if (embd->ne[1] == 0 || embd->ne[1] > 0x7fffffff)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "token_embd.weight has %llu rows", (unsigned long long)embd->ne[1]);
+    hp->n_vocab = (uint32_t)embd->ne[1];
+    return VKLLM_OK;
+}
+
+vkllm_status g_build_transformer(const gguf_file *f, const char *arch, int last_row_only, g_graph *g)
+{
+    const arch_spec *spec = find_spec(arch);
+    if (!spec)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "architecture '%s' is not supported", arch);
+    g_hparams *hp = &g->hp;
+    vkllm_status s = read_hparams(f, spec, hp);
+    if (s)
+        return s;
+    builder b = {g, f, spec, -1};
+    const uint32_t E = hp->n_embd;
+    const char *output = has_tensor(f, "output.weight") ? "output" : "token_embd";
+    if ((s = g_expect_tensor(f, "token_embd.weight", E, hp->n_vocab)))
+        return s;
+
+    int32_t x = -1;
+    if ((s = add(&b, (g_node){.op = G_EMBED, .in = {-1, -1}, .weight = {"token_embd.weight"}, .width = E,
+                              .label = "token_embd"},
+                 &x)))
+        return s;
+    if (spec->embed_norm && (s = norm(&b, x, "token_embd_norm", E, &x)))
+        return s;
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        if ((s = build_layer(&b, l, hp->n_head_kv_layer[l], hp->n_ff_layer[l], &x)))
+            return s;
+    if (last_row_only && (s = add(&b, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = E, .label = "last_row"}, &x)))
+        return s;
+    int32_t h = -1, logits = -1;
+    if ((s = norm(&b, x, "output_norm", E, &h)) ||
+        (s = matmul(&b, h, output, E, 0, hp->n_vocab, hp->n_vocab, -1, &logits)) ||
+        (s = add(&b, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"}, NULL)))
+        return s;
+    g->logits_node = logits;
+    return VKLLM_OK;
+}
