@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # vkllm-run as a user meets it: a greedy run on stories260K reproduces llama.cpp's text and
 # reports its timings; bad input gives one line on stderr starting "error:" and a non-zero
-# exit, never a crash.  usage: test_cli.sh VKLLM_RUN SHARED_DIR
+# exit, never a crash. vkllm-view shows the tokens the model ranks highest.
+# usage: test_cli.sh VKLLM_RUN SHARED_DIR VKLLM_VIEW
 set -u
 run=$1
 models=$2/models
+view=$3
 failures=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -50,6 +52,11 @@ check "same seed, same text" cmp -s "$tmp/a" "$tmp/b"
 
 "$run" --list-devices >"$tmp/out" 2>&1
 check "--list-devices lists a device" grep -q "device 0" "$tmp/out"
+
+"$view" -m "$models/stories260K.gguf" -p "Once upon a time" -n 3 --top 3 --meta >"$tmp/out" 2>&1
+check "viewer: prompt tokens" grep -q "prompt: 5 tokens: 1='' 403='Once'" "$tmp/out"
+check "viewer: the greedy ',' first at 96.9%" grep -q "step  0:   96.9% ','" "$tmp/out"
+check "viewer: metadata" grep -q "llama.context_length  *128" "$tmp/out"
 
 expect_error "missing model" "no-such-model.gguf" -m "$tmp/no-such-model.gguf" -p hi
 echo "not a model" >"$tmp/text.gguf"
