@@ -19,8 +19,8 @@
 #include "graph.h"
 
 typedef enum { NORM_RMS, NORM_LAYER } norm_kind;
-typedef enum { POS_ROPE_ADJACENT, POS_ROPE_HALF, POS_ALIBI } pos_kind;
-typedef enum { MLP_SWIGLU, MLP_GELU, MLP_GELU_ERF } mlp_kind;
+typedef enum { POS_ROPE_ADJACENT, POS_ROPE_HALF, POS_ALIBI, POS_LEARNED } pos_kind;
+typedef enum { MLP_SWIGLU, MLP_GELU, MLP_GELU_ERF, MLP_RELU } mlp_kind;
 
 typedef struct arch_spec {
     const char *name; /* general.architecture */
@@ -43,6 +43,8 @@ static const arch_spec specs[] = {
     {"phi2", NORM_LAYER, POS_ROPE_HALF, MLP_GELU, true, false},
     {"mpt", NORM_LAYER, POS_ALIBI, MLP_GELU_ERF, false, false},
     {"bloom", NORM_LAYER, POS_ALIBI, MLP_GELU, false, true},
+    /* OPT/Galactica: vkllm's own name (llama.cpp has none; loaded from HF folders). */
+    {"opt", NORM_LAYER, POS_LEARNED, MLP_RELU, false, false},
 };
 
 static const arch_spec *find_spec(const char *arch)
@@ -57,7 +59,7 @@ bool g_transformer_arch(const char *arch) { return find_spec(arch) != NULL; }
 
 const char *g_supported_architectures(void)
 {
-    return "llama, deci, qwen2, stablelm, falcon, gptneox, phi2, mpt, bloom";
+    return "llama, deci, qwen2, stablelm, falcon, gptneox, phi2, mpt, bloom, opt, mamba";
 }
 
 /* ---- metadata ---------------------------------------------------------------------- */
@@ -139,6 +141,10 @@ typedef struct builder {
     const gguf_file *f;
     const arch_spec *spec;
     int32_t last;
+    /* From vkllm.* keys (hf_model.h): half-split RoPE for weights laid out as in HF; the
+     * MLP activation where the config picks it. */
+    bool rope_half;
+    g_activation ffn_act;
 } builder;
 
 static vkllm_status add(builder *b, g_node node, int32_t *out)
@@ -204,12 +210,74 @@ static vkllm_status matmul(builder *b, int32_t x, const char *prefix, uint32_t c
     return add(b, n, out);
 }
 
+/* A stack of experts: "<name>.weight" [cols, rows, n_expert] (ne order), product rows per
+ * expert; the node reads the experts the router node picked. */
+static vkllm_status experts(builder *b, int32_t in, int32_t route, const char *name, uint32_t cols,
+                            uint32_t rows, bool weighted_sum, int32_t *out)
+{
+    const g_hparams *hp = &b->g->hp;
+    const char *w = g_strf(b->g, "%s.weight", name);
+    if (!w)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    const gguf_tensor *t = gguf_find_tensor(b->f, w);
+    if (!t)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s is missing", w);
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != hp->n_expert || t->ne[3] != 1)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s has shape [%llu, %llu, %llu, %llu], expected [%u, %u, %u]",
+                       w, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                       (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], cols, rows, hp->n_expert);
+    uint32_t K = hp->n_expert_used;
+    g_node n = {.op = G_MOE_MATMUL, .in = {in, route}, .weight = {w}, .width = weighted_sum ? rows : K * rows,
+                .moe = {hp->n_expert, K, false, 1.0f, weighted_sum}, .label = w};
+    return add(b, n, out);
+}
+
+/* Mixtral's sparse MLP (llama.cpp's build_moe_ffn with softmax gating and renormalised
+ * weights): the router ffn_gate_inp scores the experts, each token runs the SwiGLU MLPs of
+ * its n_used best, stacked in ffn_{gate,up,down}_exps, and x += their weighted sum. */
+static vkllm_status build_moe(builder *b, int32_t in, uint32_t l, uint32_t n_ff, int32_t x, int32_t *out)
+{
+    const g_hparams *hp = &b->g->hp;
+    const uint32_t E = hp->n_embd, N = hp->n_expert, K = hp->n_expert_used;
+    if (b->spec->mlp != MLP_SWIGLU)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "%s: experts are supported with SwiGLU MLPs only", hp->arch);
+    if (K == 0 || K > N || K > G_MAX_EXPERTS_USED || N > G_MAX_EXPERTS)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "%s: %u experts used of %u: need 1 <= expert_used_count <= min(expert_count, %d), "
+                       "expert_count <= %d", hp->arch, K, N, G_MAX_EXPERTS_USED, G_MAX_EXPERTS);
+    float scale;
+    vkllm_status s = key_f32(b->f, hp->arch, "expert_weights_scale", &scale, 0.0f);
+    if (s)
+        return s;
+    char name[64];
+    int32_t logits = -1, route = -1, gate = -1, up = -1, act = -1, down = -1;
+    snprintf(name, sizeof name, "blk.%u.ffn_gate_inp", l);
+    if ((s = matmul(b, in, name, E, 0, N, N, -1, &logits)) ||
+        (s = add(b, (g_node){.op = G_MOE_ROUTER, .in = {logits, -1}, .width = 2 * K,
+                             .moe = {N, K, true, scale != 0.0f ? scale : 1.0f, false}, .label = "moe_router"},
+                 &route)))
+        return s;
+    snprintf(name, sizeof name, "blk.%u.ffn_gate_exps", l);
+    if ((s = experts(b, in, route, name, E, n_ff, false, &gate)))
+        return s;
+    snprintf(name, sizeof name, "blk.%u.ffn_up_exps", l);
+    if ((s = experts(b, in, route, name, E, n_ff, false, &up)) ||
+        (s = add(b, (g_node){.op = G_SWIGLU, .in = {gate, up}, .width = K * n_ff, .label = "swiglu"}, &act)))
+        return s;
+    snprintf(name, sizeof name, "blk.%u.ffn_down_exps", l);
+    if ((s = experts(b, act, route, name, n_ff, E, true, &down)))
+        return s;
+    return add(b, (g_node){.op = G_ADD, .in = {x, down}, .width = E, .inplace = 1, .label = "moe_add"}, out);
+}
+
 static vkllm_status build_mlp(builder *b, int32_t in, uint32_t l, uint32_t n_ff, int32_t x, int32_t *out)
 {
     const g_hparams *hp = &b->g->hp;
     char prefix[64];
     int32_t up = -1, act = -1;
     vkllm_status s;
+    if (hp->n_expert)
+        return build_moe(b, in, l, n_ff, x, out);
     snprintf(prefix, sizeof prefix, "blk.%u.ffn_up", l);
     if ((s = matmul(b, in, prefix, hp->n_embd, 0, n_ff, n_ff, -1, &up)))
         return s;
@@ -221,8 +289,7 @@ static vkllm_status build_mlp(builder *b, int32_t in, uint32_t l, uint32_t n_ff,
             return s;
     } else {
         g_node n = {.op = G_ACTIVATION, .in = {up, -1}, .width = n_ff, .inplace = 1,
-                    .activation = b->spec->mlp == MLP_GELU_ERF ? G_ACT_GELU_ERF : G_ACT_GELU,
-                    .label = "gelu"};
+                    .activation = b->ffn_act, .label = b->ffn_act == G_ACT_RELU ? "relu" : "gelu"};
         if ((s = add(b, n, &act)))
             return s;
     }
@@ -296,8 +363,8 @@ static vkllm_status build_layer(builder *b, uint32_t l, uint32_t n_head_kv, uint
                          t[i])))
                 return s;
     }
-    if (b->spec->pos != POS_ALIBI) {
-        uint32_t mode = b->spec->pos == POS_ROPE_HALF;
+    if (b->spec->pos == POS_ROPE_ADJACENT || b->spec->pos == POS_ROPE_HALF) {
+        uint32_t mode = b->spec->pos == POS_ROPE_HALF || b->rope_half;
         if ((s = add(b, (g_node){.op = G_ROPE, .in = {q, -1}, .width = Q, .inplace = 1,
                                  .rope = {hp->n_head, D, hp->n_rot, mode, hp->rope_freq_base,
                                           hp->rope_freq_scale},
@@ -403,6 +470,9 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
         if (linear > 0)
             hp->rope_freq_scale = 1.0f / linear;
     }
+    if ((s = key_u32(f, a, "expert_count", &hp->n_expert, 0, 0)) ||
+        (s = key_u32(f, a, "expert_used_count", &hp->n_expert_used, 0, 0)))
+        return s;
 
     const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");
     if (!embd)
@@ -411,6 +481,55 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
         return vk_fail(VKLLM_ERR_BAD_FILE, "token_embd.weight has %llu rows", (unsigned long long)embd->ne[1]);
     hp->n_vocab = (uint32_t)embd->ne[1];
     return VKLLM_OK;
+}
+
+/* vkllm.rope.half and vkllm.ffn_activation (hf_model.h), over the family's defaults. */
+static vkllm_status read_builder_options(builder *b)
+{
+    uint64_t half = 0;
+    vkllm_status s = gguf_get_u64(b->f, "vkllm.rope.half", &half);
+    if (s && s != VKLLM_ERR_NOT_FOUND)
+        return s;
+    b->rope_half = half != 0;
+    b->ffn_act = b->spec->mlp == MLP_GELU_ERF ? G_ACT_GELU_ERF : b->spec->mlp == MLP_RELU ? G_ACT_RELU : G_ACT_GELU;
+    gguf_str act;
+    s = gguf_get_str(b->f, "vkllm.ffn_activation", &act);
+    if (s == VKLLM_ERR_NOT_FOUND)
+        return VKLLM_OK;
+    if (s)
+        return s;
+    if (act.len == 4 && !memcmp(act.data, "relu", 4))
+        b->ffn_act = G_ACT_RELU;
+    else if (act.len == 4 && !memcmp(act.data, "gelu", 4))
+        b->ffn_act = G_ACT_GELU;
+    else if (act.len == 8 && !memcmp(act.data, "gelu_erf", 8))
+        b->ffn_act = G_ACT_GELU_ERF;
+    else
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata vkllm.ffn_activation = '%.*s' is not relu, gelu or gelu_erf",
+                       (int)(act.len > 32 ? 32 : act.len), act.data);
+    return VKLLM_OK;
+}
+
+/* OPT: x += position_embd[n_past + t + 2]. The table's first two rows belong to no
+ * position (fairseq's padding offset), so a context holds rows - 2 positions. */
+static vkllm_status add_learned_positions(builder *b, int32_t *x)
+{
+    const uint32_t offset = 2, E = b->g->hp.n_embd;
+    const char *name = "position_embd.weight";
+    vkllm_status s = g_expect_tensor(b->f, name, E, 0);
+    if (s)
+        return s;
+    uint64_t rows = gguf_find_tensor(b->f, name)->ne[1];
+    if (rows <= offset || rows - offset > 0x7fffffff)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s has %llu rows; positions start at row %u", name,
+                       (unsigned long long)rows, offset);
+    b->g->hp.n_pos = (uint32_t)(rows - offset);
+    int32_t pos = -1;
+    if ((s = add(b, (g_node){.op = G_POS_EMBED, .in = {-1, -1}, .weight = {name}, .width = E, .pos_offset = offset,
+                             .label = "position_embd"},
+                 &pos)))
+        return s;
+    return add(b, (g_node){.op = G_ADD, .in = {*x, pos}, .width = E, .inplace = 1, .label = "add_positions"}, x);
 }
 
 vkllm_status g_build_transformer(const gguf_file *f, const char *arch, int last_row_only, g_graph *g)
@@ -422,7 +541,9 @@ vkllm_status g_build_transformer(const gguf_file *f, const char *arch, int last_
     vkllm_status s = read_hparams(f, spec, hp);
     if (s)
         return s;
-    builder b = {g, f, spec, -1};
+    builder b = {g, f, spec, -1, false, G_ACT_GELU};
+    if ((s = read_builder_options(&b)))
+        return s;
     const uint32_t E = hp->n_embd;
     const char *output = has_tensor(f, "output.weight") ? "output" : "token_embd";
     if ((s = g_expect_tensor(f, "token_embd.weight", E, hp->n_vocab)))
@@ -434,6 +555,8 @@ vkllm_status g_build_transformer(const gguf_file *f, const char *arch, int last_
                  &x)))
         return s;
     if (spec->embed_norm && (s = norm(&b, x, "token_embd_norm", E, &x)))
+        return s;
+    if (spec->pos == POS_LEARNED && (s = add_learned_positions(&b, &x)))
         return s;
     for (uint32_t l = 0; l < hp->n_layer; l++)
         if ((s = build_layer(&b, l, hp->n_head_kv_layer[l], hp->n_ff_layer[l], &x)))

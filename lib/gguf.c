@@ -677,6 +677,8 @@ void gguf_close(gguf_file *f)
     free(f->tensors_by_name);
     if (f->owns_map)
         munmap((void *)f->map, (size_t)f->map_size);
+    if (f->release)
+        f->release(f->owner);
     free(f);
 }
 

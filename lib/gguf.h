@@ -82,6 +82,12 @@ typedef struct gguf_file {
      * finds duplicates in O(n log n) whatever names a hostile file picks. */
     uint32_t *kv_by_name;
     uint32_t *tensors_by_name;
+    /* A gguf_file built in memory by another loader (hf_model.c: a Hugging Face folder)
+     * has its keys, names and tables malloc'd like a parsed one, while its string values
+     * and tensor data live in storage of that loader: gguf_close calls release(owner)
+     * last to free it. NULL for files from gguf_parse / gguf_open. */
+    void (*release)(void *owner);
+    void *owner;
 } gguf_file;
 
 /* Opens and maps `path`, parses it. On failure returns a status and sets the thread's

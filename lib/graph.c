@@ -82,6 +82,12 @@ vkllm_status g_build(const gguf_file *f, int last_row_only, g_graph *out)
                        arch.data, g_supported_architectures());
     memcpy(name, arch.data, arch.len);
     name[arch.len] = '\0';
+    if (!strcmp(name, "mamba")) {
+        s = g_build_mamba(f, last_row_only, out);
+        if (s)
+            g_free(out);
+        return s;
+    }
     if (!g_transformer_arch(name))
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "architecture '%s' is not supported (yet); supported: %s", name,
                        g_supported_architectures());

@@ -24,7 +24,21 @@ typedef enum g_op {
     G_KV_STORE,  /* writes in[0] (K) and in[1] (V) into the layer's cache; no output */
     G_ATTENTION, /* out = attention(in[0] = Q, layer cache); depends on in[1] (the store) */
     G_LAST_ROW,  /* out = the last token's row of in[0] (width unchanged, 1 token) */
-    G_OUTPUT     /* marks in[0] as the logits */
+    G_OUTPUT,    /* marks in[0] as the logits */
+    /* Mamba (arch_mamba.c); `layer` picks the layer's recurrent state. */
+    G_SSM_CONV,  /* out = silu(causal depthwise conv1d of in[0] with the layer's conv state,
+                    kernel weight[0] [width][d_conv] + bias weight[1]); updates the state */
+    G_SSM_SCAN,  /* out = selective scan of x = in[0] with in[1] = [dt | B | C] rows (dt before
+                    softplus), A = weight[0] [width][d_state], D = weight[1]; updates the state */
+    G_CONCAT,    /* out = [in[0] | in[1]] per row; width = the two widths together */
+    G_POS_EMBED, /* out = rows of weight[0] at positions n_past + t, from row pos_offset on
+                    (OPT's learned positions) */
+    /* Mixture of experts (Mixtral); see the moe fields of g_node. */
+    G_MOE_ROUTER, /* out = per token the moe.n_used experts picked from the router logits
+                     in[0] [moe.n_expert]: n_used ids (uint32 bits), then their weights */
+    G_MOE_MATMUL  /* expert products of the stacked weight[0] for the experts in in[1] (a
+                     G_MOE_ROUTER): out [n_used][rows] per token (W_e in[0]), or with
+                     moe.weighted_sum [rows] = sum of the weighted products of in[0]'s n_used rows */
 } g_op;
 
 typedef enum g_activation {
@@ -38,6 +52,8 @@ typedef enum g_activation {
 #define G_MAX_INPUTS 2
 #define G_MAX_LAYERS 512
 #define G_MAX_WEIGHTS 2
+#define G_MAX_EXPERTS 4096    /* mixture of experts: experts per layer */
+#define G_MAX_EXPERTS_USED 8  /* and per token */
 
 typedef struct g_node {
     g_op op;
@@ -63,6 +79,13 @@ typedef struct g_node {
         float alibi_max_bias; /* ALiBi (0: none) */
     } attn;
     const char *label; /* for profiles: "blk.3.attn_q" */
+    uint32_t pos_offset; /* G_POS_EMBED: the table row of position 0 (OPT: 2) */
+    struct {
+        uint32_t n_expert, n_used;
+        bool normalize;     /* ROUTER: weights renormalised over the chosen experts */
+        float scale;        /* ROUTER: weights times this */
+        bool weighted_sum;  /* MATMUL: in[0] has a row per slot; out = their weighted sum */
+    } moe;
 } g_node;
 
 /* Hyperparameters every architecture fills from metadata. */
@@ -85,6 +108,12 @@ typedef struct g_hparams {
     float alibi_max_bias; /* ALiBi families */
     uint32_t n_head_kv_layer[G_MAX_LAYERS]; /* DeciLM varies these per layer */
     uint32_t n_ff_layer[G_MAX_LAYERS];
+    /* Mamba: conv kernel, inner width, state size, dt rank (0 for other families). */
+    uint32_t ssm_d_conv, ssm_d_inner, ssm_d_state, ssm_dt_rank;
+    /* Learned positions: positions the table holds (a context may not exceed it); 0 = no limit. */
+    uint32_t n_pos;
+    /* Mixture of experts: experts per layer and used per token (0 = a dense MLP). */
+    uint32_t n_expert, n_expert_used;
 } g_hparams;
 
 typedef struct g_graph {
@@ -112,6 +141,7 @@ vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols
 
 /* Architecture builders (arch_*.c). */
 vkllm_status g_build_transformer(const gguf_file *f, const char *arch, int last_row_only, g_graph *g);
+vkllm_status g_build_mamba(const gguf_file *f, int last_row_only, g_graph *g);
 /* Whether arch_transformer.c builds `arch`. */
 bool g_transformer_arch(const char *arch);
 /* The architectures g_build accepts, for messages. */

@@ -7,8 +7,8 @@
 //  - MATMUL (prompts): each invocation computes a TM x TN tile (rows x tokens) in registers,
 //    decoding each weight block once and using it for all TN tokens; a workgroup is
 //    WG_ROWS x (WG / WG_ROWS) invocations.
-// Both multiply quants by x and apply the block's scale (and offset times sum(x)) once per
-// block and output, see blocks.glsl.
+// MATVEC multiplies quants by x and applies the block's scale (and offset times sum(x)) once
+// per block and output, see blocks.glsl.
 // Per invocation the only loop that grows with the sizes walks one row's blocks (cols / 32,
 // or cols / 8 for f32/f16/bf16, divided by WG for MATVEC): the inner loops are unrolled, so
 // lavapipe's 65,535-iteration loop limit is far away even for cols = 16384.
@@ -206,42 +206,18 @@ void main()
         wblock blk[TM];
         [[unroll]] for (uint r = 0u; r < TM; r++)
             blk[r] = load_block(rows_at[r] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
-#ifdef PLAIN_WEIGHTS
-#define qdot acc // d = 1 and no offset: accumulate directly
-#else
-        float qdot[TM * TN];
-        [[unroll]] for (uint k = 0u; k < TM * TN; k++)
-            qdot[k] = 0.0;
-#endif
-#ifdef BLOCK_HAS_OFFSET
-        float xsum[TN];
-        [[unroll]] for (uint t = 0u; t < TN; t++)
-            xsum[t] = 0.0;
-#endif
+        // Dequantized once per row and group, then used for TN tokens (keeping a separate
+        // quant-times-x sum per output, as MATVEC does, would double the live registers).
         [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
-            vec4 qv[TM];
+            vec4 wv[TM];
             [[unroll]] for (uint r = 0u; r < TM; r++)
-                qv[r] = block_q4(blk[r], g);
+                wv[r] = block_vec4(blk[r], g);
             [[unroll]] for (uint t = 0u; t < TN; t++) {
                 vec4 xv = load_x4(toks[t], col + 4u * g);
-#ifdef BLOCK_HAS_OFFSET
-                xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
-#endif
                 [[unroll]] for (uint r = 0u; r < TM; r++)
-                    qdot[r * TN + t] += dot(qv[r], xv);
+                    acc[r * TN + t] += dot(wv[r], xv);
             }
         }
-#ifdef PLAIN_WEIGHTS
-#undef qdot
-#else
-        [[unroll]] for (uint r = 0u; r < TM; r++)
-            [[unroll]] for (uint t = 0u; t < TN; t++)
-#ifdef BLOCK_HAS_OFFSET
-                acc[r * TN + t] += blk[r].d * qdot[r * TN + t] + blk[r].m * xsum[t];
-#else
-                acc[r * TN + t] += blk[r].d * qdot[r * TN + t];
-#endif
-#endif
     }
 
     [[unroll]] for (uint r = 0u; r < TM; r++)

@@ -28,7 +28,9 @@ struct vkllm_context_t {
     dispatch_plan plan_last, plan_all;
     vkr_buffer *slots_last, *slots_all;
     vkr_buffer *k_cache, *v_cache;
+    vkr_buffer *conv_state, *ssm_state; /* recurrent models (Mamba), per layer; NULL otherwise */
     vkr_buffer params, tokens, logits_last, logits_all;
+    vkr_buffer positions; /* n_past + t per batch row, for learned positions (OPT) */
     recording recordings[MAX_RECORDINGS];
     uint64_t use_clock;
 
@@ -75,8 +77,15 @@ void context_free(vkllm_context ctx)
         vkr_buffer_destroy(dev, &ctx->v_cache[l]);
     free(ctx->k_cache);
     free(ctx->v_cache);
+    for (uint32_t l = 0; ctx->conv_state && l < n_layer; l++)
+        vkr_buffer_destroy(dev, &ctx->conv_state[l]);
+    for (uint32_t l = 0; ctx->ssm_state && l < n_layer; l++)
+        vkr_buffer_destroy(dev, &ctx->ssm_state[l]);
+    free(ctx->conv_state);
+    free(ctx->ssm_state);
     vkr_buffer_destroy(dev, &ctx->params);
     vkr_buffer_destroy(dev, &ctx->tokens);
+    vkr_buffer_destroy(dev, &ctx->positions);
     vkr_buffer_destroy(dev, &ctx->logits_last);
     vkr_buffer_destroy(dev, &ctx->logits_all);
     dispatch_plan_free(&ctx->plan_last);
@@ -117,6 +126,56 @@ static uint32_t widest_node(const g_graph *g)
     return w;
 }
 
+static bool graph_has(const g_graph *g, g_op op)
+{
+    for (uint32_t i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op == op)
+            return true;
+    return false;
+}
+
+/* Zeroes the recurrent state: the start of a sequence. */
+static vkllm_status reset_recurrent_state(vkllm_context ctx)
+{
+    const g_hparams *hp = &ctx->graph_last.hp;
+    size_t conv = (size_t)hp->ssm_d_inner * (hp->ssm_d_conv - 1) * sizeof(float);
+    size_t ssm = (size_t)hp->ssm_d_inner * hp->ssm_d_state * sizeof(float);
+    void *zeros = calloc(1, conv > ssm ? conv : ssm);
+    if (!zeros)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    vkllm_status s = VKLLM_OK;
+    for (uint32_t l = 0; l < hp->n_layer && !s; l++) {
+        s = vkr_buffer_write(dev_of(ctx), &ctx->conv_state[l], 0, zeros, conv);
+        if (!s)
+            s = vkr_buffer_write(dev_of(ctx), &ctx->ssm_state[l], 0, zeros, ssm);
+    }
+    free(zeros);
+    return s;
+}
+
+/* A recurrent model (Mamba) keeps per layer a conv state [d_inner][d_conv - 1] and an SSM
+ * state [d_inner][d_state], f32, instead of a KV cache: a few hundred KiB whatever n_ctx. */
+static vkllm_status create_recurrent_state(vkllm_context ctx)
+{
+    const g_hparams *hp = &ctx->graph_last.hp;
+    if (hp->ssm_d_conv < 2 || hp->ssm_d_inner == 0 || hp->ssm_d_state == 0)
+        return vk_fail(VKLLM_ERR_INTERNAL, "recurrent state of sizes %u, %u, %u", hp->ssm_d_conv,
+                       hp->ssm_d_inner, hp->ssm_d_state);
+    ctx->conv_state = calloc(hp->n_layer, sizeof *ctx->conv_state);
+    ctx->ssm_state = calloc(hp->n_layer, sizeof *ctx->ssm_state);
+    if (!ctx->conv_state || !ctx->ssm_state)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        vkllm_status s;
+        if ((s = vkr_buffer_create(dev_of(ctx), (VkDeviceSize)hp->ssm_d_inner * (hp->ssm_d_conv - 1) * sizeof(float),
+                                   VKR_MEMORY_DEVICE, &ctx->conv_state[l])) ||
+            (s = vkr_buffer_create(dev_of(ctx), (VkDeviceSize)hp->ssm_d_inner * hp->ssm_d_state * sizeof(float),
+                                   VKR_MEMORY_DEVICE, &ctx->ssm_state[l])))
+            return s;
+    }
+    return reset_recurrent_state(ctx);
+}
+
 vkllm_status context_create(vkllm_model model, const vkllm_context_params *params, vkllm_context *out)
 {
     vkr_device *dev = model->inst->dev;
@@ -133,6 +192,11 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
     ctx->n_ctx = params->n_ctx ? params->n_ctx : hp->n_ctx_train;
     if (ctx->n_ctx == 0 || ctx->n_ctx > (1u << 20)) {
         s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "n_ctx %u is out of range", ctx->n_ctx);
+        goto fail;
+    }
+    if (hp->n_pos && ctx->n_ctx > hp->n_pos) { /* learned positions end with their table */
+        s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "n_ctx %u exceeds the %u positions the model has embeddings for",
+                    ctx->n_ctx, hp->n_pos);
         goto fail;
     }
     /* A batch's activations must each fit one binding. */
@@ -176,14 +240,19 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
         s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
         goto fail;
     }
-    for (uint32_t l = 0; l < hp->n_layer; l++) {
+    /* A graph without attention (Mamba) needs no KV cache. */
+    bool attention = graph_has(&ctx->graph_all, G_ATTENTION);
+    for (uint32_t l = 0; attention && l < hp->n_layer; l++) {
         uint64_t bytes = (uint64_t)hp->n_head_kv_layer[l] * hp->head_dim * 2 * ctx->cache_rows;
         if ((s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->k_cache[l])) ||
             (s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->v_cache[l])))
             goto fail;
     }
+    if (graph_has(&ctx->graph_all, G_SSM_SCAN) && (s = create_recurrent_state(ctx)))
+        goto fail;
     if ((s = vkr_buffer_create(dev, sizeof(vk_step_params), VKR_MEMORY_HOST, &ctx->params)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->tokens)) ||
+        (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->positions)) ||
         (s = vkr_buffer_create(dev, (VkDeviceSize)hp->n_vocab * sizeof(float), VKR_MEMORY_HOST,
                                &ctx->logits_last)) ||
         (s = vkr_buffer_create(dev, (VkDeviceSize)hp->n_vocab * sizeof(float) * ctx->n_batch,
@@ -224,8 +293,11 @@ static vkllm_status get_recording(vkllm_context ctx, uint32_t n_tokens, bool all
         .slots = all ? ctx->slots_all : ctx->slots_last,
         .k_cache = ctx->k_cache,
         .v_cache = ctx->v_cache,
+        .conv_state = ctx->conv_state,
+        .ssm_state = ctx->ssm_state,
         .params = &ctx->params,
         .tokens = &ctx->tokens,
+        .positions = &ctx->positions,
         .logits = all ? &ctx->logits_all : &ctx->logits_last,
         .n_ctx = ctx->cache_rows,
     };
@@ -280,6 +352,8 @@ vkllm_status context_decode(vkllm_context ctx, const vkllm_token *tokens, size_t
         if (s)
             return s;
         memcpy(ctx->tokens.mapped, tokens + done, batch * sizeof(int32_t));
+        for (uint32_t t = 0; t < batch; t++)
+            ((int32_t *)ctx->positions.mapped)[t] = (int32_t)(ctx->n_past + t);
         vk_step_params p = {.n_past = ctx->n_past, .n_tokens = batch};
         memcpy(ctx->params.mapped, &p, sizeof p);
         if ((s = vkr_cmd_submit_wait(cmd)))
@@ -348,6 +422,8 @@ vkllm_status context_token_to_text_stream(vkllm_context ctx, vkllm_token token, 
 {
     char piece[256];
     size_t n_piece;
+    if (!ctx->model->vocab) /* a Hugging Face folder: tokenizer.json is not read */
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "no tokenizer: the model was loaded without a vocabulary");
     vkllm_status s = vk_token_to_piece(ctx->model->vocab, token, piece, sizeof piece, &n_piece);
     if (s == VKLLM_ERR_BUFFER_TOO_SMALL || n_piece > sizeof piece)
         return vk_fail(VKLLM_ERR_INTERNAL, "token %d has a text longer than %zu bytes", token, sizeof piece);
@@ -384,6 +460,17 @@ vkllm_status context_kv_truncate(vkllm_context ctx, uint32_t n_keep)
     if (n_keep > ctx->n_past)
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "kv_truncate: cannot keep %u of %u tokens", n_keep,
                        ctx->n_past);
+    /* A recurrent state folds the whole prefix together: it can start over, not go back. */
+    if (ctx->ssm_state && n_keep != ctx->n_past) {
+        if (n_keep != 0)
+            return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                           "kv_truncate: %s is a recurrent model whose state cannot be rewound to %u of %u "
+                           "tokens; only kv_truncate(0), which starts the sequence over, is possible",
+                           ctx->graph_last.hp.arch, n_keep, ctx->n_past);
+        vkllm_status s = reset_recurrent_state(ctx);
+        if (s)
+            return s;
+    }
     /* Rows past n_past are overwritten before they are read again. A rolling cache holds
      * only the last cache_rows positions: the next token after n_keep needs the window
      * before it, so at most cache_rows + 1 - window positions can be dropped. */

@@ -207,6 +207,54 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
                              whole(&bufs->v_cache[node->layer]), params, out, &d);
             break;
         }
+        case G_SSM_CONV:
+        case G_SSM_SCAN: {
+            /* The SSM weights are uploaded as flat f32 arrays (model.c). */
+            const vkr_buffer *state = node->op == G_SSM_CONV ? bufs->conv_state : bufs->ssm_state;
+            if (!state || !w0 || !w0->is_vector || !w1 || !w1->is_vector) {
+                s = vk_fail(VKLLM_ERR_INTERNAL, "%s needs its state and f32 weights", node->label);
+                break;
+            }
+            if (node->op == G_SSM_CONV)
+                s = op_ssm_conv(cmd, dev, in0, w0->vector, w1->vector, whole(&state[node->layer]), out, rows,
+                                node->width, g->hp.ssm_d_conv, true);
+            else
+                s = op_ssm_scan(cmd, dev, in0, in1, w0->vector, w1->vector, whole(&state[node->layer]), out,
+                                rows, node->width, g->hp.ssm_d_state);
+            break;
+        }
+        case G_POS_EMBED: {
+            /* The table from row pos_offset on, looked up by position. */
+            const op_weight *w = &w0->matrix;
+            op_weight from;
+            if (!bufs->positions || node->pos_offset >= w->rows) {
+                s = vk_fail(VKLLM_ERR_INTERNAL, "%s: no positions buffer or offset %u past %u rows", node->label,
+                            node->pos_offset, w->rows);
+                break;
+            }
+            s = op_weight_init(dev, w->type, w->rows - node->pos_offset, w->cols, &w0->buffer,
+                               (VkDeviceSize)node->pos_offset * w->row_bytes, &from);
+            if (!s)
+                s = op_get_rows(cmd, dev, &from,
+                                (op_tensor){bufs->positions, 0, (VkDeviceSize)n_tokens * sizeof(int32_t)}, out,
+                                n_tokens);
+            break;
+        }
+        case G_CONCAT:
+            s = op_concat_rows(cmd, dev, in0, in1, out, rows, g->nodes[node->in[0]].width,
+                               g->nodes[node->in[1]].width);
+            break;
+        case G_MOE_ROUTER:
+            s = op_moe_router(cmd, dev, in0, out, rows, node->moe.n_expert, node->moe.n_used, node->moe.normalize,
+                              node->moe.scale);
+            break;
+        case G_MOE_MATMUL: {
+            /* The experts are stacked rows of one weight; in[1] (the router) picks them on the GPU. */
+            op_moe_desc d = {rows, node->moe.n_expert, node->moe.n_used, node->moe.weighted_sum,
+                             node->moe.weighted_sum, false};
+            s = op_moe_matmul(cmd, dev, &w0->matrix, in0, in1, out, &d);
+            break;
+        }
         case G_LAST_ROW:
             s = vkr_cmd_copy(cmd, in0.buffer, (VkDeviceSize)(n_tokens - 1) * node->width * sizeof(float),
                              out.buffer, 0, (VkDeviceSize)node->width * sizeof(float));

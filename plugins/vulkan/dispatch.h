@@ -22,6 +22,11 @@ typedef struct dispatch_buffers {
     vkr_buffer *tokens;       /* int32 [max_tokens], host-visible */
     vkr_buffer *logits;       /* f32 logits rows, host-visible */
     uint32_t n_ctx;           /* rows of each cache: position k lives in row k % n_ctx */
+    /* Recurrent models (Mamba), one per layer, f32: conv state [d_inner][d_conv - 1] and
+     * SSM state [d_inner][d_state]. NULL for models without G_SSM_* nodes. */
+    vkr_buffer *conv_state, *ssm_state;
+    /* int32 [max_tokens], host-visible: n_past + t, for G_POS_EMBED (learned positions). */
+    vkr_buffer *positions;
 } dispatch_buffers;
 
 vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch_plan *plan);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "hf_model.h"
 #include "quant.h"
 
 const model_weight *model_weight_find(const struct vkllm_model_t *m, const char *name)
@@ -44,11 +45,19 @@ static int32_t target_type(int32_t weight_type)
     }
 }
 
+/* Matrices never converted: mixture-of-experts routers (llama.cpp's quantizer keeps them too),
+ * whose rounding could change which experts a token gets. */
+static bool keep_as_stored(const char *name)
+{
+    size_t n = strlen(name), k = strlen("ffn_gate_inp.weight");
+    return n >= k && !strcmp(name + n - k, "ffn_gate_inp.weight");
+}
+
 /* Re-encodes a matrix as `type`, row by row through f32, into a new allocation. */
 static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **converted,
                                    uint64_t *bytes)
 {
-    uint64_t cols = t->ne[0], rows = t->ne[1];
+    uint64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2]; /* 3-D: stacked experts */
     uint64_t src_row = ggml_row_bytes(t->type, cols), dst_row = ggml_row_bytes(type, cols);
     float *tmp = malloc(cols * sizeof *tmp);
     uint8_t *out = malloc(dst_row * rows);
@@ -71,20 +80,21 @@ static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **c
     return VKLLM_OK;
 }
 
-/* 1-D tensors become f32 vectors; matrices are uploaded as stored, or converted to
- * `convert_to` (a ggml type, -1 = no) where their rows allow it. */
+/* 1-D tensors (and `flat` ones, whatever their shape) become f32 vectors; matrices are
+ * uploaded as stored, or converted to `convert_to` (a ggml type, -1 = no) where their rows
+ * allow it. */
 static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_weight *w,
-                                  int32_t convert_to)
+                                  int32_t convert_to, bool flat)
 {
     const gguf_tensor *t = w->tensor;
     ggml_type_traits tr = ggml_traits(t->type);
     if (!tr.name || !tr.supported)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s has type %s (%u), which vkllm cannot compute with yet",
                        t->name, tr.name ? tr.name : "unknown", t->type);
-    w->is_vector = t->n_dims == 1;
+    w->is_vector = t->n_dims == 1 || flat;
     vkllm_status s;
     if (w->is_vector) {
-        uint64_t n = t->ne[0];
+        uint64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
         float *tmp = malloc(n * sizeof *tmp);
         if (!tmp)
             return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory converting %s", t->name);
@@ -99,14 +109,17 @@ static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_wei
         w->vector = (op_tensor){&w->buffer, 0, n * sizeof(float)};
         return s ? vk_fail_prefix(s, "uploading %s", t->name) : VKLLM_OK;
     }
-    if (t->ne[2] != 1 || t->ne[3] != 1 || t->ne[1] > 0xffffffffu || t->ne[0] > 0xffffffffu)
-        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s: only 1-D and 2-D weights are supported", t->name);
+    /* A 3-D tensor is a stack of expert matrices [cols, rows, n_expert]: one matrix of
+     * rows * n_expert rows (op_moe_matmul finds each expert's rows). */
+    if (t->ne[3] != 1 || t->ne[1] * t->ne[2] > 0xffffffffu || t->ne[0] > 0xffffffffu)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s: only 1-D, 2-D and 3-D (stacked experts) weights "
+                       "are supported", t->name);
     uint32_t type = t->type;
     const void *data = t->data;
     uint64_t bytes = t->size;
     void *converted = NULL;
     if (convert_to >= 0 && (uint32_t)convert_to != t->type &&
-        ggml_row_bytes((uint32_t)convert_to, t->ne[0]) != 0) {
+        ggml_row_bytes((uint32_t)convert_to, t->ne[0]) != 0 && !keep_as_stored(t->name)) {
         if ((s = convert_matrix(t, (uint32_t)convert_to, &converted, &bytes)))
             return s;
         type = (uint32_t)convert_to;
@@ -114,13 +127,24 @@ static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_wei
     }
     if ((s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &w->buffer)) ||
         (s = vkr_buffer_write(dev, &w->buffer, 0, data, bytes)) ||
-        (s = op_weight_init(dev, type, (uint32_t)t->ne[1], (uint32_t)t->ne[0], &w->buffer, 0,
+        (s = op_weight_init(dev, type, (uint32_t)(t->ne[1] * t->ne[2]), (uint32_t)t->ne[0], &w->buffer, 0,
                             &w->matrix))) {
         free(converted);
         return vk_fail_prefix(s, "uploading %s", t->name);
     }
     free(converted);
     return VKLLM_OK;
+}
+
+/* Mamba's conv kernel and A are matrices the SSM ops read as plain f32 arrays: they are
+ * uploaded like vectors (never converted to another weight type). */
+static bool used_as_array(const g_graph *g, const char *name)
+{
+    for (uint32_t i = 0; i < g->n_nodes; i++)
+        if ((g->nodes[i].op == G_SSM_CONV || g->nodes[i].op == G_SSM_SCAN) && g->nodes[i].weight[0] &&
+            !strcmp(g->nodes[i].weight[0], name))
+            return true;
+    return false;
 }
 
 static bool name_listed(const char **names, uint32_t n, const char *name)
@@ -166,14 +190,17 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
         s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "model_load: unknown weight_type %d", params->weight_type);
         goto fail;
     }
-    if ((s = gguf_open(params->path, &m->gguf)))
+    /* A directory is a Hugging Face folder (config.json + safetensors), seen as a GGUF. */
+    bool from_folder = hf_is_folder(params->path);
+    if ((s = from_folder ? hf_open(params->path, &m->gguf) : gguf_open(params->path, &m->gguf)))
         goto fail;
     if ((s = g_build(m->gguf, 1, &graph)))
         goto fail;
     m->hp = graph.hp;
-    if ((s = vk_vocab_load(m->gguf, &m->vocab)))
+    /* A folder carries no GGUF vocabulary: the model then runs on token ids only. */
+    if (!from_folder && (s = vk_vocab_load(m->gguf, &m->vocab)))
         goto fail;
-    if (vk_vocab_size(m->vocab) != m->hp.n_vocab) {
+    if (m->vocab && vk_vocab_size(m->vocab) != m->hp.n_vocab) {
         s = vk_fail(VKLLM_ERR_BAD_FILE, "the vocabulary has %u tokens but token_embd.weight has %u rows",
                     vk_vocab_size(m->vocab), m->hp.n_vocab);
         goto fail;
@@ -209,7 +236,8 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
     for (uint32_t i = 0; i < n_used; i++) {
         model_weight *w = &m->weights[m->n_weights];
         w->tensor = gguf_find_tensor(m->gguf, used[i]);
-        s = upload_weight(inst->dev, m->gguf, w, target_type(params->weight_type));
+        s = upload_weight(inst->dev, m->gguf, w, target_type(params->weight_type),
+                          used_as_array(&graph, used[i]));
         if (s) {
             vkr_buffer_destroy(inst->dev, &w->buffer);
             goto fail;
@@ -381,17 +409,24 @@ vkllm_status model_meta_string(vkllm_model m, const char *key, const char **out)
 vkllm_status model_tokenize(vkllm_model m, const char *text, size_t len, int32_t add_special,
                             int32_t parse_special, vkllm_token *tokens, size_t capacity, size_t *n_out)
 {
+    if (!m->vocab)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "no tokenizer: the model was loaded without a vocabulary "
+                       "(a Hugging Face folder's tokenizer.json is not read); pass token ids");
     return vk_tokenize(m->vocab, text, len, add_special, parse_special, tokens, capacity, n_out);
 }
 
 vkllm_status model_detokenize(vkllm_model m, const vkllm_token *tokens, size_t n, char *text,
                               size_t capacity, size_t *n_out)
 {
+    if (!m->vocab)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "no tokenizer: the model was loaded without a vocabulary");
     return vk_detokenize(m->vocab, tokens, n, text, capacity, n_out);
 }
 
 vkllm_status model_token_text(vkllm_model m, vkllm_token token, const char **out)
 {
+    if (!m->vocab)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "no tokenizer: the model was loaded without a vocabulary");
     const char *t = vk_vocab_text(m->vocab, token);
     if (!t)
         return vk_fail(VKLLM_ERR_TOKEN_OUT_OF_RANGE, "token %d is outside the vocabulary (0..%u)", token,

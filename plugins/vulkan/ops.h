@@ -142,4 +142,54 @@ vkllm_status op_gelu_erf(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor o
 /* out = clamp(a, -bound, bound) (MPT's clip_qkv). */
 vkllm_status op_clamp(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out, uint32_t n, float bound);
 
+/* ---- mixture of experts (ops_moe.c) ---- */
+
+#define OP_MOE_MAX_USED 8
+
+/* Routing, per token t of logits [n_tokens][n_expert]: p = softmax(logits[t]); the n_used
+ * most probable experts, best first (equal logits: the lower index first); their weights
+ * p_k / sum of the chosen p (normalize: the same as a softmax over the chosen logits) or
+ * p_k, times scale. route [n_tokens][2 * n_used] 32-bit words: the n_used expert ids
+ * (uint32), then their n_used weights (f32). 1 <= n_used <= min(n_expert, OP_MOE_MAX_USED). */
+vkllm_status op_moe_router(vkr_cmd *cmd, vkr_device *dev, op_tensor logits, op_tensor route,
+                           uint32_t n_tokens, uint32_t n_expert, uint32_t n_used, bool normalize,
+                           float scale);
+
+typedef struct op_moe_desc {
+    uint32_t n_tokens, n_expert, n_used;
+    bool x_per_slot;   /* x is [n_tokens][n_used][cols] (one row per slot), else [n_tokens][cols] */
+    bool weighted_sum; /* y [n_tokens][R] = sum over slots of weight * product, else y [n_tokens][n_used][R] */
+    bool accumulate;   /* y += instead of y = */
+} op_moe_desc;
+
+/* Expert products for routed tokens. w stacks n_expert matrices of R = w->rows / n_expert rows
+ * (expert e holds rows [e R, (e + 1) R), GGUF's 3-D expert tensors). For token t and slot k with
+ * expert e = id[t][k] (from `route`, as op_moe_router writes it, read on the GPU):
+ * product[t][k] = W_e x[t] (or W_e x[t][k] with x_per_slot). Ids >= n_expert are clamped. */
+vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
+                           op_tensor route, op_tensor y, const op_moe_desc *desc);
+
+/* Mamba (ops_ssm.c). Tokens are processed in order; the state carries the recurrence
+ * from one call to the next (zero it to start a sequence).
+ * Causal depthwise conv1d of x [n_tokens][d_inner] with kernel w [d_inner][d_conv]
+ * (2 <= d_conv <= 8), per channel c:
+ *   out[t][c] = act(bias[c] + sum_k w[c][k] * u[t - d_conv + 1 + k][c])
+ * where u is x preceded by the state [d_inner][d_conv - 1] (the previous inputs, oldest
+ * first), which is then updated to the last d_conv - 1 inputs. act = SiLU when `silu`;
+ * bias may have size 0 (none). */
+vkllm_status op_ssm_conv(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor bias,
+                         op_tensor state, op_tensor out, uint32_t n_tokens, uint32_t d_inner,
+                         uint32_t d_conv, bool silu);
+/* Selective scan, per channel c and state n (1 <= d_state <= 64), token after token:
+ *   dt = softplus(dtbc[t][c]);  s[c][n] = exp(dt a[c][n]) s[c][n] + dt x[t][c] B[t][n]
+ *   out[t][c] = sum_n C[t][n] s[c][n] + d[c] x[t][c]
+ * dtbc [n_tokens][d_inner + 2 d_state] holds dt (before softplus), then B, then C;
+ * a [d_inner][d_state] (Mamba's -exp(A_log)), d [d_inner], state [d_inner][d_state]. */
+vkllm_status op_ssm_scan(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor dtbc, op_tensor a,
+                         op_tensor d, op_tensor state, op_tensor out, uint32_t n_tokens, uint32_t d_inner,
+                         uint32_t d_state);
+/* out[r] = [a[r] | b[r]] for rows of wa and wb floats. */
+vkllm_status op_concat_rows(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor b, op_tensor out,
+                            uint32_t n_rows, uint32_t wa, uint32_t wb);
+
 #endif

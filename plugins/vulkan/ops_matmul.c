@@ -30,10 +30,6 @@ typedef struct get_rows_push {
     uint32_t n_ids;
 } get_rows_push;
 
-/* Up to this many tokens per dispatch use the matrix-vector shader (see the timings printed
- * by tests/test_ops_matmul.c). */
-#define MATVEC_MAX_TOKENS 8u
-
 /* The shader-name suffix of a weight type, or NULL when these ops cannot read it. */
 static const char *weight_type_name(uint32_t type)
 {
@@ -177,25 +173,40 @@ static bool holds(op_tensor t, uint64_t bytes)
     return t.buffer && t.size >= bytes && t.offset + t.size <= t.buffer->size;
 }
 
-/* Whether load_block (shaders/blocks.glsl) may take its aligned path for this chunk: quant
- * blocks start word-aligned, or plain blocks of 8 weights start 16-byte aligned and are whole. */
+/* Whether load_block (shaders/blocks.glsl) may take its aligned path for this chunk: plain
+ * blocks of 8 weights start 16-byte aligned and are whole, or quant blocks of a whole number
+ * of words (q4_1, q5_1) start word-aligned. False where it makes no difference (q4_0, q5_0 and
+ * q8_0 blocks alternate), so that no second pipeline is built. */
 static bool aligned_blocks(const op_weight *w, const op_weight_chunk *ch)
 {
-    if (ggml_traits(w->type).block_size == 1)
+    ggml_type_traits t = ggml_traits(w->type);
+    if (t.block_size == 1)
         return ch->skip_bytes % 16 == 0 && w->row_bytes % 16 == 0 && w->cols % 8 == 0;
-    return ch->skip_bytes % 4 == 0 && w->row_bytes % 4 == 0;
+    return t.block_bytes % 4 == 0 && ch->skip_bytes % 4 == 0 && w->row_bytes % 4 == 0;
 }
 
-/* Matrix-vector shape: invocations per workgroup (splitting the columns) and rows per
- * workgroup, as specialization constants {wg, rows, n_tokens}. */
+/* Shapes, measured on lavapipe (tests/test_ops_matmul.c prints the timings) and guessed for
+ * GPUs. On lavapipe every storage-buffer load instruction is a loop over the lanes, so what
+ * counts is loads per multiply-add: big register tiles, vec4 loads, and uniform choices made
+ * by specialization (lavapipe executes both sides of a branch). Big tiles cost compile time
+ * at the first dispatch, though (a 16 x 8 tile takes ~3 s, 32 x 8 ~13 s): tiles stay modest. */
+
+/* Up to this many tokens in a dispatch use the matrix-vector shader. */
+static uint32_t matvec_max_tokens(const vkr_device *dev)
+{
+    return dev->caps.device_type == VKLLM_DEVICE_CPU ? 4 : 8;
+}
+
+/* Matrix-vector specialization {wg, rows, n_tokens}: wg invocations split the columns of
+ * `rows` rows for all tokens. */
 static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec[3])
 {
     const vkr_caps *c = &dev->caps;
     uint32_t sg = c->subgroup_size ? c->subgroup_size : 32;
     uint32_t wg, rows;
     if (c->device_type == VKLLM_DEVICE_CPU) {
-        /* lavapipe: one subgroup per workgroup (no shared memory or barrier); every storage
-         * load costs a loop over the lanes, so many rows share each x load. */
+        /* One subgroup per workgroup: no shared memory or barrier. Many rows share each x
+         * load. */
         wg = sg;
         rows = n_tokens <= 2 ? 16 : 8;
     } else {
@@ -212,16 +223,17 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec
     spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
 }
 
-/* Matrix-matrix shape: {wg, wg_rows, tm, tn}: a workgroup of wg invocations, wg_rows of them
- * along the rows, each computing tm rows x tn tokens. */
-static void matmul_shape(const vkr_device *dev, uint32_t spec[4])
+/* Matrix-matrix specialization {wg, wg_rows, tm, tn}: a workgroup of wg invocations, wg_rows
+ * of them along the rows, each computing tm rows x tn tokens. */
+static void matmul_shape(const vkr_device *dev, uint32_t type, uint32_t spec[4])
 {
     const vkr_caps *c = &dev->caps;
     if (c->device_type == VKLLM_DEVICE_CPU) {
-        /* lavapipe: loads dominate; x costs as much per token as a q4_0 block per row does
-         * per 6 rows, so tiles are tall. All lanes of a workgroup share the tokens. */
+        /* All lanes of a workgroup share the tokens. A quant block's decoding is shared by
+         * more rows x tokens with 16 x 8 (q4_0: 8.4 vs 6.9 G multiply-adds/s per core at
+         * 8 x 8); plain types gain nothing from it. */
         uint32_t sg = c->subgroup_size ? c->subgroup_size : 8;
-        spec[0] = sg, spec[1] = sg, spec[2] = 16, spec[3] = 4;
+        spec[0] = sg, spec[1] = sg, spec[2] = ggml_traits(type).block_size > 1 ? 16 : 8, spec[3] = 8;
     } else {
         spec[0] = 64, spec[1] = 16, spec[2] = 4, spec[3] = 4;
     }
@@ -279,7 +291,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
             char name[48];
             vkr_pipeline *pipe;
             uint32_t gx, gy, gz = 1;
-            if (tc <= MATVEC_MAX_TOKENS) {
+            if (tc <= matvec_max_tokens(dev)) {
                 uint32_t spec[5];
                 matvec_shape(dev, tc, spec);
                 spec[3] = aligned_blocks(w, ch);
@@ -290,7 +302,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 vkr_grid(dev, (ch->row_count + spec[1] - 1) / spec[1], &gx, &gy);
             } else {
                 uint32_t spec[6];
-                matmul_shape(dev, spec);
+                matmul_shape(dev, w->type, spec);
                 spec[4] = aligned_blocks(w, ch);
                 spec[5] = x_vec4;
                 snprintf(name, sizeof name, "matmul_%s", tname);

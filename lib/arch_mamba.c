@@ -1,0 +1,234 @@
+/* Mamba (the selective state space model), as llama.cpp's converter writes it: GGUF
+ * architecture "mamba", keys mamba.ssm.{conv_kernel, inner_size, state_size,
+ * time_step_rank}, tensors blk.N.ssm_{in, conv1d, x, dt, a, d, out}. The converter stores
+ * ssm_a as A = -exp(A_log) already, and ssm_conv1d squeezed to [d_inner][d_conv].
+ *
+ * Per layer (x = the residual stream, di = d_inner, ds = d_state, r = dt_rank):
+ *   h = rmsnorm(x)
+ *   u = ssm_in[0, di) h      z = ssm_in[di, 2 di) h          (row ranges, no split op)
+ *   u = silu(conv1d(u) + b)                                  (G_SSM_CONV, conv state)
+ *   dt = ssm_dt (ssm_x[0, r) u) + dt_bias   BC = ssm_x[r, r + 2 ds) u
+ *   y = scan(u, [dt | BC], A, D)                             (G_SSM_SCAN, SSM state; softplus inside)
+ *   x += ssm_out (silu(z) * y)
+ * The recurrent state replaces the KV cache: the context keeps both per layer. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+#include "graph.h"
+#include "quant.h"
+
+#define MAMBA_MAX_CONV 8   /* what op_ssm_conv supports */
+#define MAMBA_MAX_STATE 64 /* what op_ssm_scan supports */
+
+static vkllm_status key_u32(const gguf_file *f, const char *suffix, uint32_t *out, int required,
+                            uint32_t fallback)
+{
+    char key[96];
+    snprintf(key, sizeof key, "mamba.%s", suffix);
+    uint64_t v;
+    vkllm_status s = gguf_get_u64(f, key, &v);
+    if (s == VKLLM_ERR_NOT_FOUND && !required) {
+        *out = fallback;
+        return VKLLM_OK;
+    }
+    if (s == VKLLM_ERR_NOT_FOUND)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata key %s is missing", key);
+    if (s)
+        return s;
+    if (v > 0x7fffffff)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s = %llu is out of range", key, (unsigned long long)v);
+    *out = (uint32_t)v;
+    return VKLLM_OK;
+}
+
+static vkllm_status read_hparams(const gguf_file *f, g_hparams *hp)
+{
+    snprintf(hp->arch, sizeof hp->arch, "mamba");
+    vkllm_status s;
+    uint32_t dt_b_c_rms;
+    if ((s = key_u32(f, "embedding_length", &hp->n_embd, 1, 0)) ||
+        (s = key_u32(f, "block_count", &hp->n_layer, 1, 0)) ||
+        (s = key_u32(f, "context_length", &hp->n_ctx_train, 0, 2048)) ||
+        (s = key_u32(f, "ssm.conv_kernel", &hp->ssm_d_conv, 1, 0)) ||
+        (s = key_u32(f, "ssm.inner_size", &hp->ssm_d_inner, 1, 0)) ||
+        (s = key_u32(f, "ssm.state_size", &hp->ssm_d_state, 1, 0)) ||
+        (s = key_u32(f, "ssm.time_step_rank", &hp->ssm_dt_rank, 1, 0)) ||
+        (s = key_u32(f, "ssm.dt_b_c_rms", &dt_b_c_rms, 0, 0)))
+        return s;
+    double eps = 1e-5;
+    s = gguf_get_f64(f, "mamba.attention.layer_norm_rms_epsilon", &eps);
+    if (s && s != VKLLM_ERR_NOT_FOUND)
+        return s;
+    if (!isfinite(eps) || eps < 0)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata mamba.attention.layer_norm_rms_epsilon is not a "
+                       "finite non-negative number");
+    hp->norm_eps = (float)eps;
+    if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_layer > G_MAX_LAYERS)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "mamba: embedding_length %u, block_count %u (1..%u)", hp->n_embd,
+                       hp->n_layer, G_MAX_LAYERS);
+    if (hp->ssm_d_conv < 2 || hp->ssm_d_conv > MAMBA_MAX_CONV || hp->ssm_d_inner == 0 ||
+        hp->ssm_d_state == 0 || hp->ssm_d_state > MAMBA_MAX_STATE || hp->ssm_dt_rank == 0 ||
+        hp->ssm_d_inner > 0x1000000 || hp->ssm_dt_rank > 0x1000000)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "mamba: ssm.conv_kernel %u (2..%u), ssm.inner_size %u, "
+                       "ssm.state_size %u (1..%u), ssm.time_step_rank %u: out of the supported range",
+                       hp->ssm_d_conv, MAMBA_MAX_CONV, hp->ssm_d_inner, hp->ssm_d_state, MAMBA_MAX_STATE,
+                       hp->ssm_dt_rank);
+    if (dt_b_c_rms)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "mamba: ssm.dt_b_c_rms (FalconMamba's RMS norms of dt, B "
+                       "and C) is not supported");
+    const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");
+    if (!embd)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor token_embd.weight is missing");
+    if (embd->ne[1] == 0 || embd->ne[1] > 0x7fffffff)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "token_embd.weight has %llu rows", (unsigned long long)embd->ne[1]);
+    hp->n_vocab = (uint32_t)embd->ne[1];
+    return VKLLM_OK;
+}
+
+typedef struct builder {
+    g_graph *g;
+    const gguf_file *f;
+} builder;
+
+static vkllm_status add(builder *b, g_node node, int32_t *out)
+{
+    int32_t id = g_add_node(b->g, &node);
+    if (id < 0)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory building the graph");
+    if (out)
+        *out = id;
+    return VKLLM_OK;
+}
+
+static vkllm_status name_of(builder *b, const char **out, const char *fmt, uint32_t l)
+{
+    *out = g_strf(b->g, fmt, l);
+    return *out ? VKLLM_OK : vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+}
+
+/* A 1-D tensor of n entries. */
+static vkllm_status expect_vector(const gguf_file *f, const char *name, uint32_t n)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (!t)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s is missing", name);
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s has shape [%llu, %llu], expected [%u]", name,
+                       (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], n);
+    return VKLLM_OK;
+}
+
+/* A tensor the SSM ops read as a flat f32 array: F32 or F16 (the converter keeps these in
+ * F32), shape [cols, rows]. */
+static vkllm_status expect_array(const gguf_file *f, const char *name, uint32_t cols, uint32_t rows)
+{
+    vkllm_status s = g_expect_tensor(f, name, cols, rows);
+    if (s)
+        return s;
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (t->type != GGML_F32 && t->type != GGML_F16)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s has type %u; only F32 and F16 are supported here",
+                       name, t->type);
+    return VKLLM_OK;
+}
+
+/* out = W[row_begin, row_begin + rows) . x with W = "blk.<l>.<what>.weight" (+ its bias when
+ * present), optionally accumulated into acc. */
+static vkllm_status matmul(builder *b, int32_t x, const char *what, uint32_t l, uint32_t cols,
+                           uint32_t row_begin, uint32_t rows, uint32_t total_rows, int32_t acc, int32_t *out)
+{
+    char name[64];
+    snprintf(name, sizeof name, "blk.%u.%s", l, what);
+    const char *w = g_strf(b->g, "%s.weight", name), *bias = g_strf(b->g, "%s.bias", name);
+    if (!w || !bias)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    vkllm_status s = g_expect_tensor(b->f, w, cols, total_rows);
+    if (s)
+        return s;
+    if (!gguf_find_tensor(b->f, bias))
+        bias = NULL;
+    else if ((s = expect_vector(b->f, bias, total_rows)))
+        return s;
+    g_node n = {.op = G_MATMUL, .in = {x, acc}, .weight = {w, bias}, .width = rows,
+                .rows = {row_begin, rows}, .accumulate = acc >= 0, .inplace = acc >= 0 ? 2 : 0, .label = w};
+    return add(b, n, out);
+}
+
+static vkllm_status build_layer(builder *b, uint32_t l, int32_t *x)
+{
+    const g_hparams *hp = &b->g->hp;
+    const uint32_t E = hp->n_embd, DI = hp->ssm_d_inner, DS = hp->ssm_d_state, R = hp->ssm_dt_rank;
+    const uint32_t K = hp->ssm_d_conv;
+    const char *norm_w, *conv_w, *conv_b, *a, *d, *label;
+    vkllm_status s;
+    if ((s = name_of(b, &norm_w, "blk.%u.attn_norm.weight", l)) ||
+        (s = name_of(b, &conv_w, "blk.%u.ssm_conv1d.weight", l)) ||
+        (s = name_of(b, &conv_b, "blk.%u.ssm_conv1d.bias", l)) || (s = name_of(b, &a, "blk.%u.ssm_a", l)) ||
+        (s = name_of(b, &d, "blk.%u.ssm_d", l)) || (s = expect_vector(b->f, norm_w, E)) ||
+        (s = expect_array(b->f, conv_w, K, DI)) || (s = expect_vector(b->f, conv_b, DI)) ||
+        (s = expect_array(b->f, a, DS, DI)) || (s = expect_vector(b->f, d, DI)))
+        return s;
+    int32_t h = -1, u = -1, z = -1, dt_in = -1, bc = -1, dt = -1, dtbc = -1, y = -1, gated = -1;
+    if ((s = add(b, (g_node){.op = G_RMSNORM, .in = {*x, -1}, .weight = {norm_w}, .width = E,
+                             .eps = hp->norm_eps, .label = norm_w},
+                 &h)) ||
+        (s = matmul(b, h, "ssm_in", l, E, 0, DI, 2 * DI, -1, &u)) ||
+        (s = matmul(b, h, "ssm_in", l, E, DI, DI, 2 * DI, -1, &z)) ||
+        (s = name_of(b, &label, "blk.%u.ssm_conv", l)) ||
+        (s = add(b, (g_node){.op = G_SSM_CONV, .in = {u, -1}, .weight = {conv_w, conv_b}, .width = DI,
+                             .layer = l, .label = label},
+                 &u)) ||
+        (s = matmul(b, u, "ssm_x", l, DI, 0, R, R + 2 * DS, -1, &dt_in)) ||
+        (s = matmul(b, u, "ssm_x", l, DI, R, 2 * DS, R + 2 * DS, -1, &bc)) ||
+        (s = matmul(b, dt_in, "ssm_dt", l, R, 0, DI, DI, -1, &dt)) ||
+        (s = add(b, (g_node){.op = G_CONCAT, .in = {dt, bc}, .width = DI + 2 * DS, .label = "ssm_dt_bc"},
+                 &dtbc)) ||
+        (s = name_of(b, &label, "blk.%u.ssm_scan", l)) ||
+        (s = add(b, (g_node){.op = G_SSM_SCAN, .in = {u, dtbc}, .weight = {a, d}, .width = DI, .layer = l,
+                             .label = label},
+                 &y)) ||
+        (s = add(b, (g_node){.op = G_SWIGLU, .in = {z, y}, .width = DI, .label = "ssm_gate"}, &gated)))
+        return s;
+    return matmul(b, gated, "ssm_out", l, DI, 0, E, E, *x, x);
+}
+
+vkllm_status g_build_mamba(const gguf_file *f, int last_row_only, g_graph *g)
+{
+    g_hparams *hp = &g->hp;
+    vkllm_status s = read_hparams(f, hp);
+    if (s)
+        return s;
+    builder b = {g, f};
+    const uint32_t E = hp->n_embd;
+    if ((s = g_expect_tensor(f, "token_embd.weight", E, hp->n_vocab)) ||
+        (s = expect_vector(f, "output_norm.weight", E)))
+        return s;
+    const char *output = gguf_find_tensor(f, "output.weight") ? "output.weight" : "token_embd.weight";
+    if ((s = g_expect_tensor(f, output, E, hp->n_vocab)))
+        return s;
+    int32_t x = -1;
+    if ((s = add(&b, (g_node){.op = G_EMBED, .in = {-1, -1}, .weight = {"token_embd.weight"}, .width = E,
+                              .label = "token_embd"},
+                 &x)))
+        return s;
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        if ((s = build_layer(&b, l, &x)))
+            return s;
+    if (last_row_only &&
+        (s = add(&b, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = E, .label = "last_row"}, &x)))
+        return s;
+    int32_t h = -1, logits = -1;
+    if ((s = add(&b, (g_node){.op = G_RMSNORM, .in = {x, -1}, .weight = {"output_norm.weight"}, .width = E,
+                              .eps = hp->norm_eps, .label = "output_norm.weight"},
+                 &h)) ||
+        (s = add(&b, (g_node){.op = G_MATMUL, .in = {h, -1}, .weight = {output}, .width = hp->n_vocab,
+                              .label = output},
+                 &logits)) ||
+        (s = add(&b, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"},
+                 NULL)))
+        return s;
+    g->logits_node = logits;
+    return VKLLM_OK;
+}

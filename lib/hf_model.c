@@ -1,0 +1,790 @@
+/* A Hugging Face folder as an in-memory gguf_file; see hf_model.h.
+ *
+ * Tensors keep their bytes where they are: safetensors stores an nn.Linear weight as
+ * [out][in] row-major, which is exactly ggml's [ne0 = in, ne1 = out], so a shape only
+ * needs its order reversed. F32, F16 and BF16 become ggml types 0, 1 and 30. Everything
+ * the folder says is checked: config values by type and range, shard names, every
+ * tensor's name (an unknown one fails rather than being dropped), dtype and rank, and
+ * that the index, the shards and the config agree. */
+#include "hf_model.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+#include "json.h"
+#include "quant.h"
+#include "safetensors.h"
+
+#define NAME_SHOWN 96
+
+/* ---- what the gguf_file points into -------------------------------------------------- */
+
+typedef struct hf_owner {
+    st_file **shards;
+    char **shard_names;
+    uint32_t n_shards;
+    char **strings; /* string metadata values */
+    uint32_t n_strings;
+} hf_owner;
+
+static void owner_release(void *p)
+{
+    hf_owner *o = p;
+    if (!o)
+        return;
+    for (uint32_t i = 0; i < o->n_shards; i++) {
+        st_close(o->shards[i]);
+        free(o->shard_names[i]);
+    }
+    free(o->shards);
+    free(o->shard_names);
+    for (uint32_t i = 0; i < o->n_strings; i++)
+        free(o->strings[i]);
+    free(o->strings);
+    free(o);
+}
+
+typedef struct builder {
+    const char *dir;
+    const json_value *cfg;
+    gguf_file *f;
+    hf_owner *own;
+    uint64_t cap_kv;
+    const char *arch;
+    uint32_t n_layer;
+} builder;
+
+static vkllm_status no_memory(void) { return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory"); }
+
+/* ---- files --------------------------------------------------------------------------- */
+
+static vkllm_status join(char *out, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap)
+        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "path %s/%s is too long", dir, name);
+    return VKLLM_OK;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int hf_is_folder(const char *path)
+{
+    struct stat sb;
+    return path && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* Reads and parses a JSON file of at most HF_MAX_JSON_BYTES. */
+static vkllm_status read_json(const char *path, json_doc **out)
+{
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return vk_fail(VKLLM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    char *buf = malloc(HF_MAX_JSON_BYTES + 1);
+    if (!buf) {
+        fclose(fp);
+        return no_memory();
+    }
+    size_t n = fread(buf, 1, HF_MAX_JSON_BYTES + 1, fp);
+    int err = ferror(fp);
+    fclose(fp);
+    vkllm_status s;
+    if (err)
+        s = vk_fail(VKLLM_ERR_IO, "cannot read %s", path);
+    else if (n > HF_MAX_JSON_BYTES)
+        s = vk_fail(VKLLM_ERR_BAD_FILE, "%s is larger than %u bytes", path, HF_MAX_JSON_BYTES);
+    else if ((s = json_parse(buf, n, out)))
+        vk_fail_prefix(s, "%s", path);
+    free(buf);
+    return s;
+}
+
+/* ---- config.json values -------------------------------------------------------------- */
+
+/* A key that is absent or null counts as absent. */
+static const json_value *cfg_get(const json_value *cfg, const char *key)
+{
+    const json_value *v = json_get(cfg, key);
+    return v && v->type != JSON_NULL ? v : NULL;
+}
+
+static vkllm_status cfg_u32(const json_value *cfg, const char *key, int required, uint32_t fallback, uint32_t *out)
+{
+    const json_value *v = cfg_get(cfg, key);
+    if (!v) {
+        if (required)
+            return vk_fail(VKLLM_ERR_BAD_FILE, "config.json: \"%s\" is missing", key);
+        *out = fallback;
+        return VKLLM_OK;
+    }
+    if (v->type != JSON_NUMBER || !v->u.num.is_int || v->u.num.i < 0 || v->u.num.i > 0x7fffffff)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "config.json: \"%s\" is %s, expected an integer in [0, 2^31)", key,
+                       v->type == JSON_NUMBER ? "out of range" : json_type_name(v->type));
+    *out = (uint32_t)v->u.num.i;
+    return VKLLM_OK;
+}
+
+static vkllm_status cfg_f64(const json_value *cfg, const char *key, double fallback, double *out)
+{
+    const json_value *v = cfg_get(cfg, key);
+    if (!v) {
+        *out = fallback;
+        return VKLLM_OK;
+    }
+    if (v->type != JSON_NUMBER)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "config.json: \"%s\" is %s, expected a number", key,
+                       json_type_name(v->type));
+    *out = v->u.num.d;
+    return VKLLM_OK;
+}
+
+static vkllm_status cfg_bool(const json_value *cfg, const char *key, bool fallback, bool *out)
+{
+    const json_value *v = cfg_get(cfg, key);
+    if (!v) {
+        *out = fallback;
+        return VKLLM_OK;
+    }
+    if (v->type != JSON_BOOL)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "config.json: \"%s\" is %s, expected true or false", key,
+                       json_type_name(v->type));
+    *out = v->u.boolean != 0;
+    return VKLLM_OK;
+}
+
+/* NULL when absent. */
+static vkllm_status cfg_str(const json_value *cfg, const char *key, const char **out)
+{
+    const json_value *v = cfg_get(cfg, key);
+    *out = NULL;
+    if (!v)
+        return VKLLM_OK;
+    if (v->type != JSON_STRING)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "config.json: \"%s\" is %s, expected a string", key,
+                       json_type_name(v->type));
+    *out = v->u.str;
+    return VKLLM_OK;
+}
+
+/* ---- metadata of the gguf_file ------------------------------------------------------- */
+
+static vkllm_status kv_new(builder *b, const char *key, uint32_t type, gguf_kv **out)
+{
+    gguf_file *f = b->f;
+    if (f->n_kv == b->cap_kv) {
+        uint64_t cap = b->cap_kv ? b->cap_kv * 2 : 32;
+        gguf_kv *grown = realloc(f->kv, cap * sizeof *grown);
+        if (!grown)
+            return no_memory();
+        f->kv = grown;
+        b->cap_kv = cap;
+    }
+    gguf_kv *kv = &f->kv[f->n_kv];
+    memset(kv, 0, sizeof *kv);
+    if (!(kv->key = strdup(key)))
+        return no_memory();
+    kv->type = type;
+    f->n_kv++;
+    *out = kv;
+    return VKLLM_OK;
+}
+
+/* "<arch>.<suffix>" */
+static const char *akey(const builder *b, const char *suffix)
+{
+    static _Thread_local char key[128];
+    snprintf(key, sizeof key, "%s.%s", b->arch, suffix);
+    return key;
+}
+
+static vkllm_status put_u32(builder *b, const char *key, uint32_t v)
+{
+    gguf_kv *kv;
+    vkllm_status s = kv_new(b, key, GGUF_UINT32, &kv);
+    if (!s)
+        kv->v.u = v;
+    return s;
+}
+
+static vkllm_status put_f32(builder *b, const char *key, double v)
+{
+    gguf_kv *kv;
+    vkllm_status s = kv_new(b, key, GGUF_FLOAT32, &kv);
+    if (!s)
+        kv->v.f = (double)(float)v;
+    return s;
+}
+
+static vkllm_status put_bool(builder *b, const char *key, bool v)
+{
+    gguf_kv *kv;
+    vkllm_status s = kv_new(b, key, GGUF_BOOL, &kv);
+    if (!s)
+        kv->v.u = v;
+    return s;
+}
+
+static vkllm_status put_str(builder *b, const char *key, const char *v)
+{
+    hf_owner *o = b->own;
+    char **grown = realloc(o->strings, (o->n_strings + 1) * sizeof *grown);
+    if (!grown)
+        return no_memory();
+    o->strings = grown;
+    char *copy = strdup(v);
+    if (!copy)
+        return no_memory();
+    o->strings[o->n_strings++] = copy;
+    gguf_kv *kv;
+    vkllm_status s = kv_new(b, key, GGUF_STRING, &kv);
+    if (!s)
+        kv->v.s = (gguf_str){copy, strlen(copy)};
+    return s;
+}
+
+/* ---- families ------------------------------------------------------------------------ */
+
+typedef struct name_map {
+    const char *hf, *gguf;
+} name_map;
+
+typedef struct family {
+    const char *model_type; /* config.json */
+    const char *arch;       /* general.architecture */
+    const name_map *global; /* whole names, after an optional "model." prefix */
+    const char *layer_prefix;
+    const name_map *layer;  /* modules of a layer; ".weight" / ".bias" follow */
+    const char *const *ignored; /* modules of a layer whose tensors are not weights */
+    vkllm_status (*metadata)(builder *b);
+} family;
+
+static const name_map llama_global[] = {
+    {"embed_tokens.weight", "token_embd.weight"},
+    {"norm.weight", "output_norm.weight"},
+    {"lm_head.weight", "output.weight"},
+    {NULL, NULL},
+};
+static const name_map llama_layer[] = {
+    {"input_layernorm", "attn_norm"},
+    {"self_attn.q_proj", "attn_q"},
+    {"self_attn.k_proj", "attn_k"},
+    {"self_attn.v_proj", "attn_v"},
+    {"self_attn.o_proj", "attn_output"},
+    {"post_attention_layernorm", "ffn_norm"},
+    {"mlp.gate_proj", "ffn_gate"},
+    {"mlp.up_proj", "ffn_up"},
+    {"mlp.down_proj", "ffn_down"},
+    {NULL, NULL},
+};
+/* Old llama checkpoints saved the rotary table as a buffer. */
+static const char *const llama_ignored[] = {"self_attn.rotary_emb", NULL};
+
+static const name_map opt_global[] = {
+    {"decoder.embed_tokens.weight", "token_embd.weight"},
+    {"decoder.embed_positions.weight", "position_embd.weight"},
+    {"decoder.final_layer_norm.weight", "output_norm.weight"},
+    {"decoder.final_layer_norm.bias", "output_norm.bias"},
+    {"lm_head.weight", "output.weight"},
+    {NULL, NULL},
+};
+static const name_map opt_layer[] = {
+    {"self_attn_layer_norm", "attn_norm"},
+    {"self_attn.q_proj", "attn_q"},
+    {"self_attn.k_proj", "attn_k"},
+    {"self_attn.v_proj", "attn_v"},
+    {"self_attn.out_proj", "attn_output"},
+    {"final_layer_norm", "ffn_norm"},
+    {"fc1", "ffn_up"},
+    {"fc2", "ffn_down"},
+    {NULL, NULL},
+};
+static const char *const no_ignored[] = {NULL};
+
+/* Linear RoPE scaling is the one kind the builder has; others are refused by name. */
+static vkllm_status rope_scaling(builder *b)
+{
+    const json_value *rs = cfg_get(b->cfg, "rope_scaling");
+    if (!rs)
+        return VKLLM_OK;
+    if (rs->type != JSON_OBJECT)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "config.json: \"rope_scaling\" is %s, expected an object",
+                       json_type_name(rs->type));
+    const char *type;
+    vkllm_status s = cfg_str(rs, "rope_type", &type);
+    if (!s && !type)
+        s = cfg_str(rs, "type", &type);
+    if (s)
+        return vk_fail_prefix(s, "rope_scaling");
+    if (!type || !strcmp(type, "default"))
+        return VKLLM_OK;
+    if (strcmp(type, "linear"))
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "config.json: rope_scaling type \"%.40s\" is not supported (only linear)",
+                       type);
+    double factor;
+    if ((s = cfg_f64(rs, "factor", 0, &factor)))
+        return vk_fail_prefix(s, "rope_scaling");
+    if (!(factor > 0))
+        return vk_fail(VKLLM_ERR_BAD_FILE, "config.json: rope_scaling factor %g is not positive", factor);
+    if ((s = put_str(b, akey(b, "rope.scaling.type"), "linear")) ||
+        (s = put_f32(b, akey(b, "rope.scaling.factor"), factor)))
+        return s;
+    return VKLLM_OK;
+}
+
+/* llama, mistral, qwen2: keys as llama.cpp's converter writes them. */
+static vkllm_status llama_metadata(builder *b)
+{
+    const json_value *c = b->cfg;
+    uint32_t hidden, layers, heads, heads_kv, ff, ctx, head_dim, window = 0;
+    double eps, theta;
+    bool swa = false;
+    const char *act;
+    vkllm_status s;
+    if ((s = cfg_u32(c, "hidden_size", 1, 0, &hidden)) || (s = cfg_u32(c, "num_hidden_layers", 1, 0, &layers)) ||
+        (s = cfg_u32(c, "num_attention_heads", 1, 0, &heads)) ||
+        (s = cfg_u32(c, "num_key_value_heads", 0, heads, &heads_kv)) ||
+        (s = cfg_u32(c, "intermediate_size", 1, 0, &ff)) ||
+        (s = cfg_u32(c, "max_position_embeddings", 0, 2048, &ctx)) ||
+        (s = cfg_f64(c, "rms_norm_eps", 1e-6, &eps)) || (s = cfg_f64(c, "rope_theta", 10000.0, &theta)) ||
+        (s = cfg_str(c, "hidden_act", &act)))
+        return s;
+    if (heads == 0)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "config.json: num_attention_heads is 0");
+    if ((s = cfg_u32(c, "head_dim", 0, hidden / heads, &head_dim)))
+        return s;
+    if (act && strcmp(act, "silu"))
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "config.json: hidden_act \"%.40s\" is not supported for %s (only silu)",
+                       act, b->arch);
+    if (!strcmp(b->arch, "qwen2") && (s = cfg_bool(c, "use_sliding_window", false, &swa)))
+        return s;
+    if (swa)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "config.json: qwen2 with use_sliding_window is not supported");
+    const char *type;
+    if ((s = cfg_str(c, "model_type", &type)))
+        return s;
+    if (type && !strcmp(type, "mistral") && (s = cfg_u32(c, "sliding_window", 0, 0, &window)))
+        return s;
+    b->n_layer = layers;
+    if ((s = put_u32(b, akey(b, "context_length"), ctx)) || (s = put_u32(b, akey(b, "embedding_length"), hidden)) ||
+        (s = put_u32(b, akey(b, "block_count"), layers)) || (s = put_u32(b, akey(b, "feed_forward_length"), ff)) ||
+        (s = put_u32(b, akey(b, "attention.head_count"), heads)) ||
+        (s = put_u32(b, akey(b, "attention.head_count_kv"), heads_kv)) ||
+        (s = put_f32(b, akey(b, "attention.layer_norm_rms_epsilon"), eps)) ||
+        (s = put_f32(b, akey(b, "rope.freq_base"), theta)) ||
+        (s = put_u32(b, akey(b, "rope.dimension_count"), head_dim)) ||
+        (s = put_bool(b, "vkllm.rope.half", true)))
+        return s;
+    if (head_dim != hidden / heads &&
+        ((s = put_u32(b, akey(b, "attention.key_length"), head_dim)) ||
+         (s = put_u32(b, akey(b, "attention.value_length"), head_dim))))
+        return s;
+    if (window && (s = put_u32(b, akey(b, "attention.sliding_window"), window)))
+        return s;
+    return rope_scaling(b);
+}
+
+/* OPT and Galactica: pre-LayerNorm with biases, learned positions, ReLU (OPT) or GELU
+ * (Galactica). Variants the graph does not build are refused by what they need. */
+static vkllm_status opt_metadata(builder *b)
+{
+    const json_value *c = b->cfg;
+    uint32_t hidden, layers, heads, ff, ctx, proj;
+    bool ln_before, remove_final, affine;
+    const char *act;
+    vkllm_status s;
+    if ((s = cfg_u32(c, "hidden_size", 1, 0, &hidden)) || (s = cfg_u32(c, "num_hidden_layers", 1, 0, &layers)) ||
+        (s = cfg_u32(c, "num_attention_heads", 1, 0, &heads)) || (s = cfg_u32(c, "ffn_dim", 1, 0, &ff)) ||
+        (s = cfg_u32(c, "max_position_embeddings", 1, 0, &ctx)) ||
+        (s = cfg_u32(c, "word_embed_proj_dim", 0, hidden, &proj)) ||
+        (s = cfg_bool(c, "do_layer_norm_before", true, &ln_before)) ||
+        (s = cfg_bool(c, "_remove_final_layer_norm", false, &remove_final)) ||
+        (s = cfg_bool(c, "layer_norm_elementwise_affine", true, &affine)) ||
+        (s = cfg_str(c, "activation_function", &act)))
+        return s;
+    if (proj != hidden)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "config.json: OPT with word_embed_proj_dim %u != hidden_size %u (project_in/project_out, "
+                       "as in opt-350m) is not supported", proj, hidden);
+    if (!ln_before)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "config.json: OPT with do_layer_norm_before = false (post-LayerNorm, as in opt-350m) is not "
+                       "supported");
+    if (remove_final)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "config.json: OPT with _remove_final_layer_norm = true is not supported");
+    if (!affine)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "config.json: OPT with layer_norm_elementwise_affine = false is not supported");
+    const char *ffn_act;
+    if (!act || !strcmp(act, "relu"))
+        ffn_act = "relu";
+    else if (!strcmp(act, "gelu"))
+        ffn_act = "gelu_erf"; /* transformers' "gelu" is the exact form */
+    else if (!strcmp(act, "gelu_new") || !strcmp(act, "gelu_pytorch_tanh"))
+        ffn_act = "gelu";
+    else
+        return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                       "config.json: OPT activation_function \"%.40s\" is not supported (relu, gelu, gelu_new)", act);
+    b->n_layer = layers;
+    if ((s = put_u32(b, akey(b, "context_length"), ctx)) || (s = put_u32(b, akey(b, "embedding_length"), hidden)) ||
+        (s = put_u32(b, akey(b, "block_count"), layers)) || (s = put_u32(b, akey(b, "feed_forward_length"), ff)) ||
+        (s = put_u32(b, akey(b, "attention.head_count"), heads)) ||
+        (s = put_u32(b, akey(b, "attention.head_count_kv"), heads)) ||
+        (s = put_f32(b, akey(b, "attention.layer_norm_epsilon"), 1e-5)) || /* nn.LayerNorm's default */
+        (s = put_str(b, "vkllm.ffn_activation", ffn_act)))
+        return s;
+    return VKLLM_OK;
+}
+
+static const family families[] = {
+    {"llama", "llama", llama_global, "layers.", llama_layer, llama_ignored, llama_metadata},
+    {"mistral", "llama", llama_global, "layers.", llama_layer, llama_ignored, llama_metadata},
+    {"qwen2", "qwen2", llama_global, "layers.", llama_layer, llama_ignored, llama_metadata},
+    {"opt", "opt", opt_global, "decoder.layers.", opt_layer, no_ignored, opt_metadata},
+};
+
+/* ---- tensor names -------------------------------------------------------------------- */
+
+/* The GGUF name of HF tensor `name` into out: 1 mapped, 0 ignored; an error for a name
+ * the family does not know. */
+static vkllm_status map_name(const builder *b, const family *fam, const char *name, char *out, size_t cap,
+                             int *mapped)
+{
+    const char *n = name;
+    *mapped = 0;
+    if (!strncmp(n, "model.", 6))
+        n += 6;
+    for (const name_map *m = fam->global; m->hf; m++)
+        if (!strcmp(n, m->hf)) {
+            snprintf(out, cap, "%s", m->gguf);
+            *mapped = 1;
+            return VKLLM_OK;
+        }
+    size_t pl = strlen(fam->layer_prefix);
+    if (!strncmp(n, fam->layer_prefix, pl)) {
+        const char *p = n + pl;
+        uint64_t layer = 0;
+        const char *digits = p;
+        while (*p >= '0' && *p <= '9' && layer <= 0xffffffffu)
+            layer = layer * 10 + (uint64_t)(*p++ - '0');
+        const char *dot = strrchr(p, '.');
+        if (p > digits && *p == '.' && dot && dot > p) {
+            if (layer >= b->n_layer)
+                return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %.*s: layer %llu, but config.json has %u layers",
+                               NAME_SHOWN, name, (unsigned long long)layer, b->n_layer);
+            size_t mod_len = (size_t)(dot - (p + 1));
+            const char *param = dot + 1;
+            for (const char *const *ig = fam->ignored; *ig; ig++)
+                if (strlen(*ig) == mod_len && !strncmp(p + 1, *ig, mod_len))
+                    return VKLLM_OK;
+            if (!strcmp(param, "weight") || !strcmp(param, "bias"))
+                for (const name_map *m = fam->layer; m->hf; m++)
+                    if (strlen(m->hf) == mod_len && !strncmp(p + 1, m->hf, mod_len)) {
+                        snprintf(out, cap, "blk.%u.%s.%s", (unsigned)layer, m->gguf, param);
+                        *mapped = 1;
+                        return VKLLM_OK;
+                    }
+        }
+    }
+    return vk_fail(VKLLM_ERR_UNSUPPORTED,
+                   "tensor %.*s: not a weight vkllm knows for model_type %s (a variant it does not build?)", NAME_SHOWN,
+                   name, fam->model_type);
+}
+
+/* Adds HF tensor t as GGUF tensor `name`, pointing at its bytes. */
+static vkllm_status add_tensor(builder *b, const st_tensor *t, const char *name)
+{
+    uint32_t type;
+    switch (t->dtype) {
+    case ST_F32: type = GGML_F32; break;
+    case ST_F16: type = GGML_F16; break;
+    case ST_BF16: type = GGML_BF16; break;
+    default:
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %.*s has dtype %s; only F32, F16 and BF16 are supported",
+                       NAME_SHOWN, t->name, st_dtype_name(t->dtype));
+    }
+    if (t->n_dims == 0 || t->n_dims > GGUF_MAX_DIMS)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %.*s has %u dimensions; 1 to %d are supported", NAME_SHOWN,
+                       t->name, t->n_dims, GGUF_MAX_DIMS);
+    gguf_tensor *g = &b->f->tensors[b->f->n_tensors];
+    memset(g, 0, sizeof *g);
+    if (!(g->name = strdup(name)))
+        return no_memory();
+    b->f->n_tensors++;
+    g->n_dims = t->n_dims;
+    for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++)
+        g->ne[d] = d < t->n_dims ? t->shape[t->n_dims - 1 - d] : 1;
+    g->type = type;
+    g->offset = t->begin;
+    g->size = t->size;
+    g->data = t->data;
+    return VKLLM_OK;
+}
+
+typedef struct name_ref {
+    const char *name;
+    uint64_t index;
+} name_ref;
+
+static int compare_refs(const void *a, const void *b)
+{
+    return strcmp(((const name_ref *)a)->name, ((const name_ref *)b)->name);
+}
+
+static vkllm_status check_unique(const gguf_file *f)
+{
+    name_ref *refs = malloc((f->n_tensors ? f->n_tensors : 1) * sizeof *refs);
+    if (!refs)
+        return no_memory();
+    for (uint64_t i = 0; i < f->n_tensors; i++)
+        refs[i] = (name_ref){f->tensors[i].name, i};
+    qsort(refs, f->n_tensors, sizeof *refs, compare_refs);
+    vkllm_status s = VKLLM_OK;
+    for (uint64_t i = 1; i < f->n_tensors && !s; i++)
+        if (!strcmp(refs[i].name, refs[i - 1].name))
+            s = vk_fail(VKLLM_ERR_BAD_FILE, "two tensors of the folder map to %s (one under a \"model.\" prefix, one "
+                        "without?)", refs[i].name);
+    free(refs);
+    return s;
+}
+
+/* ---- shards -------------------------------------------------------------------------- */
+
+static int shard_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    static const char ext[] = ".safetensors";
+    return n > sizeof ext - 1 && n < 256 && s[0] != '.' && !strchr(s, '/') && !strchr(s, '\\') &&
+           !strcmp(s + n - (sizeof ext - 1), ext);
+}
+
+static vkllm_status add_shard(builder *b, const char *file)
+{
+    hf_owner *o = b->own;
+    for (uint32_t i = 0; i < o->n_shards; i++)
+        if (!strcmp(o->shard_names[i], file))
+            return VKLLM_OK;
+    if (o->n_shards >= HF_MAX_SHARDS)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "the index names more than %u shards", HF_MAX_SHARDS);
+    st_file **shards = realloc(o->shards, (o->n_shards + 1) * sizeof *shards);
+    if (shards)
+        o->shards = shards;
+    char **names = realloc(o->shard_names, (o->n_shards + 1) * sizeof *names);
+    if (names)
+        o->shard_names = names;
+    char *copy = strdup(file);
+    if (!shards || !names || !copy) {
+        free(copy);
+        return no_memory();
+    }
+    char path[4096];
+    vkllm_status s = join(path, sizeof path, b->dir, file);
+    st_file *st = NULL;
+    if (!s)
+        s = st_open(path, &st);
+    if (s) {
+        free(copy);
+        return s;
+    }
+    o->shards[o->n_shards] = st;
+    o->shard_names[o->n_shards] = copy;
+    o->n_shards++;
+    return VKLLM_OK;
+}
+
+/* The index's weight_map: every value a valid shard file name; each shard opened once. */
+static vkllm_status open_indexed(builder *b, const char *index_path, json_doc **index_out,
+                                 const json_value **map_out)
+{
+    vkllm_status s = read_json(index_path, index_out);
+    if (s)
+        return s;
+    const json_value *map = json_get(json_root(*index_out), "weight_map");
+    if (!map || map->type != JSON_OBJECT)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "%s: no \"weight_map\" object", index_path);
+    for (uint32_t i = 0; i < map->n; i++) {
+        const json_member *m = &map->u.members[i];
+        if (m->value.type != JSON_STRING || !shard_name_ok(m->value.u.str) || strlen(m->value.u.str) != m->value.n)
+            return vk_fail(VKLLM_ERR_BAD_FILE,
+                           "%s: weight_map entry %.*s does not name a .safetensors file in the folder", index_path,
+                           NAME_SHOWN, m->key);
+        if ((s = add_shard(b, m->value.u.str)))
+            return s;
+    }
+    *map_out = map;
+    return VKLLM_OK;
+}
+
+/* ---- the folder ---------------------------------------------------------------------- */
+
+static vkllm_status build(builder *b)
+{
+    char path[4096];
+    json_doc *cfg_doc = NULL, *index_doc = NULL;
+    const json_value *weight_map = NULL;
+    vkllm_status s;
+
+    if ((s = join(path, sizeof path, b->dir, "config.json")))
+        return s;
+    if (!file_exists(path))
+        return vk_fail(VKLLM_ERR_BAD_FILE, "%s: no config.json: not a Hugging Face model folder", b->dir);
+    if ((s = read_json(path, &cfg_doc)))
+        return s;
+    b->cfg = json_root(cfg_doc);
+    if (b->cfg->type != JSON_OBJECT) {
+        s = vk_fail(VKLLM_ERR_BAD_FILE, "%s: the config is %s, expected an object", path, json_type_name(b->cfg->type));
+        goto done;
+    }
+    const char *model_type;
+    if ((s = cfg_str(b->cfg, "model_type", &model_type))) {
+        vk_fail_prefix(s, "%s", b->dir);
+        goto done;
+    }
+    if (!model_type) {
+        s = vk_fail(VKLLM_ERR_BAD_FILE, "%s: no \"model_type\"", path);
+        goto done;
+    }
+    const family *fam = NULL;
+    for (size_t i = 0; i < sizeof families / sizeof *families; i++)
+        if (!strcmp(families[i].model_type, model_type))
+            fam = &families[i];
+    if (!fam) {
+        s = vk_fail(VKLLM_ERR_UNSUPPORTED,
+                    "%s: model_type \"%.40s\" is not supported from a Hugging Face folder (supported: llama, mistral, "
+                    "qwen2, opt)", path, model_type);
+        goto done;
+    }
+    b->arch = fam->arch;
+    const char *slash = strrchr(b->dir, '/');
+    const char *base = slash && slash[1] ? slash + 1 : b->dir;
+    if ((s = put_str(b, "general.architecture", fam->arch)) || (s = put_str(b, "general.name", base)) ||
+        (s = put_str(b, "vkllm.hf.model_type", model_type)))
+        goto done;
+    if ((s = fam->metadata(b))) {
+        vk_fail_prefix(s, "%s", b->dir);
+        goto done;
+    }
+
+    /* The shards: listed by the index, or the single file. */
+    if ((s = join(path, sizeof path, b->dir, "model.safetensors.index.json")))
+        goto done;
+    if (file_exists(path)) {
+        if ((s = open_indexed(b, path, &index_doc, &weight_map)))
+            goto done;
+    } else {
+        if ((s = join(path, sizeof path, b->dir, "model.safetensors")))
+            goto done;
+        if (!file_exists(path)) {
+            s = vk_fail(VKLLM_ERR_BAD_FILE, "%s: neither model.safetensors nor model.safetensors.index.json", b->dir);
+            goto done;
+        }
+        if ((s = add_shard(b, "model.safetensors")))
+            goto done;
+    }
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < b->own->n_shards; i++)
+        total += b->own->shards[i]->n_tensors;
+    b->f->tensors = calloc(total ? total : 1, sizeof *b->f->tensors);
+    if (!b->f->tensors) {
+        s = no_memory();
+        goto done;
+    }
+    for (uint32_t i = 0; i < b->own->n_shards && !s; i++) {
+        const st_file *st = b->own->shards[i];
+        const char *file = b->own->shard_names[i];
+        for (uint64_t j = 0; j < st->n_tensors && !s; j++) {
+            const st_tensor *t = &st->tensors[j];
+            if (weight_map) {
+                const json_value *listed = json_get(weight_map, t->name);
+                if (!listed || strcmp(listed->u.str, file)) {
+                    s = vk_fail(VKLLM_ERR_BAD_FILE, "%s/%s holds tensor %.*s, which the index %s", b->dir, file,
+                                NAME_SHOWN, t->name, listed ? "places in another shard" : "does not list");
+                    break;
+                }
+            }
+            char name[128];
+            int mapped;
+            if (!(s = map_name(b, fam, t->name, name, sizeof name, &mapped)) && mapped)
+                s = add_tensor(b, t, name);
+            if (s)
+                vk_fail_prefix(s, "%s/%s", b->dir, file);
+        }
+    }
+    if (s)
+        goto done;
+    /* Every tensor the index lists must be in its shard. */
+    for (uint32_t i = 0; weight_map && i < weight_map->n; i++) {
+        const json_member *m = &weight_map->u.members[i];
+        for (uint32_t k = 0; k < b->own->n_shards; k++)
+            if (!strcmp(b->own->shard_names[k], m->value.u.str) && !st_find(b->own->shards[k], m->key)) {
+                s = vk_fail(VKLLM_ERR_BAD_FILE, "%s: the index places tensor %.*s in %s, which does not hold it",
+                            b->dir, NAME_SHOWN, m->key, m->value.u.str);
+                goto done;
+            }
+    }
+    if ((s = check_unique(b->f))) {
+        vk_fail_prefix(s, "%s", b->dir);
+        goto done;
+    }
+
+    /* The config against the tensors. */
+    const gguf_tensor *embd = gguf_find_tensor(b->f, "token_embd.weight");
+    uint32_t vocab;
+    if (!embd) {
+        s = vk_fail(VKLLM_ERR_BAD_FILE, "%s: no token embedding (embed_tokens.weight)", b->dir);
+        goto done;
+    }
+    bool tied;
+    if ((s = cfg_u32(b->cfg, "vocab_size", 0, (uint32_t)embd->ne[1], &vocab)) ||
+        (s = cfg_bool(b->cfg, "tie_word_embeddings", !strcmp(fam->arch, "opt"), &tied))) {
+        vk_fail_prefix(s, "%s", b->dir);
+        goto done;
+    }
+    if (vocab != embd->ne[1]) {
+        s = vk_fail(VKLLM_ERR_BAD_FILE, "%s: config.json: vocab_size %u, but the token embedding has %llu rows", b->dir,
+                    vocab, (unsigned long long)embd->ne[1]);
+        goto done;
+    }
+    if (!tied && !gguf_find_tensor(b->f, "output.weight"))
+        s = vk_fail(VKLLM_ERR_BAD_FILE,
+                    "%s: lm_head.weight is missing and config.json does not tie it to the embedding", b->dir);
+done:
+    json_free(cfg_doc);
+    json_free(index_doc);
+    return s;
+}
+
+vkllm_status hf_open(const char *dir, gguf_file **out)
+{
+    *out = NULL;
+    if (!hf_is_folder(dir))
+        return vk_fail(VKLLM_ERR_IO, "%s is not a directory", dir ? dir : "(null)");
+    gguf_file *f = calloc(1, sizeof *f);
+    hf_owner *own = calloc(1, sizeof *own);
+    if (!f || !own) {
+        free(f);
+        free(own);
+        return no_memory();
+    }
+    f->version = 3;
+    f->alignment = 32;
+    f->release = owner_release;
+    f->owner = own;
+    builder b = {.dir = dir, .f = f, .own = own};
+    vkllm_status s = build(&b);
+    if (s) {
+        gguf_close(f);
+        return s;
+    }
+    *out = f;
+    return VKLLM_OK;
+}

@@ -1,0 +1,228 @@
+#version 450
+// Mixture-of-experts matrix-vector products. The weight is a stack of n_expert matrices of
+// `rows` x `cols` (GGUF's 3-D expert tensors: expert e holds stacked rows
+// [e * rows, (e + 1) * rows)); this dispatch binds one chunk of whole stacked rows
+// [chunk_begin, chunk_begin + chunk_rows). The experts come from the router's output
+// (moe_router.comp: per token NK ids, then NK weights), read here on the GPU, so a recorded
+// command buffer stays valid whatever the router picks.
+//
+// A workgroup computes ROWS rows of the chosen experts for one token (z) and all NK slots;
+// its WG invocations split the row's blocks, as matmul.comp's MATVEC does, and the partial
+// sums are reduced at the end. Rows whose expert lies outside this chunk are left to the
+// dispatch of the chunk that holds them. Two outputs:
+//  - slots (SUM false): y[t][k][r] = (W_{id[t][k]} x[t][k])[r]
+//  - SUM: y[t][r] = sum_k weight[t][k] (W_{id[t][k]} x[t][k])[r]; with several chunks the
+//    host sets `accumulate` after the first, so each chunk adds its experts' share.
+// x[t][k] is one row per token shared by all slots (SHARED_X: the FFN input) or one row per
+// slot (the down projection's input).
+// Per invocation the only loop that grows with the sizes walks cols / (32 WG) blocks (cols /
+// (8 WG) for f32/f16/bf16); the rest is unrolled: far from lavapipe's 65,535-iteration limit.
+#extension GL_GOOGLE_include_directive : require
+#ifdef USE_SUBGROUP
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
+#include "common.glsl"
+
+layout(constant_id = 0) const uint WG = 32;
+layout(constant_id = 1) const uint ROWS = 1;          // expert rows per workgroup
+layout(constant_id = 2) const uint NK = 1;            // slots: experts used per token
+layout(constant_id = 3) const bool W_ALIGNED = false; // see load_block (blocks.glsl)
+layout(constant_id = 4) const bool X_VEC4 = false;    // x rows start 16-byte aligned
+layout(constant_id = 5) const bool SHARED_X = false;  // one x row per token for all slots
+layout(constant_id = 6) const bool SUM = false;       // weighted sum of the slots
+
+layout(std430, binding = 0) readonly buffer W { uint w[]; };
+layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; }; // see blocks.glsl
+layout(std430, binding = 1) readonly buffer X { vec4 x4[]; };
+layout(std430, binding = 1) readonly buffer XS { float xs[]; };
+layout(std430, binding = 2) readonly buffer Route { uint route[]; };
+layout(std430, binding = 3) buffer Y { float y[]; };
+
+layout(push_constant) uniform Push {
+    uint rows;        // rows of one expert
+    uint cols;
+    uint row_bytes;
+    uint w_skip;      // bytes from the weight binding's start to the chunk's first row
+    uint chunk_begin; // first stacked row held by this chunk
+    uint chunk_rows;
+    uint n_expert;
+    uint x_skip;      // floats from the x binding's start to token 0
+    uint x_stride;    // floats from one token's x to the next
+    uint r_skip;      // words from the route binding's start to token 0
+    uint y_skip;      // floats from the y binding's start to token 0
+    uint y_stride;    // floats from one token's y to the next
+    uint accumulate;
+} p;
+
+#include "blocks.glsl"
+
+const uint NR = NK * ROWS; // outputs of a workgroup before the slots are summed
+
+// x[t][slot k][c .. c+3] (zeros past the end of the row, which only plain types can reach).
+vec4 load_x4(uint t, uint k, uint c)
+{
+    uint i = p.x_skip + t * p.x_stride + (SHARED_X ? 0u : k * p.cols) + c;
+#ifdef PLAIN_WEIGHTS
+    if (!W_ALIGNED && c + 4u > p.cols) {
+        vec4 v = vec4(0.0);
+        [[unroll]] for (uint j = 0u; j < 4u; j++)
+            if (c + j < p.cols)
+                v[j] = xs[i + j];
+        return v;
+    }
+#endif
+    if (X_VEC4)
+        return x4[i >> 2];
+    return vec4(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]);
+}
+
+uint valid_weights(uint col)
+{
+    return min(p.cols - col, BLOCK_WEIGHTS);
+}
+
+// Partial sums of the invocations (of the subgroups with USE_SUBGROUP).
+shared float partial[NR * WG];
+
+void main()
+{
+    uint tid = gl_LocalInvocationID.x;
+    uint row0 = linear_group_id() * ROWS;
+    uint t = gl_WorkGroupID.z;
+    uint rbase = p.r_skip + t * 2u * NK;
+    if (row0 >= p.rows)
+        return; // whole workgroup: the barrier below stays uniform
+
+    // Where each (slot, row) lives in this chunk, if it does.
+    uint at[NR];
+    bool held[NR];
+    bool any = false;
+    [[unroll]] for (uint k = 0u; k < NK; k++) {
+        uint e = min(route[rbase + k], p.n_expert - 1u);
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            uint local = e * p.rows + min(row0 + r, p.rows - 1u) - p.chunk_begin; // wraps below
+            held[k * ROWS + r] = local < p.chunk_rows && row0 + r < p.rows;
+            any = any || held[k * ROWS + r];
+            at[k * ROWS + r] = p.w_skip + min(local, p.chunk_rows - 1u) * p.row_bytes;
+        }
+    }
+    if (!any) { // none of this token's experts is here (uniform over the workgroup)
+        if (SUM && p.accumulate == 0u && tid == 0u) {
+            [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                if (row0 + r < p.rows)
+                    y[p.y_skip + t * p.y_stride + row0 + r] = 0.0;
+        }
+        return;
+    }
+
+    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
+    float acc[NR];
+    [[unroll]] for (uint j = 0u; j < NR; j++)
+        acc[j] = 0.0;
+
+    for (uint b = tid; b < n_blocks; b += WG) {
+        uint col = b * BLOCK_WEIGHTS;
+        wblock blk[NR];
+        [[unroll]] for (uint j = 0u; j < NR; j++)
+            blk[j] = load_block(at[j] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
+#ifdef PLAIN_WEIGHTS
+#define qdot acc // d = 1 and no offset: accumulate directly
+#else
+        float qdot[NR];
+        [[unroll]] for (uint j = 0u; j < NR; j++)
+            qdot[j] = 0.0;
+#endif
+#ifdef BLOCK_HAS_OFFSET
+        float xsum[NK];
+        [[unroll]] for (uint k = 0u; k < NK; k++)
+            xsum[k] = 0.0;
+#endif
+        [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+            vec4 x0 = load_x4(t, 0u, col + 4u * g);
+            [[unroll]] for (uint k = 0u; k < NK; k++) {
+                vec4 xv = SHARED_X || k == 0u ? x0 : load_x4(t, k, col + 4u * g);
+#ifdef BLOCK_HAS_OFFSET
+                xsum[k] += (xv.x + xv.y) + (xv.z + xv.w);
+#endif
+                [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                    qdot[k * ROWS + r] += dot(block_q4(blk[k * ROWS + r], g), xv);
+            }
+        }
+#ifdef PLAIN_WEIGHTS
+#undef qdot
+#else
+        [[unroll]] for (uint k = 0u; k < NK; k++)
+            [[unroll]] for (uint r = 0u; r < ROWS; r++)
+#ifdef BLOCK_HAS_OFFSET
+                acc[k * ROWS + r] += blk[k * ROWS + r].d * qdot[k * ROWS + r] + blk[k * ROWS + r].m * xsum[k];
+#else
+                acc[k * ROWS + r] += blk[k * ROWS + r].d * qdot[k * ROWS + r];
+#endif
+#endif
+    }
+
+    // Reduce over the workgroup; afterwards invocation 0 holds the sums in acc.
+#ifdef USE_SUBGROUP
+    [[unroll]] for (uint j = 0u; j < NR; j++)
+        acc[j] = subgroupAdd(acc[j]);
+    if (gl_NumSubgroups > 1u) {
+        if (subgroupElect()) {
+            [[unroll]] for (uint j = 0u; j < NR; j++)
+                partial[j * WG + gl_SubgroupID] = acc[j];
+        }
+        barrier();
+        if (tid == 0u) {
+            [[unroll]] for (uint j = 0u; j < NR; j++) {
+                float s = 0.0;
+                for (uint i = 0u; i < gl_NumSubgroups; i++)
+                    s += partial[j * WG + i];
+                acc[j] = s;
+            }
+        }
+    }
+#else
+    [[unroll]] for (uint j = 0u; j < NR; j++)
+        partial[j * WG + tid] = acc[j];
+    barrier();
+    if (tid == 0u) {
+        [[unroll]] for (uint j = 0u; j < NR; j++) {
+            float s = 0.0;
+            for (uint i = 0u; i < WG; i++)
+                s += partial[j * WG + i];
+            acc[j] = s;
+        }
+    }
+#endif
+    if (tid != 0u)
+        return;
+
+    if (SUM) {
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            if (row0 + r >= p.rows)
+                continue;
+            float s = 0.0;
+            bool here = false;
+            [[unroll]] for (uint k = 0u; k < NK; k++) {
+                if (held[k * ROWS + r]) {
+                    s += uintBitsToFloat(route[rbase + NK + k]) * acc[k * ROWS + r];
+                    here = true;
+                }
+            }
+            uint i = p.y_skip + t * p.y_stride + row0 + r;
+            if (p.accumulate == 0u)
+                y[i] = s;
+            else if (here)
+                y[i] += s;
+        }
+    } else {
+        [[unroll]] for (uint k = 0u; k < NK; k++) {
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+                if (held[k * ROWS + r]) {
+                    uint i = p.y_skip + t * p.y_stride + k * p.rows + row0 + r;
+                    y[i] = p.accumulate != 0u ? y[i] + acc[k * ROWS + r] : acc[k * ROWS + r];
+                }
+            }
+        }
+    }
+}
