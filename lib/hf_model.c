@@ -90,19 +90,23 @@ static vkllm_status read_json(const char *path, json_doc **out)
     FILE *fp = fopen(path, "rb");
     if (!fp)
         return vk_fail(VKLLM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    char *buf = malloc(HF_MAX_JSON_BYTES + 1);
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) != 0 || sb.st_size < 0 || (uint64_t)sb.st_size > HF_MAX_JSON_BYTES) {
+        fclose(fp);
+        return vk_fail(VKLLM_ERR_BAD_FILE, "%s is not a readable file of at most %u bytes", path, HF_MAX_JSON_BYTES);
+    }
+    size_t size = (size_t)sb.st_size;
+    char *buf = malloc(size + 1);
     if (!buf) {
         fclose(fp);
         return no_memory();
     }
-    size_t n = fread(buf, 1, HF_MAX_JSON_BYTES + 1, fp);
+    size_t n = fread(buf, 1, size + 1, fp); /* a file that grew meanwhile reads size + 1 */
     int err = ferror(fp);
     fclose(fp);
     vkllm_status s;
-    if (err)
-        s = vk_fail(VKLLM_ERR_IO, "cannot read %s", path);
-    else if (n > HF_MAX_JSON_BYTES)
-        s = vk_fail(VKLLM_ERR_BAD_FILE, "%s is larger than %u bytes", path, HF_MAX_JSON_BYTES);
+    if (err || n > size)
+        s = vk_fail(VKLLM_ERR_IO, "cannot read %s (or it changed while being read)", path);
     else if ((s = json_parse(buf, n, out)))
         vk_fail_prefix(s, "%s", path);
     free(buf);

@@ -12,7 +12,8 @@
  *    against the GGUF loaded with weight_type F16: the same weights after the same
  *    rounding, one run with half-split RoPE on HF's row order and one with adjacent-pair
  *    RoPE on llama.cpp's permuted rows. The logits of the fixture's 24 tokens, all at once
- *    and token by token, must agree within 1e-4.
+ *    and token by token, must agree within twice the GGUF's own batch vs token-by-token
+ *    difference (at least 1e-4; see test_mistral).
  * 3. A folder without config.json fails to load with a message naming it.
  * Exit 77 without a Vulkan device. */
 #include <math.h>
@@ -66,13 +67,15 @@ static void test_opt(vkllm_instance inst, const char *dir)
           info.n_embd, info.n_layer, info.n_head, info.n_ctx_train, info.bos);
     uint64_t width = 0;
     const char *type = NULL;
-    check(api->meta_uint(m, "opt.embedding_length", &width) == VKLLM_OK && width == 96 &&
-              api->meta_string(m, "vkllm.hf.model_type", &type) == VKLLM_OK && !strcmp(type, "opt"),
-          "metadata: opt.embedding_length %llu, vkllm.hf.model_type %s", (unsigned long long)width, type ? type : "-");
+    vkllm_status s = api->meta_uint(m, "opt.embedding_length", &width);
+    if (!s)
+        s = api->meta_string(m, "vkllm.hf.model_type", &type);
+    check(!s && width == 96 && !strcmp(type, "opt"), "metadata: opt.embedding_length %llu, vkllm.hf.model_type %s",
+          (unsigned long long)width, type ? type : "-");
 
     vkllm_token ids[8];
     size_t n = 0;
-    vkllm_status s = api->tokenize(m, "hello", 5, 1, 0, ids, 8, &n);
+    s = api->tokenize(m, "hello", 5, 1, 0, ids, 8, &n);
     check(s == VKLLM_ERR_UNSUPPORTED && strstr(api->model_error(m), "no tokenizer"), "tokenize: %s (%s)",
           api->status_string(s), api->model_error(m));
     char text[64];
@@ -168,6 +171,19 @@ static void test_mistral(vkllm_instance inst, const char *dir, const char *gguf,
               (unsigned long long)b.weight_bytes);
         size_t n = (size_t)p->n_tokens * p->n_vocab;
         float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+        /* The tolerance: the same weights in another summation order (RoPE on other rows,
+         * q.k over permuted dims) move these logits by about as much as the GGUF's own batch
+         * and token-by-token kernels do (5.2e-4 on llvmpipe), so the bound is twice that
+         * difference, at least 1e-4. A wrong mapping, permutation or RoPE mode moves them
+         * by more than 1. */
+        double tol = 1e-4;
+        if (!run_logits(gg, p, 0, x) && !run_logits(gg, p, 1, y)) {
+            double own = 0;
+            for (size_t i = 0; i < n; i++)
+                own = fmax(own, fabs((double)x[i] - y[i]));
+            tol = fmax(tol, 2 * own);
+            printf("       the GGUF's batch vs token-by-token logits: max abs %.2e; tolerance %.2e\n", own, tol);
+        }
         static const char *const how[] = {"all at once", "token by token"};
         for (int stepwise = 0; stepwise < 2; stepwise++) {
             if (run_logits(hf, p, stepwise, x) || run_logits(gg, p, stepwise, y)) {
@@ -183,8 +199,8 @@ static void test_mistral(vkllm_instance inst, const char *dir, const char *gguf,
                 if (!(e <= worst_ref))
                     worst_ref = e;
             }
-            check(worst <= 1e-4, "%s: folder vs GGUF (F16) max abs %.2e (<= 1e-4); vs transformers %.4f",
-                  how[stepwise], worst, worst_ref);
+            check(worst <= tol, "%s: folder vs GGUF (F16) max abs %.2e (<= %.2e); vs transformers %.4f",
+                  how[stepwise], worst, tol, worst_ref);
         }
         free(x);
         free(y);

@@ -161,7 +161,7 @@ typedef enum vkllm_weight_type {
 
 typedef struct vkllm_model_params {
     uint32_t size;
-    const char *path; /* a GGUF file */
+    const char *path; /* a GGUF file, or a Hugging Face model folder (config.json + *.safetensors) */
     vkllm_progress_fn progress_fn;
     void *progress_user;
     int32_t weight_type; /* vkllm_weight_type; 0 = as stored */
