@@ -1,8 +1,9 @@
-/* KV store: f32 rows -> f16 cache rows params.n_past + t, against lib/quant.c's
+/* KV store: f32 rows -> f16 cache row (params.n_past + t) % n_ctx, against lib/quant.c's
  * round-to-nearest-even conversion. Checks the rows written, that no other row or the
  * memory after the cache changes, the f16 and packed-uint paths (minimal profile), odd
- * widths (refused without 16-bit storage), rows past n_ctx (dropped), src split across
- * bindings, and a recording replayed as n_past grows. */
+ * widths (refused without 16-bit storage), positions past n_ctx (they wrap: the rolling
+ * cache of windowed attention), src split across bindings, and a recording replayed as
+ * n_past grows. */
 #include "quant.h"
 #include "vk_test.h"
 
@@ -10,28 +11,34 @@
 
 /* Vulkan leaves the f32 -> f16 rounding mode to the implementation: allow one f16 ulp,
  * report how many are exact (all, on round-to-nearest-even devices). */
-static int check_rows(const uint16_t *cache, uint32_t n_ctx, uint32_t width, const float *src,
-                      uint32_t n_tokens, uint32_t n_past, const char *what)
+/* The cache as the stores should leave it: position p of a step in row p % n_ctx. */
+static void apply_step(uint16_t *want, uint32_t n_ctx, uint32_t width, const float *src, uint32_t n_tokens,
+                       uint32_t n_past)
+{
+    for (uint32_t t = 0; t < n_tokens; t++)
+        for (uint32_t c = 0; c < width; c++)
+            want[(size_t)((n_past + t) % n_ctx) * width + c] = vk_fp32_to_fp16(src[(size_t)t * width + c]);
+}
+
+/* Vulkan leaves the f32 -> f16 rounding mode to the implementation: allow one f16 ulp,
+ * report how many are exact (all, on round-to-nearest-even devices). */
+static int check_cache(const uint16_t *cache, const uint16_t *want, size_t n, const char *what)
 {
     size_t exact = 0, near = 0, bad = 0, checked = 0;
-    for (uint32_t r = 0; r < n_ctx; r++) {
-        bool written = r >= n_past && r < n_past + n_tokens;
-        for (uint32_t c = 0; c < width; c++) {
-            uint16_t got = cache[(size_t)r * width + c];
-            if (!written) {
-                bad += got != SENTINEL;
-                continue;
-            }
-            uint16_t want = vk_fp32_to_fp16(src[(size_t)(r - n_past) * width + c]);
-            checked++;
-            int diff = (int)(got & 0x7fff) - (int)(want & 0x7fff);
-            if (got == want)
-                exact++;
-            else if ((got & 0x8000) == (want & 0x8000) && (diff == 1 || diff == -1))
-                near++;
-            else
-                bad++;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t got = cache[i];
+        if (want[i] == SENTINEL) {
+            bad += got != SENTINEL;
+            continue;
         }
+        checked++;
+        int diff = (int)(got & 0x7fff) - (int)(want[i] & 0x7fff);
+        if (got == want[i])
+            exact++;
+        else if ((got & 0x8000) == (want[i] & 0x8000) && (diff == 1 || diff == -1))
+            near++;
+        else
+            bad++;
     }
     t_check(bad == 0, "%s: %zu values stored, %zu exact, %zu within 1 ulp, %zu wrong or stray",
             what, checked, exact, near, bad);
@@ -76,8 +83,11 @@ static void check(vkr_device *dev, uint32_t width, uint32_t n_ctx, uint32_t n_to
             exit(1);
         }
         memcpy(cache, buf.buffer->mapped, cache_n * 2 + 64);
-        uint32_t n_kept = n_past >= n_ctx ? 0 : (n_past + n_tokens > n_ctx ? n_ctx - n_past : n_tokens);
-        check_rows(cache, n_ctx, width, src, n_kept, n_past, what);
+        uint16_t *want = malloc(cache_n * 2);
+        for (size_t i = 0; i < cache_n; i++)
+            want[i] = SENTINEL;
+        apply_step(want, n_ctx, width, src, n_tokens, n_past);
+        check_cache(cache, want, cache_n, what);
         size_t guard_bad = 0;
         for (size_t i = cache_n; i < cache_n + 32; i++)
             guard_bad += cache[i] != SENTINEL;
@@ -92,19 +102,10 @@ static void check(vkr_device *dev, uint32_t width, uint32_t n_ctx, uint32_t n_to
             exit(1);
         }
         memcpy(cache, buf.buffer->mapped, cache_n * 2);
-        size_t bad = 0;
-        for (uint32_t r = 0; r < n_ctx; r++)
-            for (uint32_t c = 0; c < width; c++) {
-                uint16_t got = cache[(size_t)r * width + c];
-                uint16_t want = SENTINEL;
-                if (r >= replay_n_past && r < replay_n_past + n_tokens)
-                    want = vk_fp32_to_fp16(src2[(size_t)(r - replay_n_past) * width + c]);
-                else if (r >= n_past && r < n_past + n_tokens)
-                    want = vk_fp32_to_fp16(src[(size_t)(r - n_past) * width + c]);
-                int diff = (int)got - (int)want;
-                bad += !(got == want || ((got ^ want) < 0x8000 && (diff == 1 || diff == -1)));
-            }
-        t_check(bad == 0, "replay at n_past %u: %zu wrong values", replay_n_past, bad);
+        apply_step(want, n_ctx, width, src2, n_tokens, replay_n_past);
+        snprintf(what, sizeof what, "replay at n_past %u", replay_n_past);
+        check_cache(cache, want, cache_n, what);
+        free(want);
         vkr_cmd_destroy(cmd);
     }
     t_tensor_free(dev, buf), t_tensor_free(dev, tsrc), t_tensor_free(dev, tp);
@@ -120,6 +121,6 @@ int main(void)
     check(dev, 10, 9, 3, 5, 0);      /* rows straddle the alignment */
     check(dev, 5, 8, 2, 1, 3);       /* odd width: f16 storage only */
     check(dev, 64, 400, 300, 50, 0); /* src 75 KiB: split across small-range bindings */
-    check(dev, 32, 20, 6, 17, 30);   /* rows past n_ctx are dropped, replay fully past */
+    check(dev, 32, 20, 6, 17, 30);   /* positions past n_ctx wrap around (rolling cache) */
     return t_finish(dev);
 }
