@@ -54,19 +54,19 @@ layout(push_constant) uniform Push {
 
 #include "blocks.glsl"
 
-// x[t][c .. c+3] (zeros past the end of the row, which only plain types can reach).
-// Uniform choices are specialization constants, not push constants: lavapipe runs both
-// sides of a branch whatever the condition.
+// x[t][c .. c+3], zeros past the end of the row (which only plain types can reach).
+// Uniform choices are specialization constants, not push constants, and the tail is handled
+// with clamps and selects, not branches: lavapipe runs both sides of every branch.
 vec4 load_x4(uint t, uint c)
 {
     uint i = p.x_skip + t * p.cols + c;
 #ifdef PLAIN_WEIGHTS
-    if (!W_ALIGNED && c + 4u > p.cols) {
-        vec4 v = vec4(0.0);
-        [[unroll]] for (uint j = 0u; j < 4u; j++)
-            if (c + j < p.cols)
-                v[j] = xs[i + j];
-        return v;
+    if (!W_ALIGNED) { // rows may end inside this group: stay inside the row, zero the rest
+        uint last = p.x_skip + t * p.cols + p.cols - 1u;
+        vec4 v = X_VEC4 ? x4[min(i, last) >> 2]
+                        : vec4(xs[min(i, last)], xs[min(i + 1u, last)], xs[min(i + 2u, last)],
+                               xs[min(i + 3u, last)]);
+        return mix(vec4(0.0), v, lessThan(uvec4(c) + uvec4(0u, 1u, 2u, 3u), uvec4(p.cols)));
     }
 #endif
     if (X_VEC4)

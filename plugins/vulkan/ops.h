@@ -115,7 +115,8 @@ vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows,
 vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor ids,
                          op_tensor out, uint32_t n_ids);
 
-/* y[t][r] = sum_c W[r][c] * x[t][c] (+ y[t][r] when accumulate), t < n_tokens. */
+/* y[t][r] = sum_c W[r][c] * x[t][c] (+ y[t][r] when accumulate), t < n_tokens. One dispatch
+ * per weight chunk and group of tokens whose x and y rows fit a binding (one token's must). */
 vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
                        uint32_t n_tokens, bool accumulate);
 

@@ -14,6 +14,7 @@
 #include "quant.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Must match the push constants of shaders/matmul.comp. */
@@ -189,22 +190,36 @@ static bool aligned_blocks(const op_weight *w, const op_weight_chunk *ch)
  * GPUs. On lavapipe every storage-buffer load instruction is a loop over the lanes, so what
  * counts is loads per multiply-add: big register tiles, vec4 loads, and uniform choices made
  * by specialization (lavapipe executes both sides of a branch). Big tiles cost compile time
- * at the first dispatch, though (a 16 x 8 tile takes ~3 s, 32 x 8 ~13 s): tiles stay modest. */
+ * at the first dispatch, though (q4_0: ~2.3 s for 16 x 8, over 10 s for 32 x 8): tiles stay
+ * modest. */
+
+/* Whether to use the shapes tuned for lavapipe. VKLLM_MATMUL_SHAPES=gpu or =cpu overrides
+ * the choice by device type, so that tests on lavapipe also run the GPU shapes (which split
+ * a row over several subgroups and tile tokens inside a workgroup). */
+static bool cpu_shapes(const vkr_device *dev)
+{
+    const char *e = getenv("VKLLM_MATMUL_SHAPES");
+    if (e && !strcmp(e, "gpu"))
+        return false;
+    if (e && !strcmp(e, "cpu"))
+        return true;
+    return dev->caps.device_type == VKLLM_DEVICE_CPU;
+}
 
 /* Up to this many tokens in a dispatch use the matrix-vector shader. */
 static uint32_t matvec_max_tokens(const vkr_device *dev)
 {
-    return dev->caps.device_type == VKLLM_DEVICE_CPU ? 4 : 8;
+    return cpu_shapes(dev) ? 4 : 8;
 }
 
-/* Matrix-vector specialization {wg, rows, n_tokens}: wg invocations split the columns of
- * `rows` rows for all tokens. */
-static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec[3])
+/* Matrix-vector specialization {wg, rows, n_tokens} (the caller adds W_ALIGNED and X_VEC4):
+ * wg invocations split the columns of `rows` rows for all tokens. */
+static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec[5])
 {
     const vkr_caps *c = &dev->caps;
     uint32_t sg = c->subgroup_size ? c->subgroup_size : 32;
     uint32_t wg, rows;
-    if (c->device_type == VKLLM_DEVICE_CPU) {
+    if (cpu_shapes(dev)) {
         /* One subgroup per workgroup: no shared memory or barrier. Many rows share each x
          * load. */
         wg = sg;
@@ -223,17 +238,19 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec
     spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
 }
 
-/* Matrix-matrix specialization {wg, wg_rows, tm, tn}: a workgroup of wg invocations, wg_rows
- * of them along the rows, each computing tm rows x tn tokens. */
-static void matmul_shape(const vkr_device *dev, uint32_t type, uint32_t spec[4])
+/* Matrix-matrix specialization {wg, wg_rows, tm, tn} (the caller adds W_ALIGNED and X_VEC4):
+ * a workgroup of wg invocations, wg_rows of them along the rows, each computing tm rows x tn
+ * tokens. */
+static void matmul_shape(const vkr_device *dev, uint32_t type, uint32_t spec[6])
 {
     const vkr_caps *c = &dev->caps;
-    if (c->device_type == VKLLM_DEVICE_CPU) {
+    if (cpu_shapes(dev)) {
         /* All lanes of a workgroup share the tokens. A quant block's decoding is shared by
          * more rows x tokens with 16 x 8 (q4_0: 8.4 vs 6.9 G multiply-adds/s per core at
          * 8 x 8); plain types gain nothing from it. */
         uint32_t sg = c->subgroup_size ? c->subgroup_size : 8;
-        spec[0] = sg, spec[1] = sg, spec[2] = ggml_traits(type).block_size > 1 ? 16 : 8, spec[3] = 8;
+        spec[0] = sg, spec[1] = sg, spec[3] = 8;
+        spec[2] = ggml_traits(type).block_size > 1 ? 16 : 8;
     } else {
         spec[0] = 64, spec[1] = 16, spec[2] = 4, spec[3] = 4;
     }
@@ -297,7 +314,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 spec[3] = aligned_blocks(w, ch);
                 spec[4] = x_vec4;
                 snprintf(name, sizeof name, "matvec_%s%s", tname, subgroup ? "_sg" : "");
-                if ((s = vkr_pipeline_get(dev, name, spec, 6, &pipe)))
+                if ((s = vkr_pipeline_get(dev, name, spec, 5, &pipe)))
                     return s;
                 vkr_grid(dev, (ch->row_count + spec[1] - 1) / spec[1], &gx, &gy);
             } else {
