@@ -29,7 +29,7 @@ args=()
 for a in "$@"; do
     case "$a" in
         --cpu) vulkan=OFF ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) args+=("$a") ;;
     esac
 done
@@ -103,3 +103,7 @@ for t in $TARGETS; do
     [ -x "$build/bin/$t" ] || die "missing $build/bin/$t after the build"
 done
 echo "built $TARGETS in $build/bin"
+if [ "$vulkan" = ON ]; then
+    # ggml-vulkan skips CPU-type devices (lavapipe) unless they are named
+    echo "on lavapipe run with: VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.x86_64.json GGML_VK_VISIBLE_DEVICES=0"
+fi
