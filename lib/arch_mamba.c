@@ -22,49 +22,27 @@
 #define MAMBA_MAX_CONV 8   /* what op_ssm_conv supports */
 #define MAMBA_MAX_STATE 64 /* what op_ssm_scan supports */
 
-static vkllm_status key_u32(const gguf_file *f, const char *suffix, uint32_t *out, int required,
-                            uint32_t fallback)
-{
-    char key[96];
-    snprintf(key, sizeof key, "mamba.%s", suffix);
-    uint64_t v;
-    vkllm_status s = gguf_get_u64(f, key, &v);
-    if (s == VKLLM_ERR_NOT_FOUND && !required) {
-        *out = fallback;
-        return VKLLM_OK;
-    }
-    if (s == VKLLM_ERR_NOT_FOUND)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata key %s is missing", key);
-    if (s)
-        return s;
-    if (v > 0x7fffffff)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s = %llu is out of range", key, (unsigned long long)v);
-    *out = (uint32_t)v;
-    return VKLLM_OK;
-}
-
 static vkllm_status read_hparams(const gguf_file *f, g_hparams *hp)
 {
     snprintf(hp->arch, sizeof hp->arch, "mamba");
     vkllm_status s;
     uint32_t dt_b_c_rms;
-    if ((s = key_u32(f, "embedding_length", &hp->n_embd, 1, 0)) ||
-        (s = key_u32(f, "block_count", &hp->n_layer, 1, 0)) ||
-        (s = key_u32(f, "context_length", &hp->n_ctx_train, 0, 2048)) ||
-        (s = key_u32(f, "ssm.conv_kernel", &hp->ssm_d_conv, 1, 0)) ||
-        (s = key_u32(f, "ssm.inner_size", &hp->ssm_d_inner, 1, 0)) ||
-        (s = key_u32(f, "ssm.state_size", &hp->ssm_d_state, 1, 0)) ||
-        (s = key_u32(f, "ssm.time_step_rank", &hp->ssm_dt_rank, 1, 0)) ||
-        (s = key_u32(f, "ssm.dt_b_c_rms", &dt_b_c_rms, 0, 0)))
+    if ((s = g_key_u32(f, "mamba", "embedding_length", &hp->n_embd, 1, 0)) ||
+        (s = g_key_u32(f, "mamba", "block_count", &hp->n_layer, 1, 0)) ||
+        (s = g_key_u32(f, "mamba", "context_length", &hp->n_ctx_train, 0, 2048)) ||
+        (s = g_key_u32(f, "mamba", "ssm.conv_kernel", &hp->ssm_d_conv, 1, 0)) ||
+        (s = g_key_u32(f, "mamba", "ssm.inner_size", &hp->ssm_d_inner, 1, 0)) ||
+        (s = g_key_u32(f, "mamba", "ssm.state_size", &hp->ssm_d_state, 1, 0)) ||
+        (s = g_key_u32(f, "mamba", "ssm.time_step_rank", &hp->ssm_dt_rank, 1, 0)) ||
+        (s = g_key_u32(f, "mamba", "ssm.dt_b_c_rms", &dt_b_c_rms, 0, 0)))
         return s;
-    double eps = 1e-5;
-    s = gguf_get_f64(f, "mamba.attention.layer_norm_rms_epsilon", &eps);
-    if (s && s != VKLLM_ERR_NOT_FOUND)
+    float eps;
+    if ((s = g_key_f32(f, "mamba", "attention.layer_norm_rms_epsilon", &eps, 1e-5f)))
         return s;
-    if (!isfinite(eps) || eps < 0)
+    if (eps < 0)
         return vk_fail(VKLLM_ERR_BAD_FILE, "metadata mamba.attention.layer_norm_rms_epsilon is not a "
                        "finite non-negative number");
-    hp->norm_eps = (float)eps;
+    hp->norm_eps = eps;
     if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_layer > G_MAX_LAYERS)
         return vk_fail(VKLLM_ERR_BAD_FILE, "mamba: embedding_length %u, block_count %u (1..%u)", hp->n_embd,
                        hp->n_layer, G_MAX_LAYERS);

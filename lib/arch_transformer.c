@@ -64,46 +64,6 @@ const char *g_supported_architectures(void)
 
 /* ---- metadata ---------------------------------------------------------------------- */
 
-static vkllm_status key_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t *out,
-                            int required, uint32_t fallback)
-{
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    uint64_t v;
-    vkllm_status s = gguf_get_u64(f, key, &v);
-    if (s == VKLLM_ERR_NOT_FOUND && !required) {
-        *out = fallback;
-        return VKLLM_OK;
-    }
-    if (s == VKLLM_ERR_NOT_FOUND)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata key %s is missing", key);
-    if (s)
-        return s;
-    if (v > 0x7fffffff)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s = %llu is out of range", key, (unsigned long long)v);
-    *out = (uint32_t)v;
-    return VKLLM_OK;
-}
-
-static vkllm_status key_f32(const gguf_file *f, const char *arch, const char *suffix, float *out,
-                            float fallback)
-{
-    char key[128];
-    snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    double v;
-    vkllm_status s = gguf_get_f64(f, key, &v);
-    if (s == VKLLM_ERR_NOT_FOUND) {
-        *out = fallback;
-        return VKLLM_OK;
-    }
-    if (s)
-        return s;
-    if (!isfinite(v))
-        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s is not finite", key);
-    *out = (float)v;
-    return VKLLM_OK;
-}
-
 /* A per-layer count that is either one number or an array with a value per layer
  * (DeciLM's head_count_kv and feed_forward_length). */
 static vkllm_status key_per_layer(const gguf_file *f, const char *arch, const char *suffix, uint32_t n_layer,
@@ -126,7 +86,7 @@ static vkllm_status key_per_layer(const gguf_file *f, const char *arch, const ch
         return VKLLM_OK;
     }
     uint32_t v;
-    vkllm_status s = key_u32(f, arch, suffix, &v, required, fallback);
+    vkllm_status s = g_key_u32(f, arch, suffix, &v, required, fallback);
     for (uint32_t l = 0; !s && l < n_layer; l++)
         out[l] = v;
     return s;
@@ -246,7 +206,7 @@ static vkllm_status build_moe(builder *b, int32_t in, uint32_t l, uint32_t n_ff,
                        "%s: %u experts used of %u: need 1 <= expert_used_count <= min(expert_count, %d), "
                        "expert_count <= %d", hp->arch, K, N, G_MAX_EXPERTS_USED, G_MAX_EXPERTS);
     float scale;
-    vkllm_status s = key_f32(b->f, hp->arch, "expert_weights_scale", &scale, 0.0f);
+    vkllm_status s = g_key_f32(b->f, hp->arch, "expert_weights_scale", &scale, 0.0f);
     if (s)
         return s;
     char name[64];
@@ -403,16 +363,16 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
     vkllm_status s;
     snprintf(hp->arch, sizeof hp->arch, "%s", a);
     float rms_eps, ln_eps;
-    if ((s = key_u32(f, a, "embedding_length", &hp->n_embd, 1, 0)) ||
-        (s = key_u32(f, a, "block_count", &hp->n_layer, 1, 0)) ||
-        (s = key_u32(f, a, "attention.head_count", &hp->n_head, 1, 0)) ||
-        (s = key_u32(f, a, "context_length", &hp->n_ctx_train, 0, 2048)) ||
-        (s = key_f32(f, a, "attention.layer_norm_rms_epsilon", &rms_eps, 1e-5f)) ||
-        (s = key_f32(f, a, "attention.layer_norm_epsilon", &ln_eps, 1e-5f)) ||
-        (s = key_f32(f, a, "rope.freq_base", &hp->rope_freq_base, 10000.0f)) ||
-        (s = key_u32(f, a, "attention.sliding_window", &hp->n_swa, 0, 0)) ||
-        (s = key_f32(f, a, "attention.clamp_kqv", &hp->clamp_kqv, 0.0f)) ||
-        (s = key_f32(f, a, "attention.max_alibi_bias", &hp->alibi_max_bias, 8.0f)))
+    if ((s = g_key_u32(f, a, "embedding_length", &hp->n_embd, 1, 0)) ||
+        (s = g_key_u32(f, a, "block_count", &hp->n_layer, 1, 0)) ||
+        (s = g_key_u32(f, a, "attention.head_count", &hp->n_head, 1, 0)) ||
+        (s = g_key_u32(f, a, "context_length", &hp->n_ctx_train, 0, 2048)) ||
+        (s = g_key_f32(f, a, "attention.layer_norm_rms_epsilon", &rms_eps, 1e-5f)) ||
+        (s = g_key_f32(f, a, "attention.layer_norm_epsilon", &ln_eps, 1e-5f)) ||
+        (s = g_key_f32(f, a, "rope.freq_base", &hp->rope_freq_base, 10000.0f)) ||
+        (s = g_key_u32(f, a, "attention.sliding_window", &hp->n_swa, 0, 0)) ||
+        (s = g_key_f32(f, a, "attention.clamp_kqv", &hp->clamp_kqv, 0.0f)) ||
+        (s = g_key_f32(f, a, "attention.max_alibi_bias", &hp->alibi_max_bias, 8.0f)))
         return s;
     hp->norm_eps = spec->norm == NORM_RMS ? rms_eps : ln_eps;
     if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_head == 0 || hp->n_layer > G_MAX_LAYERS)
@@ -424,7 +384,7 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
     hp->n_head_kv = hp->n_head_kv_layer[0];
     hp->n_ff = hp->n_ff_layer[0];
     uint32_t key_length;
-    if ((s = key_u32(f, a, "attention.key_length", &key_length, 0, 0)))
+    if ((s = g_key_u32(f, a, "attention.key_length", &key_length, 0, 0)))
         return s;
     if (key_length == 0 && hp->n_embd % hp->n_head)
         return vk_fail(VKLLM_ERR_BAD_FILE, "%s: embedding_length %u is not a multiple of head_count %u", a,
@@ -438,7 +398,7 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
         if (hp->n_ff_layer[l] == 0)
             return vk_fail(VKLLM_ERR_BAD_FILE, "%s: layer %u has feed_forward_length 0", a, l);
     }
-    if ((s = key_u32(f, a, "rope.dimension_count", &hp->n_rot, 0, hp->head_dim)))
+    if ((s = g_key_u32(f, a, "rope.dimension_count", &hp->n_rot, 0, hp->head_dim)))
         return s;
     if (hp->n_rot > hp->head_dim || hp->n_rot % 2)
         return vk_fail(VKLLM_ERR_BAD_FILE, "%s: rope.dimension_count %u does not fit head size %u", a,
@@ -447,7 +407,7 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
     /* Linear RoPE scaling: positions are divided by the factor. */
     hp->rope_freq_scale = 1.0f;
     float factor;
-    if ((s = key_f32(f, a, "rope.scaling.factor", &factor, 0.0f)))
+    if ((s = g_key_f32(f, a, "rope.scaling.factor", &factor, 0.0f)))
         return s;
     char key[96];
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
@@ -465,13 +425,13 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
         return s;
     } else {
         float linear;
-        if ((s = key_f32(f, a, "rope.scale_linear", &linear, 0.0f)))
+        if ((s = g_key_f32(f, a, "rope.scale_linear", &linear, 0.0f)))
             return s;
         if (linear > 0)
             hp->rope_freq_scale = 1.0f / linear;
     }
-    if ((s = key_u32(f, a, "expert_count", &hp->n_expert, 0, 0)) ||
-        (s = key_u32(f, a, "expert_used_count", &hp->n_expert_used, 0, 0)))
+    if ((s = g_key_u32(f, a, "expert_count", &hp->n_expert, 0, 0)) ||
+        (s = g_key_u32(f, a, "expert_used_count", &hp->n_expert_used, 0, 0)))
         return s;
 
     const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");

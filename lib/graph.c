@@ -1,5 +1,6 @@
 #include "graph.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,46 @@ void g_free(g_graph *g)
     free(g->strings);
     free(g->nodes);
     memset(g, 0, sizeof *g);
+}
+
+vkllm_status g_key_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t *out,
+                            int required, uint32_t fallback)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint64_t v;
+    vkllm_status s = gguf_get_u64(f, key, &v);
+    if (s == VKLLM_ERR_NOT_FOUND && !required) {
+        *out = fallback;
+        return VKLLM_OK;
+    }
+    if (s == VKLLM_ERR_NOT_FOUND)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata key %s is missing", key);
+    if (s)
+        return s;
+    if (v > 0x7fffffff)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s = %llu is out of range", key, (unsigned long long)v);
+    *out = (uint32_t)v;
+    return VKLLM_OK;
+}
+
+vkllm_status g_key_f32(const gguf_file *f, const char *arch, const char *suffix, float *out,
+                            float fallback)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    double v;
+    vkllm_status s = gguf_get_f64(f, key, &v);
+    if (s == VKLLM_ERR_NOT_FOUND) {
+        *out = fallback;
+        return VKLLM_OK;
+    }
+    if (s)
+        return s;
+    if (!isfinite(v))
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s is not finite", key);
+    *out = (float)v;
+    return VKLLM_OK;
 }
 
 vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols, uint64_t rows)

@@ -135,6 +135,13 @@ void g_free(g_graph *g);
 int32_t g_add_node(g_graph *g, const g_node *node);
 const char *g_strf(g_graph *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Metadata "<arch>.<suffix>": an unsigned count below 2^31, or a finite float. Absent keys
+ * give `fallback` (g_key_u32: an error when `required`); errors name the key. */
+vkllm_status g_key_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t *out,
+                       int required, uint32_t fallback);
+vkllm_status g_key_f32(const gguf_file *f, const char *arch, const char *suffix, float *out,
+                       float fallback);
+
 /* Checks a tensor exists with the expected 2-D shape [cols, rows] (ne order); rows == 0
  * accepts any row count. Errors name the tensor and both shapes. */
 vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols, uint64_t rows);
