@@ -31,22 +31,6 @@ typedef struct get_rows_push {
     uint32_t n_ids;
 } get_rows_push;
 
-/* The shader-name suffix of a weight type, or NULL when these ops cannot read it. */
-static const char *weight_type_name(uint32_t type)
-{
-    switch (type) {
-    case GGML_F32: return "f32";
-    case GGML_F16: return "f16";
-    case GGML_BF16: return "bf16";
-    case GGML_Q8_0: return "q8_0";
-    case GGML_Q4_0: return "q4_0";
-    case GGML_Q4_1: return "q4_1";
-    case GGML_Q5_0: return "q5_0";
-    case GGML_Q5_1: return "q5_1";
-    default: return NULL;
-    }
-}
-
 /* The largest binding size we use: a multiple of 4 (weights are read as words) that keeps
  * byte offsets inside a binding within uint32 in the shaders. */
 static uint64_t binding_limit(const vkr_device *dev)
@@ -101,7 +85,7 @@ vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows,
                             const vkr_buffer *buffer, VkDeviceSize offset, op_weight *out)
 {
     memset(out, 0, sizeof *out);
-    const char *name = weight_type_name(type);
+    const char *name = op_weight_type_name(type);
     if (!name)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "weight type %u (%s) cannot be used for matmul", type,
                        ggml_traits(type).name ? ggml_traits(type).name : "unknown");
@@ -160,7 +144,7 @@ vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows,
 
 static vkllm_status check_weight(const op_weight *w, const char *op, const char **name)
 {
-    *name = w ? weight_type_name(w->type) : NULL;
+    *name = w ? op_weight_type_name(w->type) : NULL;
     if (!*name)
         return vk_fail(VKLLM_ERR_INTERNAL, "%s: weight type %u is not supported", op,
                        w ? w->type : 0);

@@ -101,22 +101,6 @@ vkllm_status op_moe_router(vkr_cmd *cmd, vkr_device *dev, op_tensor logits, op_t
     return s;
 }
 
-/* The shader-name suffix of a weight type, or NULL when the expert products cannot read it. */
-static const char *weight_type_name(uint32_t type)
-{
-    switch (type) {
-    case GGML_F32: return "f32";
-    case GGML_F16: return "f16";
-    case GGML_BF16: return "bf16";
-    case GGML_Q8_0: return "q8_0";
-    case GGML_Q4_0: return "q4_0";
-    case GGML_Q4_1: return "q4_1";
-    case GGML_Q5_0: return "q5_0";
-    case GGML_Q5_1: return "q5_1";
-    default: return NULL;
-    }
-}
-
 /* Activation bindings start 16-byte aligned (at least), so rows that are 16-byte aligned in
  * memory can be read as vec4. */
 static uint64_t activation_align(const vkr_device *dev)
@@ -173,7 +157,7 @@ static void moe_shape(const vkr_device *dev, uint32_t n_used, uint32_t spec[3])
 vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
                            op_tensor route, op_tensor y, const op_moe_desc *d)
 {
-    const char *tname = w ? weight_type_name(w->type) : NULL;
+    const char *tname = w ? op_weight_type_name(w->type) : NULL;
     if (!tname || w->n_chunks == 0 || w->n_chunks > OP_MAX_CHUNKS ||
         w->row_bytes != ggml_row_bytes(w->type, w->cols))
         return vk_fail(VKLLM_ERR_INTERNAL, "moe_matmul: weight not set up by op_weight_init");

@@ -3,6 +3,24 @@
 #define VKLLM_OPS_UTIL_H
 
 #include "ops.h"
+#include "quant.h"
+
+/* The shader-name suffix of a weight type ("q4_0" in "matvec_q4_0"), or NULL for types
+ * the weight-reading shaders (blocks.glsl) cannot decode. */
+static inline const char *op_weight_type_name(uint32_t type)
+{
+    switch (type) {
+    case GGML_F32: return "f32";
+    case GGML_F16: return "f16";
+    case GGML_BF16: return "bf16";
+    case GGML_Q8_0: return "q8_0";
+    case GGML_Q4_0: return "q4_0";
+    case GGML_Q4_1: return "q4_1";
+    case GGML_Q5_0: return "q5_0";
+    case GGML_Q5_1: return "q5_1";
+    default: return NULL;
+    }
+}
 
 /* Default workgroup size for simple one-thread-per-element shaders. */
 #define OP_WORKGROUP 64u
