@@ -29,22 +29,26 @@ typedef struct arch_spec {
     mlp_kind mlp;
     bool parallel;      /* parallel residual (gptneox: only when use_parallel_residual) */
     bool embed_norm;    /* BLOOM: LayerNorm right after the embedding */
+    bool ff_doubled;    /* Qwen (v1): feed_forward_length is twice the MLP width, as its
+                           config's intermediate_size (llama.cpp loads the FFN at n_ff / 2) */
 } arch_spec;
 
 /* GELU: transformers uses the exact (erf) form for Falcon, MPT and GPT-NeoX, the tanh
  * approximation for BLOOM and Phi-2 (llama.cpp uses tanh for all). */
 static const arch_spec specs[] = {
-    {"llama", NORM_RMS, POS_ROPE_ADJACENT, MLP_SWIGLU, false, false},
-    {"deci", NORM_RMS, POS_ROPE_ADJACENT, MLP_SWIGLU, false, false},
-    {"qwen2", NORM_RMS, POS_ROPE_HALF, MLP_SWIGLU, false, false},
-    {"stablelm", NORM_LAYER, POS_ROPE_HALF, MLP_SWIGLU, false, false},
-    {"falcon", NORM_LAYER, POS_ROPE_HALF, MLP_GELU_ERF, true, false},
-    {"gptneox", NORM_LAYER, POS_ROPE_HALF, MLP_GELU_ERF, true, false},
-    {"phi2", NORM_LAYER, POS_ROPE_HALF, MLP_GELU, true, false},
-    {"mpt", NORM_LAYER, POS_ALIBI, MLP_GELU_ERF, false, false},
-    {"bloom", NORM_LAYER, POS_ALIBI, MLP_GELU, false, true},
+    {"llama", NORM_RMS, POS_ROPE_ADJACENT, MLP_SWIGLU, false, false, false},
+    {"deci", NORM_RMS, POS_ROPE_ADJACENT, MLP_SWIGLU, false, false, false},
+    /* Qwen v1: fused attn_qkv with bias; the tensor shapes tie Q, K, V to the hidden width. */
+    {"qwen", NORM_RMS, POS_ROPE_HALF, MLP_SWIGLU, false, false, true},
+    {"qwen2", NORM_RMS, POS_ROPE_HALF, MLP_SWIGLU, false, false, false},
+    {"stablelm", NORM_LAYER, POS_ROPE_HALF, MLP_SWIGLU, false, false, false},
+    {"falcon", NORM_LAYER, POS_ROPE_HALF, MLP_GELU_ERF, true, false, false},
+    {"gptneox", NORM_LAYER, POS_ROPE_HALF, MLP_GELU_ERF, true, false, false},
+    {"phi2", NORM_LAYER, POS_ROPE_HALF, MLP_GELU, true, false, false},
+    {"mpt", NORM_LAYER, POS_ALIBI, MLP_GELU_ERF, false, false, false},
+    {"bloom", NORM_LAYER, POS_ALIBI, MLP_GELU, false, true, false},
     /* OPT/Galactica: vkllm's own name (llama.cpp has none; loaded from HF folders). */
-    {"opt", NORM_LAYER, POS_LEARNED, MLP_RELU, false, false},
+    {"opt", NORM_LAYER, POS_LEARNED, MLP_RELU, false, false, false},
 };
 
 static const arch_spec *find_spec(const char *arch)
@@ -59,13 +63,14 @@ bool g_transformer_arch(const char *arch) { return find_spec(arch) != NULL; }
 
 const char *g_supported_architectures(void)
 {
-    return "llama, deci, qwen2, stablelm, falcon, gptneox, phi2, mpt, bloom, opt, mamba";
+    return "llama, deci, qwen, qwen2, stablelm, falcon, gptneox, phi2, mpt, bloom, opt, mamba";
 }
 
 /* ---- metadata ---------------------------------------------------------------------- */
 
 /* A per-layer count that is either one number or an array with a value per layer
- * (DeciLM's head_count_kv and feed_forward_length). */
+ * (DeciLM's head_count, head_count_kv and feed_forward_length; llama.cpp reads these
+ * three either way for every architecture). */
 static vkllm_status key_per_layer(const gguf_file *f, const char *arch, const char *suffix, uint32_t n_layer,
                                   uint32_t *out, int required, uint32_t fallback)
 {
@@ -74,9 +79,13 @@ static vkllm_status key_per_layer(const gguf_file *f, const char *arch, const ch
     const gguf_kv *kv = gguf_find(f, key);
     if (kv && kv->type == GGUF_ARRAY) {
         const gguf_array *a = &kv->v.a;
-        if (a->n != n_layer || gguf_value_size(a->elem_type) == 0)
-            return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s: an array of %llu numbers for %u layers", key,
-                           (unsigned long long)a->n, n_layer);
+        uint32_t t = a->elem_type;
+        if (t == GGUF_FLOAT32 || t == GGUF_FLOAT64 || t == GGUF_BOOL || gguf_value_size(t) == 0)
+            return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s is an array of %s, expected integers", key,
+                           gguf_value_type_name(t));
+        if (a->n != n_layer)
+            return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s: an array of %llu numbers for %u layers "
+                           "(block_count)", key, (unsigned long long)a->n, n_layer);
         for (uint32_t l = 0; l < n_layer; l++) {
             int64_t v = gguf_arr_i64(a, l);
             if (v < 0 || v > 0x7fffffff)
@@ -365,7 +374,6 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
     float rms_eps, ln_eps;
     if ((s = g_key_u32(f, a, "embedding_length", &hp->n_embd, 1, 0)) ||
         (s = g_key_u32(f, a, "block_count", &hp->n_layer, 1, 0)) ||
-        (s = g_key_u32(f, a, "attention.head_count", &hp->n_head, 1, 0)) ||
         (s = g_key_u32(f, a, "context_length", &hp->n_ctx_train, 0, 2048)) ||
         (s = g_key_f32(f, a, "attention.layer_norm_rms_epsilon", &rms_eps, 1e-5f)) ||
         (s = g_key_f32(f, a, "attention.layer_norm_epsilon", &ln_eps, 1e-5f)) ||
@@ -375,12 +383,52 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
         (s = g_key_f32(f, a, "attention.max_alibi_bias", &hp->alibi_max_bias, 8.0f)))
         return s;
     hp->norm_eps = spec->norm == NORM_RMS ? rms_eps : ln_eps;
-    if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_head == 0 || hp->n_layer > G_MAX_LAYERS)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "%s: embedding_length %u, block_count %u (at most %u), "
-                       "head_count %u: none may be zero", a, hp->n_embd, hp->n_layer, G_MAX_LAYERS, hp->n_head);
+    if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_layer > G_MAX_LAYERS)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "%s: embedding_length %u, block_count %u (at most %u): "
+                       "neither may be zero", a, hp->n_embd, hp->n_layer, G_MAX_LAYERS);
+    /* head_count may be per layer too (Nemotron-51B, arch deci): all layers must have the
+     * same, non-zero count (0 marks an attention-free layer, which vkllm does not build). */
+    uint32_t heads[G_MAX_LAYERS];
+    if ((s = key_per_layer(f, a, "attention.head_count", hp->n_layer, heads, 1, 0)))
+        return s;
+    hp->n_head = 0;
+    for (uint32_t l = 0; l < hp->n_layer; l++)
+        hp->n_head |= heads[l];
+    if (hp->n_head == 0)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s.attention.head_count is 0", a);
+    hp->n_head = heads[0];
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        if (heads[l] == 0)
+            return vk_fail(VKLLM_ERR_UNSUPPORTED, "metadata %s.attention.head_count: layer %u has 0 heads "
+                           "(an attention-free layer), which is not supported", a, l);
+        if (heads[l] != hp->n_head)
+            return vk_fail(VKLLM_ERR_UNSUPPORTED, "metadata %s.attention.head_count: layer %u has %u heads, "
+                           "layer 0 %u; a head count per layer is not supported", a, l, heads[l], hp->n_head);
+    }
     if ((s = key_per_layer(f, a, "attention.head_count_kv", hp->n_layer, hp->n_head_kv_layer, 0, hp->n_head)) ||
         (s = key_per_layer(f, a, "feed_forward_length", hp->n_layer, hp->n_ff_layer, 1, 0)))
         return s;
+    for (uint32_t l = 0; l < hp->n_layer; l++) {
+        uint32_t kv = hp->n_head_kv_layer[l];
+        /* llama.cpp (arch deci) runs a layer with 0 KV heads as "linear attention" (output
+         * projection of the normed input, Nemotron-51B) and one with feed_forward_length 0
+         * without its MLP (Nemotron-Ultra's no-op layers); vkllm builds neither. */
+        if (kv == 0)
+            return vk_fail(VKLLM_ERR_UNSUPPORTED, "metadata %s.attention.head_count_kv: layer %u has 0 KV "
+                           "heads (a linear-attention layer), which is not supported", a, l);
+        if (hp->n_head % kv)
+            return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s.attention.head_count_kv: layer %u has %u KV heads, "
+                           "which does not divide head_count %u", a, l, kv, hp->n_head);
+        if (hp->n_ff_layer[l] == 0)
+            return vk_fail(VKLLM_ERR_UNSUPPORTED, "metadata %s.feed_forward_length: layer %u has 0 (a layer "
+                           "without MLP), which is not supported", a, l);
+        if (spec->ff_doubled) {
+            if (hp->n_ff_layer[l] % 2)
+                return vk_fail(VKLLM_ERR_BAD_FILE, "metadata %s.feed_forward_length = %u is odd: %s stores "
+                               "twice the MLP width", a, hp->n_ff_layer[l], a);
+            hp->n_ff_layer[l] /= 2;
+        }
+    }
     hp->n_head_kv = hp->n_head_kv_layer[0];
     hp->n_ff = hp->n_ff_layer[0];
     uint32_t key_length;
@@ -390,14 +438,6 @@ static vkllm_status read_hparams(const gguf_file *f, const arch_spec *spec, g_hp
         return vk_fail(VKLLM_ERR_BAD_FILE, "%s: embedding_length %u is not a multiple of head_count %u", a,
                        hp->n_embd, hp->n_head);
     hp->head_dim = key_length ? key_length : hp->n_embd / hp->n_head;
-    for (uint32_t l = 0; l < hp->n_layer; l++) {
-        uint32_t kv = hp->n_head_kv_layer[l];
-        if (kv == 0 || hp->n_head % kv)
-            return vk_fail(VKLLM_ERR_BAD_FILE, "%s: layer %u has head_count_kv %u, which does not divide "
-                           "head_count %u", a, l, kv, hp->n_head);
-        if (hp->n_ff_layer[l] == 0)
-            return vk_fail(VKLLM_ERR_BAD_FILE, "%s: layer %u has feed_forward_length 0", a, l);
-    }
     if ((s = g_key_u32(f, a, "rope.dimension_count", &hp->n_rot, 0, hp->head_dim)))
         return s;
     if (hp->n_rot > hp->head_dim || hp->n_rot % 2)
