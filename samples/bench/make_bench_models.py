@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Write random-weight Llama benchmark models as GGUF (F16, Q8_0, Q4_0).
 
-The shape is Karpathy's stories110M (dim 768, 12 layers, 12 heads, FFN 2048,
-vocab 32000) with an untied output matrix as in Llama, so 134M parameters in
-all (110M without the output matrix). Context length 2048.
+Two shapes (--shape):
+  134M  Karpathy's stories110M (dim 768, 12 layers, 12 heads, FFN 2048, vocab
+        32000) with an untied output matrix as in Llama, so 134M parameters in
+        all (110M without the output matrix). The default.
+  1.1B  TinyLlama-1.1B (dim 2048, 22 layers, 32 query heads over 4 KV heads,
+        FFN 5632, vocab 32000), for real GPUs.
+Context length 2048.
 
 The weights are random (normal * 0.02, norms 1): the files are for timing only,
 their text is gibberish. They are never committed; run this script to make them:
@@ -37,8 +41,13 @@ FILE_TYPES = {  # weight type -> (tensor type, general.file_type)
     "Q4_0": (QT.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
 }
 
-# stories110M / Llama-2-style hyperparameters
-DIM, N_LAYERS, N_HEADS, FFN, VOCAB, CTX = 768, 12, 12, 2048, 32000, 2048
+# name -> (dim, layers, query heads, KV heads, FFN width); all use the 32000-token vocab
+SHAPES = {
+    "134M": (768, 12, 12, 12, 2048),    # stories110M, Llama-2 style
+    "1.1B": (2048, 22, 32, 4, 5632),    # TinyLlama-1.1B
+}
+DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN = SHAPES["134M"]  # set by main() from --shape
+VOCAB, CTX = 32000, 2048
 NORM_EPS, ROPE_BASE = 1e-5, 10000.0
 
 TOKENIZER_KEYS = [
@@ -58,8 +67,8 @@ def tensor_list(tied):
         out += [
             (p + "attn_norm.weight", (DIM,)),
             (p + "attn_q.weight", (DIM, DIM)),
-            (p + "attn_k.weight", (DIM, DIM)),
-            (p + "attn_v.weight", (DIM, DIM)),
+            (p + "attn_k.weight", (DIM // N_HEADS * N_KV_HEADS, DIM)),
+            (p + "attn_v.weight", (DIM // N_HEADS * N_KV_HEADS, DIM)),
             (p + "attn_output.weight", (DIM, DIM)),
             (p + "ffn_norm.weight", (DIM,)),
             (p + "ffn_gate.weight", (FFN, DIM)),
@@ -107,9 +116,9 @@ def make_weight(seed, index, shape):
     return rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
 
 
-def write_model(path, wtype, tok_fields, seed, tied):
+def write_model(path, base, wtype, tok_fields, seed, tied):
     qtype, ftype = FILE_TYPES[wtype]
-    name = f"rand-llama-{'110M-tied' if tied else '134M'} (random weights, benchmark only)"
+    name = f"{base} (random weights, benchmark only)"
     w = gguf.GGUFWriter(path, "llama")
     w.add_name(name)
     w.add_context_length(CTX)
@@ -117,7 +126,7 @@ def write_model(path, wtype, tok_fields, seed, tied):
     w.add_block_count(N_LAYERS)
     w.add_feed_forward_length(FFN)
     w.add_head_count(N_HEADS)
-    w.add_head_count_kv(N_HEADS)
+    w.add_head_count_kv(N_KV_HEADS)
     w.add_rope_dimension_count(DIM // N_HEADS)
     w.add_rope_freq_base(ROPE_BASE)
     w.add_layer_norm_rms_eps(NORM_EPS)
@@ -156,7 +165,11 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--tied", action="store_true",
                     help="share token_embd as output (110M params) instead of an output matrix")
+    ap.add_argument("--shape", default="134M", choices=sorted(SHAPES),
+                    help="model shape (default 134M)")
     args = ap.parse_args()
+    global DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN
+    DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN = SHAPES[args.shape]
 
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     for t in types:
@@ -166,10 +179,12 @@ def main():
         ap.error(f"vocab GGUF not found: {args.vocab}")
     tok_fields = read_tokenizer(args.vocab)
     os.makedirs(args.out_dir, exist_ok=True)
-    base = "rand-llama-110M-tied" if args.tied else "rand-llama-134M"
+    base = f"rand-llama-{args.shape}" + ("-tied" if args.tied else "")
+    if args.shape == "134M" and args.tied:
+        base = "rand-llama-110M-tied"  # the name it has always had
     for t in types:
         path = os.path.join(args.out_dir, f"{base}.{t}.gguf")
-        n = write_model(path, t, tok_fields, args.seed, args.tied)
+        n = write_model(path, base, t, tok_fields, args.seed, args.tied)
         print(f"{path}: {n / 1e6:.1f}M parameters, {os.path.getsize(path) / 2**20:.1f} MiB")
 
 

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# On a machine with a real GPU and none of our build tools: run vkllm's test suite and
+# the benchmarks beside llama.cpp's Vulkan backend, from the kit that
+# samples/bench/device_pack.sh put in .gpu/. Run from the repo root. Results go to $OUT
+# (default ./device-out): summary.txt (what the benchmarks and tests printed) and
+# logs.tar.gz (every test's output, the JSON results).
+#
+# STEPS (default "tests bench") chooses what runs; MODELS_1B=0 skips the 1.1B models;
+# BENCH_ARGS (default "-p 512 -n 128 -r 3") goes to both vkllm-bench and llama-bench.
+# Each step has its own time limit, so one that hangs costs its limit, not the run.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+root=$PWD
+kit=$root/.gpu
+out=${OUT:-$root/device-out}
+steps=${STEPS:-tests bench}
+bench_args=${BENCH_ARGS:--p 512 -n 128 -r 3}
+mkdir -p "$out/logs" && : > "$out/summary.txt"
+say() { echo "$*" | tee -a "$out/summary.txt"; }
+t0=$(date +%s)
+stamp() { say "== $* (t+$(( $(date +%s) - t0 )) s)"; }
+
+# The Vulkan loader and the GL vendor-neutral dispatch libraries (NVIDIA's Vulkan driver
+# lives in libGLX_nvidia, which needs them) into /, the validation layer beside it
+# (unpacking more into / can break the system), the GPU's ICD manifest.
+for f in "$kit"/debs/*.deb; do
+    case "$f" in *vulkan-validationlayers*) ;; *) dpkg -x "$f" / ;; esac
+done
+ldconfig
+mkdir -p /opt/vkllm-vl && dpkg -x "$kit"/debs/vulkan-validationlayers_*.deb /opt/vkllm-vl
+# The manifest names its library without a path; point it at the unpacked one.
+vl=/opt/vkllm-vl/usr/share/vulkan/explicit_layer.d
+sed -i "s|\"library_path\": *\"[^\"]*\"|\"library_path\": \"/opt/vkllm-vl/usr/lib/x86_64-linux-gnu/libVkLayer_khronos_validation.so\"|" \
+    "$vl/VkLayer_khronos_validation.json"
+export VK_LAYER_PATH=$vl
+if [ -z "${VK_DRIVER_FILES:-}" ]; then
+    for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
+               /etc/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json; do
+        [ -f "$icd" ] && export VK_DRIVER_FILES=$icd && break
+    done
+fi
+say "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset}; binaries built from $(head -1 "$kit/commit")"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv \
+    2>&1 | tee -a "$out/summary.txt"
+
+# Binaries built elsewhere, at the paths their test list names.
+tar -xJf "$kit/build.tar.xz"
+mkdir -p "$kit/llama" && tar -xJf "$kit/llama-bin.tar.xz" -C "$kit/llama"
+llama_bin=$kit/llama/bin
+plugin=$root/build-gpu/plugins/vulkan/libvkllm_vulkan.so
+export VKLLM_PLUGIN=$plugin  # the samples' built-in default names the build machine's path
+build-gpu/samples/vkllm-run --plugin "$plugin" --list-devices 2>&1 | tee -a "$out/summary.txt" ||
+    VK_LOADER_DEBUG=error,driver build-gpu/samples/vkllm-run --plugin "$plugin" --list-devices 2>&1 |
+    tail -30 | tee -a "$out/summary.txt"
+
+# Benchmark models, made while the tests run (CPU work).
+models=$root/.gpu-models
+mkdir -p "$models"
+if [[ " $steps " == *" bench "* ]]; then
+    (
+        python3 -m pip install -q --no-index --no-deps --target /tmp/vkllm-site "$kit"/whl/*.whl
+        export PYTHONPATH=/tmp/vkllm-site
+        mb="python3 samples/bench/make_bench_models.py $models --vocab $kit/shared/models/ggml-vocab-llama-spm.gguf"
+        $mb --shape 134M --types F16,Q8_0,Q4_0
+        if [ "${MODELS_1B:-1}" = 1 ]; then
+            $mb --shape 1.1B --types F16
+            # llama-quantize (multi-threaded) instead of the gguf package's numpy quantizers,
+            # which take minutes at this size; --pure: every matrix in the one type.
+            for t in Q8_0 Q4_0; do
+                LD_LIBRARY_PATH=$llama_bin:$kit:$LD_LIBRARY_PATH "$llama_bin/llama-quantize" --pure \
+                    "$models/rand-llama-1.1B.F16.gguf" "$models/rand-llama-1.1B.$t.gguf" "$t" >/dev/null
+            done
+        fi
+        ls -la "$models"
+    ) > "$out/logs/make_models.log" 2>&1 &
+    models_pid=$!
+fi
+
+if [[ " $steps " == *" tests "* ]]; then
+    # The Vulkan suites; abi and core are CPU-only and need this machine's tools.
+    stamp "tests (system Vulkan driver, validation layer on)"
+    timeout 300 python3 tests/tools/run_test_list.py "$kit/tests.json" -j 8 \
+        --suite ops --suite runtime --suite model --suite conformance \
+        --build-dir "$root/build-gpu" \
+        --log-dir "$out/logs/tests" \
+        --replace "$(cat "$kit/source_root")/../shared=$kit/shared" \
+        --replace "$(cat "$kit/source_root")=$root" \
+        > "$out/logs/tests.txt" 2>&1
+    grep -v '^OK ' "$out/logs/tests.txt" | tee -a "$out/summary.txt"
+    grep -h -m1 -i 'validation' "$out/logs/tests/runtime.log" | tee -a "$out/summary.txt"
+fi
+
+if [[ " $steps " == *" bench "* ]]; then
+    stamp "waiting for the benchmark models"
+    wait "$models_pid"
+    tail -8 "$out/logs/make_models.log" | tee -a "$out/summary.txt"
+    list="$kit/shared/models/stories260K.gguf"
+    for f in rand-llama-134M.{F16,Q8_0,Q4_0} rand-llama-1.1B.{F16,Q8_0,Q4_0}; do
+        [ -f "$models/$f.gguf" ] && list="$list $models/$f.gguf"
+    done
+    first=1
+    for m in $list; do
+        name=$(basename "$m" .gguf)
+        stamp "vkllm-bench $name"
+        bw=--no-bandwidth
+        [ $first = 1 ] && bw= && first=0
+        timeout 150 build-gpu/samples/vkllm-bench --plugin "$plugin" -m "$m" $bench_args \
+            $bw 2>&1 | tee "$out/logs/vkllm-$name.md" | grep -v '^$' | tee -a "$out/summary.txt"
+        stamp "llama-bench $name"
+        GGML_VK_VISIBLE_DEVICES=0 LD_LIBRARY_PATH=$llama_bin:$kit:$LD_LIBRARY_PATH timeout 150 "$llama_bin/llama-bench" \
+            -m "$m" $bench_args -ngl 99 -o md 2> "$out/logs/llama-$name.err" |
+            tee "$out/logs/llama-$name.md" | grep '|' | tee -a "$out/summary.txt"
+    done
+    for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-134M.Q4_0.gguf; do
+        [ -f "$m" ] || continue
+        stamp "vkllm-bench -v $(basename "$m")"
+        timeout 90 build-gpu/samples/vkllm-bench --plugin "$plugin" -m "$m" -p 512 -n 32 -r 1 \
+            --no-bandwidth -v > "$out/logs/profile-$(basename "$m" .gguf).txt" 2>&1
+        sed -n '/^profile/,$p' "$out/logs/profile-$(basename "$m" .gguf).txt" | head -40 >> "$out/summary.txt"
+    done
+fi
+stamp "done"
+tar -czf "$out/logs.tar.gz" -C "$out" logs && rm -rf "$out/logs"
