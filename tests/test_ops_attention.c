@@ -5,8 +5,12 @@
  * MQA (5 query heads over 1 KV head), head_dim 80 and 256, n_tokens 1 and 7 with n_past 0
  * and 33, large logits (online softmax stability), sliding windows, ALiBi (ggml slopes,
  * non-power-of-two head count), q/out split across bindings, caches too large for one
- * binding (refused), and a recording of kv_store + attention replayed as n_past grows. */
+ * binding (refused), and a recording of kv_store + attention replayed as n_past grows.
+ * Every case runs through both shapes of the shader (VKLLM_ATTENTION=rows, =prefill), then
+ * prompt-sized batches take the default choice. */
 #include <float.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "quant.h"
@@ -274,11 +278,36 @@ int main(void)
          * from 90,000-100,000 keys), so CPU devices refuse it; others run and check it */
         {1, 1, 1, 128, 100000, 99999, 1, 0, 0, 0, true},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-        check(dev, cases[i]);
-    check_replay(dev, 1, 40);
-    check_replay(dev, 7, 6);
-    check_rolling(dev, 8, 1, 40);
-    check_rolling(dev, 8, 5, 12);
+    /* Both shapes of the shader on every case where the shape allows it: one workgroup per
+     * token and head ("rows"), and one invocation per token ("prefill", head_dim <= 128).
+     * Under GPU-assisted validation (slow) the second shape skips the long contexts and
+     * replays with many steps. */
+    const char *gpu_av = getenv("VKLLM_GPU_AV");
+    bool reduced = gpu_av && !strcmp(gpu_av, "1");
+    const char *modes[] = {"rows", "prefill"};
+    for (size_t m = 0; m < 2; m++) {
+        bool brief = reduced && m == 1;
+        setenv("VKLLM_ATTENTION", modes[m], 1);
+        printf("-- VKLLM_ATTENTION=%s%s\n", modes[m], brief ? " (reduced set under gpu-av)" : "");
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+            if (!brief || cases[i].n_ctx <= 400)
+                check(dev, cases[i]);
+        if (!brief)
+            check_replay(dev, 1, 40);
+        check_replay(dev, 7, 6);
+        if (!brief)
+            check_rolling(dev, 8, 1, 40);
+        check_rolling(dev, 8, 5, 12);
+    }
+    unsetenv("VKLLM_ATTENTION");
+    /* The default choice, on prompt-sized batches. */
+    const att_case prompts[] = {
+        {64, 6, 2, 128, 600, 500, 1, 0, 0, 0, false},  /* after a long prefix, dim 128 */
+        {67, 9, 3, 64, 128, 0, 1, 0, 0, 0, false},     /* 67 tokens: a partial last block */
+        {40, 4, 2, 64, 100, 20, 1, 0, 16, 0, false},   /* window inside the batch */
+        {33, 12, 12, 64, 64, 0, 1, 0, 0, 8.0f, false}, /* ALiBi */
+    };
+    for (size_t i = 0; i < sizeof prompts / sizeof *prompts; i++)
+        check(dev, prompts[i]);
     return t_finish(dev);
 }

@@ -1,6 +1,8 @@
 /* Causal attention over the f16 KV cache (online softmax, GQA, sliding window, ALiBi). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
 #include "ops.h"
@@ -32,6 +34,47 @@ static uint64_t attention_trips(const vkr_device *dev, uint32_t wg, uint32_t d4,
     uint64_t reduce = dev->caps.subgroup_arithmetic ? wg / sub : 8;
     uint64_t per_tile = score + 2 * kpt + reduce + (kpt * wg + groups - 1) / groups + 48;
     return (n_keys + kpt * wg - 1) / (kpt * wg) * per_tile;
+}
+
+/* The prompt shape (PREFILL in attention.comp): one invocation per query token, a workgroup
+ * per block of tokens of one head, head_dim <= 128 (query and accumulator in registers). */
+#define ATTENTION_PREFILL_MAX_HEAD_DIM 128
+#define ATTENTION_KC 4 /* KC in attention.comp */
+
+static uint32_t prefill_workgroup(const vkr_device *dev)
+{
+    /* On CPUs one SIMD batch of lanes; on GPUs two 32-wide subgroups, whose lanes all read
+     * the same key row at once. */
+    uint32_t wg = dev->caps.device_type == VKLLM_DEVICE_CPU && dev->caps.subgroup_size
+                      ? dev->caps.subgroup_size
+                      : 64;
+    return wg <= dev->caps.max_workgroup_size ? wg : dev->caps.max_workgroup_size;
+}
+
+/* Loop trips of one PREFILL invocation over n_keys keys, counting the inner loops as if the
+ * compiler kept them (llvmpipe's cut is per invocation). */
+static uint64_t prefill_trips(uint32_t d4, uint64_t n_keys)
+{
+    uint64_t per_chunk = 2 * ATTENTION_KC * (d4 + 1) + 2 * d4 + 8;
+    return (n_keys + ATTENTION_KC - 1) / ATTENTION_KC * per_chunk;
+}
+
+/* Whether a batch of n_tokens takes the PREFILL shape: enough tokens to fill half a
+ * workgroup, a head that fits the registers, and (on llvmpipe) loops well inside its cut.
+ * VKLLM_ATTENTION=prefill or =rows forces the choice where the shape allows (tests). */
+static bool use_prefill(const vkr_device *dev, const op_attention_desc *d, uint32_t wg)
+{
+    if (d->head_dim > ATTENTION_PREFILL_MAX_HEAD_DIM)
+        return false;
+    uint64_t keys = (d->window && d->window < d->n_ctx ? d->window : d->n_ctx) + wg;
+    if (dev->caps.device_type == VKLLM_DEVICE_CPU && prefill_trips(d->head_dim / 4, keys) > 48000)
+        return false;
+    const char *e = getenv("VKLLM_ATTENTION");
+    if (e && !strcmp(e, "prefill"))
+        return true;
+    if (e && !strcmp(e, "rows"))
+        return false;
+    return (uint64_t)d->n_tokens * 2 >= wg;
 }
 
 vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor k_cache,
@@ -105,11 +148,16 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
     }
 
     char shader[48];
-    snprintf(shader, sizeof shader, "attention%s%s", dev->caps.subgroup_arithmetic ? "_subgroup" : "",
+    uint32_t prefill_wg = prefill_workgroup(dev);
+    bool prefill = use_prefill(dev, d, prefill_wg);
+    bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
+    snprintf(shader, sizeof shader, "attention%s%s",
+             prefill ? (cpu ? "_prefill_rolled" : "_prefill")
+                     : dev->caps.subgroup_arithmetic ? "_subgroup" : "",
              dev->caps.storage16 ? "_f16" : "_packed");
-    uint32_t spec[] = {wg};
+    uint32_t spec[] = {prefill ? prefill_wg : wg, d4};
     vkr_pipeline *pipe;
-    vkllm_status s = vkr_pipeline_get(dev, shader, spec, 1, &pipe);
+    vkllm_status s = vkr_pipeline_get(dev, shader, spec, prefill ? 2 : 1, &pipe);
     for (uint32_t begin = 0; begin < d->n_tokens && !s; begin += rows_per) {
         uint32_t count = d->n_tokens - begin < rows_per ? d->n_tokens - begin : rows_per;
         attention_push push = base;
@@ -122,12 +170,14 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
             op_bind_range(params, 0, sizeof(vk_step_params), false),
             op_bind_span(dev, out, begin * row_bytes, count * row_bytes, 4, true, &push.out_shift),
         };
-        uint64_t n = (uint64_t)count * d->n_heads;
+        uint64_t n = prefill ? (uint64_t)(count + prefill_wg - 1) / prefill_wg * d->n_heads
+                             : (uint64_t)count * d->n_heads;
         if (n > 0xffffffffu)
             return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: %llu workgroups", (unsigned long long)n);
         uint32_t gx, gy;
         vkr_grid(dev, (uint32_t)n, &gx, &gy);
-        s = vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy, 1, "attention");
+        s = vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy, 1,
+                             prefill ? "attention_prefill" : "attention");
     }
     return s;
 }
