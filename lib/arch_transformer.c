@@ -63,7 +63,7 @@ bool g_transformer_arch(const char *arch) { return find_spec(arch) != NULL; }
 
 const char *g_supported_architectures(void)
 {
-    return "llama, deci, qwen, qwen2, stablelm, falcon, gptneox, phi2, mpt, bloom, opt, mamba";
+    return "llama, deci, qwen, qwen2, stablelm, falcon, gptneox, phi2, mpt, bloom, opt, mamba, stripedhyena";
 }
 
 /* ---- metadata ---------------------------------------------------------------------- */

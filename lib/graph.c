@@ -123,8 +123,8 @@ vkllm_status g_build(const gguf_file *f, int last_row_only, g_graph *out)
                        arch.data, g_supported_architectures());
     memcpy(name, arch.data, arch.len);
     name[arch.len] = '\0';
-    if (!strcmp(name, "mamba")) {
-        s = g_build_mamba(f, last_row_only, out);
+    if (!strcmp(name, "mamba") || !strcmp(name, "stripedhyena")) {
+        s = !strcmp(name, "mamba") ? g_build_mamba(f, last_row_only, out) : g_build_hyena(f, last_row_only, out);
         if (s)
             g_free(out);
         return s;

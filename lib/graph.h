@@ -36,9 +36,16 @@ typedef enum g_op {
     /* Mixture of experts (Mixtral); see the moe fields of g_node. */
     G_MOE_ROUTER, /* out = per token the moe.n_used experts picked from the router logits
                      in[0] [moe.n_expert]: n_used ids (uint32 bits), then their weights */
-    G_MOE_MATMUL  /* expert products of the stacked weight[0] for the experts in in[1] (a
+    G_MOE_MATMUL, /* expert products of the stacked weight[0] for the experts in in[1] (a
                      G_MOE_ROUTER): out [n_used][rows] per token (W_e in[0]), or with
                      moe.weighted_sum [rows] = sum of the weighted products of in[0]'s n_used rows */
+    /* StripedHyena (arch_hyena.c); `layer` picks the layer's recurrent state. */
+    G_HYENA_NORM, /* out = in[0] / (sqrt(mean(in[0]^2)) + eps) * weight[0] (eps outside the root) */
+    G_HYENA_FIR,  /* out = causal depthwise conv1d of in[0] (no activation) with the layer's conv
+                     state, kernel weight[0] [width][ssm_d_conv] + bias weight[1]; updates the state */
+    G_HYENA_IIR   /* out [width] = x2 * (h * (x1 v) + D x1 v) for in[0] rows [x2 | x1 | v] of
+                     3 width, h the modal filter of poles weight[0] and residues weight[1]
+                     [width][2 N], D weight[2]; runs as a recurrence on the layer's state */
 } g_op;
 
 typedef enum g_activation {
@@ -51,7 +58,7 @@ typedef enum g_activation {
 
 #define G_MAX_INPUTS 2
 #define G_MAX_LAYERS 512
-#define G_MAX_WEIGHTS 2
+#define G_MAX_WEIGHTS 3
 #define G_MAX_EXPERTS 4096    /* mixture of experts: experts per layer */
 #define G_MAX_EXPERTS_USED 8  /* and per token */
 
@@ -114,6 +121,10 @@ typedef struct g_hparams {
     uint32_t n_pos;
     /* Mixture of experts: experts per layer and used per token (0 = a dense MLP). */
     uint32_t n_expert, n_expert_used;
+    /* StripedHyena reuses the ssm_* sizes for its recurrent state: ssm_d_conv = its FIR length,
+     * ssm_d_inner = n_embd, ssm_d_state = 2 N (N complex modes per channel as re/im floats);
+     * its FIR state spans ssm_conv_channels = 3 n_embd channels (0: ssm_d_inner, as Mamba). */
+    uint32_t ssm_conv_channels;
 } g_hparams;
 
 typedef struct g_graph {
@@ -149,6 +160,7 @@ vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols
 /* Architecture builders (arch_*.c). */
 vkllm_status g_build_transformer(const gguf_file *f, const char *arch, int last_row_only, g_graph *g);
 vkllm_status g_build_mamba(const gguf_file *f, int last_row_only, g_graph *g);
+vkllm_status g_build_hyena(const gguf_file *f, int last_row_only, g_graph *g);
 /* Whether arch_transformer.c builds `arch`. */
 bool g_transformer_arch(const char *arch);
 /* The architectures g_build accepts, for messages. */

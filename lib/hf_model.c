@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "error.h"
+#include "hf_tokenizer.h"
 #include "json.h"
 #include "quant.h"
 #include "safetensors.h"
@@ -30,6 +31,7 @@ typedef struct hf_owner {
     uint32_t n_shards;
     char **strings; /* string metadata values */
     uint32_t n_strings;
+    hf_tokenizer *tokenizer; /* what the tokenizer.ggml.* keys point into */
 } hf_owner;
 
 static void owner_release(void *p)
@@ -46,6 +48,7 @@ static void owner_release(void *p)
     for (uint32_t i = 0; i < o->n_strings; i++)
         free(o->strings[i]);
     free(o->strings);
+    hf_tokenizer_free(o->tokenizer);
     free(o);
 }
 
@@ -758,9 +761,13 @@ static vkllm_status build(builder *b)
                     vocab, (unsigned long long)embd->ne[1]);
         goto done;
     }
-    if (!tied && !gguf_find_tensor(b->f, "output.weight"))
+    if (!tied && !gguf_find_tensor(b->f, "output.weight")) {
         s = vk_fail(VKLLM_ERR_BAD_FILE,
                     "%s: lm_head.weight is missing and config.json does not tie it to the embedding", b->dir);
+        goto done;
+    }
+    /* tokenizer.json, when the folder has one, as tokenizer.ggml.* keys */
+    s = hf_tokenizer_add(b->dir, b->cfg, vocab, b->f, &b->cap_kv, &b->own->tokenizer);
 done:
     json_free(cfg_doc);
     json_free(index_doc);

@@ -14,8 +14,8 @@
  *   vkllm.ffn_activation (str)   the MLP activation where a family lets the config pick
  *                                it ("relu", "gelu_erf", "gelu"; OPT: relu, Galactica:
  *                                gelu).
- * A folder carries no GGUF vocabulary (tokenizer.json is not converted): the model loads
- * without a tokenizer. */
+ * A folder's tokenizer.json (+ tokenizer_config.json) becomes tokenizer.ggml.* keys
+ * (hf_tokenizer.h); without one the model loads without a tokenizer. */
 #ifndef VKLLM_HF_MODEL_H
 #define VKLLM_HF_MODEL_H
 

@@ -134,11 +134,17 @@ static bool graph_has(const g_graph *g, g_op op)
     return false;
 }
 
+/* Channels of the conv state: Mamba's d_inner, StripedHyena's 3 n_embd (graph.h). */
+static uint32_t conv_channels(const g_hparams *hp)
+{
+    return hp->ssm_conv_channels ? hp->ssm_conv_channels : hp->ssm_d_inner;
+}
+
 /* Zeroes the recurrent state: the start of a sequence. */
 static vkllm_status reset_recurrent_state(vkllm_context ctx)
 {
     const g_hparams *hp = &ctx->graph_last.hp;
-    size_t conv = (size_t)hp->ssm_d_inner * (hp->ssm_d_conv - 1) * sizeof(float);
+    size_t conv = (size_t)conv_channels(hp) * (hp->ssm_d_conv - 1) * sizeof(float);
     size_t ssm = (size_t)hp->ssm_d_inner * hp->ssm_d_state * sizeof(float);
     void *zeros = calloc(1, conv > ssm ? conv : ssm);
     if (!zeros)
@@ -154,7 +160,8 @@ static vkllm_status reset_recurrent_state(vkllm_context ctx)
 }
 
 /* A recurrent model (Mamba) keeps per layer a conv state [d_inner][d_conv - 1] and an SSM
- * state [d_inner][d_state], f32, instead of a KV cache: a few hundred KiB whatever n_ctx. */
+ * state [d_inner][d_state], f32, instead of a KV cache: a few hundred KiB whatever n_ctx.
+ * StripedHyena keeps the same pair (FIR inputs, complex modal state) for its Hyena layers. */
 static vkllm_status create_recurrent_state(vkllm_context ctx)
 {
     const g_hparams *hp = &ctx->graph_last.hp;
@@ -167,7 +174,7 @@ static vkllm_status create_recurrent_state(vkllm_context ctx)
         return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         vkllm_status s;
-        if ((s = vkr_buffer_create(dev_of(ctx), (VkDeviceSize)hp->ssm_d_inner * (hp->ssm_d_conv - 1) * sizeof(float),
+        if ((s = vkr_buffer_create(dev_of(ctx), (VkDeviceSize)conv_channels(hp) * (hp->ssm_d_conv - 1) * sizeof(float),
                                    VKR_MEMORY_DEVICE, &ctx->conv_state[l])) ||
             (s = vkr_buffer_create(dev_of(ctx), (VkDeviceSize)hp->ssm_d_inner * hp->ssm_d_state * sizeof(float),
                                    VKR_MEMORY_DEVICE, &ctx->ssm_state[l])))
@@ -248,7 +255,8 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
             (s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->v_cache[l])))
             goto fail;
     }
-    if (graph_has(&ctx->graph_all, G_SSM_SCAN) && (s = create_recurrent_state(ctx)))
+    if ((graph_has(&ctx->graph_all, G_SSM_SCAN) || graph_has(&ctx->graph_all, G_HYENA_IIR)) &&
+        (s = create_recurrent_state(ctx)))
         goto fail;
     if ((s = vkr_buffer_create(dev, sizeof(vk_step_params), VKR_MEMORY_HOST, &ctx->params)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->tokens)) ||

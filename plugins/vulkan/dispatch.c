@@ -120,10 +120,12 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
         op_tensor in1 = node->in[1] >= 0 && has_output(g->nodes[node->in[1]].op)
                             ? slot_tensor(plan, bufs, g, node->in[1], n_tokens)
                             : (op_tensor){0};
-        const model_weight *w0 = NULL, *w1 = NULL;
+        const model_weight *w0 = NULL, *w1 = NULL, *w2 = NULL;
         if (node->weight[0] && (s = weight_of(model, node->weight[0], &w0)))
             break;
         if (node->weight[1] && (s = weight_of(model, node->weight[1], &w1)))
+            break;
+        if (node->weight[2] && (s = weight_of(model, node->weight[2], &w2)))
             break;
         switch (node->op) {
         case G_EMBED: {
@@ -221,6 +223,29 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
             else
                 s = op_ssm_scan(cmd, dev, in0, in1, w0->vector, w1->vector, whole(&state[node->layer]), out,
                                 rows, node->width, g->hp.ssm_d_state);
+            break;
+        }
+        case G_HYENA_NORM:
+            s = op_hyena_rmsnorm(cmd, dev, in0, w0->vector, out, node->width, rows, node->eps);
+            break;
+        case G_HYENA_FIR:
+        case G_HYENA_IIR: {
+            /* StripedHyena: the FIR is Mamba's conv without SiLU; both keep per-layer state
+             * in Mamba's buffers. Their weights are uploaded as flat f32 arrays (model.c). */
+            bool iir = node->op == G_HYENA_IIR;
+            const vkr_buffer *state = iir ? bufs->ssm_state : bufs->conv_state;
+            if (!state || !w0 || !w0->is_vector || (w1 && !w1->is_vector) ||
+                (iir && (!w1 || !w2 || !w2->is_vector))) {
+                s = vk_fail(VKLLM_ERR_INTERNAL, "%s needs its state and f32 weights", node->label);
+                break;
+            }
+            op_tensor st = whole(&state[node->layer]);
+            if (iir)
+                s = op_hyena_iir(cmd, dev, in0, w0->vector, w1->vector, w2->vector, st, out, rows, node->width,
+                                 g->hp.ssm_d_state / 2);
+            else
+                s = op_ssm_conv(cmd, dev, in0, w0->vector, w1 ? w1->vector : (op_tensor){0}, st, out, rows,
+                                node->width, g->hp.ssm_d_conv, false);
             break;
         }
         case G_POS_EMBED: {

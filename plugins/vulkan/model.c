@@ -137,13 +137,18 @@ static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_wei
 }
 
 /* Mamba's conv kernel and A are matrices the SSM ops read as plain f32 arrays: they are
- * uploaded like vectors (never converted to another weight type). */
+ * uploaded like vectors (never converted to another weight type). So are StripedHyena's FIR
+ * taps, poles and residues. */
 static bool used_as_array(const g_graph *g, const char *name)
 {
-    for (uint32_t i = 0; i < g->n_nodes; i++)
-        if ((g->nodes[i].op == G_SSM_CONV || g->nodes[i].op == G_SSM_SCAN) && g->nodes[i].weight[0] &&
-            !strcmp(g->nodes[i].weight[0], name))
+    for (uint32_t i = 0; i < g->n_nodes; i++) {
+        const g_node *n = &g->nodes[i];
+        if ((n->op == G_SSM_CONV || n->op == G_SSM_SCAN) && n->weight[0] && !strcmp(n->weight[0], name))
             return true;
+        for (int j = 0; j < G_MAX_WEIGHTS && (n->op == G_HYENA_FIR || n->op == G_HYENA_IIR); j++)
+            if (n->weight[j] && !strcmp(n->weight[j], name))
+                return true;
+    }
     return false;
 }
 
@@ -197,8 +202,9 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
     if ((s = g_build(m->gguf, 1, &graph)))
         goto fail;
     m->hp = graph.hp;
-    /* A folder carries no GGUF vocabulary: the model then runs on token ids only. */
-    if (!from_folder && (s = vk_vocab_load(m->gguf, &m->vocab)))
+    /* A folder without tokenizer.json carries no vocabulary: the model then runs on token
+     * ids only. */
+    if ((!from_folder || gguf_find(m->gguf, "tokenizer.ggml.model")) && (s = vk_vocab_load(m->gguf, &m->vocab)))
         goto fail;
     if (m->vocab && vk_vocab_size(m->vocab) != m->hp.n_vocab) {
         s = vk_fail(VKLLM_ERR_BAD_FILE, "the vocabulary has %u tokens but token_embd.weight has %u rows",
@@ -411,7 +417,7 @@ vkllm_status model_tokenize(vkllm_model m, const char *text, size_t len, int32_t
 {
     if (!m->vocab)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "no tokenizer: the model was loaded without a vocabulary "
-                       "(a Hugging Face folder's tokenizer.json is not read); pass token ids");
+                       "(a Hugging Face folder without tokenizer.json); pass token ids");
     return vk_tokenize(m->vocab, text, len, add_special, parse_special, tokens, capacity, n_out);
 }
 

@@ -193,4 +193,18 @@ vkllm_status op_ssm_scan(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor d
 vkllm_status op_concat_rows(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor b, op_tensor out,
                             uint32_t n_rows, uint32_t wa, uint32_t wb);
 
+/* StripedHyena (ops_hyena.c). Its short FIR is op_ssm_conv with silu false.
+ * The gated long convolution as its modal recurrence, token after token, per channel c of
+ * width with n_modes (1..32) complex modes n (re/im float pairs in rows of 2 n_modes):
+ *   u = x1[t][c] v[t][c];  s[c][n] = p[c][n] s[c][n] + u;
+ *   out[t][c] = x2[t][c] (Re sum_n r[c][n] s[c][n] + d[c] u)
+ * z [n_tokens][3 width] holds x2, then x1, then v; poles p, residues r and state s are
+ * [width][2 n_modes], d [width]. The state carries the recurrence from call to call. */
+vkllm_status op_hyena_iir(vkr_cmd *cmd, vkr_device *dev, op_tensor z, op_tensor poles, op_tensor residues,
+                          op_tensor d, op_tensor state, op_tensor out, uint32_t n_tokens, uint32_t width,
+                          uint32_t n_modes);
+/* StripedHyena's RMSNorm, per row of n_cols: out = x / (sqrt(mean(x^2)) + eps) * w. */
+vkllm_status op_hyena_rmsnorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor out,
+                              uint32_t n_cols, uint32_t n_rows, float eps);
+
 #endif
