@@ -421,7 +421,7 @@ static vkllm_status parse_kvs(parser *ps, gguf_file *f, uint64_t n_kv)
     for (uint64_t i = 0; i < n_kv; i++) {
         gguf_kv *kv = &f->kv[i];
         uint64_t at = offsets[i] = ps->pos;
-        gguf_str key;
+        gguf_str key = {0};
         if ((st = read_str(ps, &key, "key")) || (st = copy_name(ps, key, at, "key", &kv->key))) {
             free(offsets);
             return vk_fail_prefix(st, "key #%" PRIu64, i);
@@ -502,7 +502,7 @@ static vkllm_status parse_tensor_info(parser *ps, gguf_file *f, uint64_t i, uint
 {
     vkllm_status st;
     gguf_tensor *t = &f->tensors[i];
-    gguf_str name;
+    gguf_str name = {0};
     if ((st = read_str(ps, &name, "tensor name")))
         return vk_fail_prefix(st, "tensor #%" PRIu64, i);
     if ((st = copy_name(ps, name, at, "tensor name", &t->name)))
@@ -599,7 +599,7 @@ static vkllm_status parse_tensors(parser *ps, gguf_file *f, uint64_t n_tensors)
 vkllm_status gguf_parse(const uint8_t *data, uint64_t size, gguf_file **out)
 {
     vkllm_status st;
-    uint64_t n_tensors, n_kv;
+    uint64_t n_tensors = 0, n_kv = 0;
     *out = NULL;
     if (!data && size)
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "gguf_parse: NULL data");

@@ -216,7 +216,7 @@ static const char *akey(const builder *b, const char *suffix)
 
 static vkllm_status put_u32(builder *b, const char *key, uint32_t v)
 {
-    gguf_kv *kv;
+    gguf_kv *kv = NULL;
     vkllm_status s = kv_new(b, key, GGUF_UINT32, &kv);
     if (!s)
         kv->v.u = v;
@@ -225,7 +225,7 @@ static vkllm_status put_u32(builder *b, const char *key, uint32_t v)
 
 static vkllm_status put_f32(builder *b, const char *key, double v)
 {
-    gguf_kv *kv;
+    gguf_kv *kv = NULL;
     vkllm_status s = kv_new(b, key, GGUF_FLOAT32, &kv);
     if (!s)
         kv->v.f = (double)(float)v;
@@ -234,7 +234,7 @@ static vkllm_status put_f32(builder *b, const char *key, double v)
 
 static vkllm_status put_bool(builder *b, const char *key, bool v)
 {
-    gguf_kv *kv;
+    gguf_kv *kv = NULL;
     vkllm_status s = kv_new(b, key, GGUF_BOOL, &kv);
     if (!s)
         kv->v.u = v;
@@ -252,7 +252,7 @@ static vkllm_status put_str(builder *b, const char *key, const char *v)
     if (!copy)
         return no_memory();
     o->strings[o->n_strings++] = copy;
-    gguf_kv *kv;
+    gguf_kv *kv = NULL;
     vkllm_status s = kv_new(b, key, GGUF_STRING, &kv);
     if (!s)
         kv->v.s = (gguf_str){copy, strlen(copy)};
@@ -352,8 +352,8 @@ static vkllm_status rope_scaling(builder *b)
 static vkllm_status llama_metadata(builder *b)
 {
     const json_value *c = b->cfg;
-    uint32_t hidden, layers, heads, heads_kv, ff, ctx, head_dim, window = 0;
-    double eps, theta;
+    uint32_t hidden = 0, layers = 0, heads = 0, heads_kv = 0, ff = 0, ctx = 0, head_dim = 0, window = 0;
+    double eps = 0, theta = 0;
     bool swa = false;
     const char *act;
     vkllm_status s;
@@ -405,8 +405,8 @@ static vkllm_status llama_metadata(builder *b)
 static vkllm_status opt_metadata(builder *b)
 {
     const json_value *c = b->cfg;
-    uint32_t hidden, layers, heads, ff, ctx, proj;
-    bool ln_before, remove_final, affine;
+    uint32_t hidden = 0, layers = 0, heads = 0, ff = 0, ctx = 0, proj = 0;
+    bool ln_before = true, remove_final = false, affine = true;
     const char *act;
     vkllm_status s;
     if ((s = cfg_u32(c, "hidden_size", 1, 0, &hidden)) || (s = cfg_u32(c, "num_hidden_layers", 1, 0, &layers)) ||
