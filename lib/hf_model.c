@@ -337,7 +337,7 @@ static vkllm_status rope_scaling(builder *b)
     if (strcmp(type, "linear"))
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "config.json: rope_scaling type \"%.40s\" is not supported (only linear)",
                        type);
-    double factor;
+    double factor = 0;
     if ((s = cfg_f64(rs, "factor", 0, &factor)))
         return vk_fail_prefix(s, "rope_scaling");
     if (!(factor > 0))

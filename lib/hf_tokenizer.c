@@ -797,8 +797,8 @@ static vkllm_status emit(conv *c, gguf_file *f, uint64_t *cap)
         if (!merges)
             return no_memory();
         for (uint32_t i = 0; i < c->merges->n; i++) {
-            const char *a, *b;
-            size_t alen, blen;
+            const char *a = NULL, *b = NULL;
+            size_t alen = 0, blen = 0;
             int64_t made;
             if ((s = merge_parts(c, i, &a, &alen, &b, &blen, &made))) {
                 free(merges);

@@ -54,7 +54,8 @@ static vkllm_status take(reader *r, void *dst, size_t n, const char *what)
         return vk_fail(VKLLM_ERR_BAD_FILE,
                        "reference fixture: truncated reading %s (%zu bytes at offset %zu, %zu left)",
                        what, n, reader_offset(r), r->left);
-    memcpy(dst, r->p, n);
+    if (dst) /* NULL: only reporting a truncation (see take_i32s) */
+        memcpy(dst, r->p, n);
     r->p += n;
     r->left -= n;
     return VKLLM_OK;
@@ -189,7 +190,7 @@ vkllm_status ref_fixture_parse(const uint8_t *data, size_t size, ref_fixture *ou
     if (out->version != REF_VERSION)
         return vk_fail(VKLLM_ERR_BAD_FILE, "reference fixture: version %u, this reader knows %u",
                        out->version, REF_VERSION);
-    uint32_t n_prompts;
+    uint32_t n_prompts = 0;
     if ((st = take_u32(&r, &n_prompts, "n_prompts")) != VKLLM_OK)
         return st;
     if ((st = take(&r, out->model_sha256, 32, "model sha256")) != VKLLM_OK)

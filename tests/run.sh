@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # vkllm's test command (see README.md): installs what it needs, builds with gcc and runs
-# every test, then builds
-# everything again with clang (warnings are errors in both builds) and runs the fuzz
-# tests (those named fuzz*) there. Build directories: build-ci/ and build-ci-clang/,
-# recreated each run.
+# every test, builds again as a release build (compile only), then builds
+# everything again with clang (warnings are errors in all builds) and runs the fuzz
+# tests (those named fuzz*) there. Build directories: build-ci/, build-ci-release/ and
+# build-ci-clang/, recreated each run.
 #
 # Vulkan tests run on lavapipe, Mesa's CPU driver, so results do not depend on the
 # machine's GPU. Set VKLLM_TEST_SYSTEM_VULKAN=1 to use whatever drivers the system has
@@ -57,6 +57,11 @@ build() { # build DIR COMPILER
 echo "== gcc build, all tests"
 build build-ci gcc
 meson test -C build-ci --print-errorlogs --num-processes "$jobs"
+
+echo "== release build, as samples/run/demo.sh makes it (gcc -O3 warns about more; compile only)"
+rm -rf build-ci-release
+meson setup build-ci-release -Dbuildtype=release -Dwerror=true
+ninja -C build-ci-release -j "$jobs"
 
 echo "== clang build (warnings are errors), fuzz tests"
 build build-ci-clang clang
