@@ -78,13 +78,15 @@ layout(push_constant) uniform Push {
 #ifdef PREFILL
 
 layout(constant_id = 1) const uint D4 = 16; // head_dim / 4
-// Loops over the head's columns: unrolled on GPUs (qv and acc stay in registers); kept as
-// loops with ROLLED (CPUs), where unrolled chunks took llvmpipe seconds to compile, and
-// minutes under GPU-assisted validation, for a 1.7x faster run.
+// Loops over the head's columns are unrolled (qv and acc stay in registers). The loops over
+// a chunk's keys are too on GPUs; with ROLLED (CPUs) they stay loops: unrolling both took
+// llvmpipe seconds to compile per head size, and minutes under GPU-assisted validation.
 #ifdef ROLLED
-#define HEAD_LOOP [[dont_unroll]]
+#define HEAD_LOOP [[unroll]]
+#define KEY_LOOP [[dont_unroll]]
 #else
 #define HEAD_LOOP [[unroll]]
+#define KEY_LOOP [[unroll]]
 #endif
 #define KC 4 // keys per chunk: one rescale of the accumulator per chunk
 
@@ -132,7 +134,7 @@ void main()
         float s[KC];
         bool ok[KC];
         float chunk_max = -1.0 / 0.0;
-        for (uint j = 0u; j < KC; j++) {
+        KEY_LOOP for (uint j = 0u; j < KC; j++) {
             uint key = key0 + j;
             uint kb = (min(key, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
             float d = 0.0;
@@ -148,7 +150,7 @@ void main()
         l *= rescale;
         HEAD_LOOP for (uint c = 0u; c < D4; c++)
             acc[c] *= rescale;
-        for (uint j = 0u; j < KC; j++) {
+        KEY_LOOP for (uint j = 0u; j < KC; j++) {
             float pj = ok[j] ? exp(s[j] - m_new) : 0.0;
             l += pj;
             uint vb = (min(key0 + j, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
