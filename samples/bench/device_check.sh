@@ -5,7 +5,8 @@
 # (default ./device-out): summary.txt (what the benchmarks and tests printed) and
 # logs.tar.gz (every test's output, the JSON results).
 #
-# STEPS (default "tests bench") chooses what runs; MODELS_1B=0 skips the 1.1B models;
+# STEPS (default "tests bench") chooses what runs; MODELS_1B=0 and MODELS_7B=0 skip the
+# 1.1B and 6.7B models;
 # BENCH_ARGS (default "-p 512 -n 128 -r 3") goes to both vkllm-bench and llama-bench.
 # Each step has its own time limit, so one that hangs costs its limit, not the run.
 set -uo pipefail
@@ -53,27 +54,38 @@ build-gpu/samples/vkllm-run --plugin "$plugin" --list-devices 2>&1 | tee -a "$ou
     VK_LOADER_DEBUG=error,driver build-gpu/samples/vkllm-run --plugin "$plugin" --list-devices 2>&1 |
     tail -30 | tee -a "$out/summary.txt"
 
-# Benchmark models, made while the tests run (CPU work).
+# Benchmark models, made while the tests run (CPU work): the small ones, and apart (it takes
+# a minute or two) a LLaMA-7B-shaped one, large enough to be bandwidth-bound.
 models=$root/.gpu-models
 mkdir -p "$models"
+quantize() { # F16_FILE OUT_FILE TYPE
+    LD_LIBRARY_PATH=$llama_bin:$kit:$LD_LIBRARY_PATH "$llama_bin/llama-quantize" --pure "$1" "$2" "$3" >/dev/null
+}
 if [[ " $steps " == *" bench "* ]]; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/vkllm-site "$kit"/whl/*.whl
+    export PYTHONPATH=/tmp/vkllm-site
+    mb="python3 samples/bench/make_bench_models.py $models --vocab $kit/shared/models/ggml-vocab-llama-spm.gguf"
     (
-        python3 -m pip install -q --no-index --no-deps --target /tmp/vkllm-site "$kit"/whl/*.whl
-        export PYTHONPATH=/tmp/vkllm-site
-        mb="python3 samples/bench/make_bench_models.py $models --vocab $kit/shared/models/ggml-vocab-llama-spm.gguf"
         $mb --shape 134M --types F16,Q8_0,Q4_0
         if [ "${MODELS_1B:-1}" = 1 ]; then
             $mb --shape 1.1B --types F16
             # llama-quantize (multi-threaded) instead of the gguf package's numpy quantizers,
             # which take minutes at this size; --pure: every matrix in the one type.
             for t in Q8_0 Q4_0; do
-                LD_LIBRARY_PATH=$llama_bin:$kit:$LD_LIBRARY_PATH "$llama_bin/llama-quantize" --pure \
-                    "$models/rand-llama-1.1B.F16.gguf" "$models/rand-llama-1.1B.$t.gguf" "$t" >/dev/null
+                quantize "$models/rand-llama-1.1B.F16.gguf" "$models/rand-llama-1.1B.$t.gguf" $t
             done
         fi
         ls -la "$models"
     ) > "$out/logs/make_models.log" 2>&1 &
     models_pid=$!
+    if [ "${MODELS_7B:-1}" = 1 ]; then
+        (
+            $mb --shape 6.7B --types F16 &&
+                quantize "$models/rand-llama-6.7B.F16.gguf" "$models/rand-llama-6.7B.Q4_0.gguf" Q4_0
+            ls -la "$models"
+        ) > "$out/logs/make_models_7b.log" 2>&1 &
+        models_7b_pid=$!
+    fi
 fi
 
 if [[ " $steps " == *" tests "* ]]; then
@@ -95,11 +107,18 @@ if [[ " $steps " == *" bench "* ]]; then
     wait "$models_pid"
     tail -8 "$out/logs/make_models.log" | tee -a "$out/summary.txt"
     list="$kit/shared/models/stories260K.gguf"
-    for f in rand-llama-134M.{F16,Q8_0,Q4_0} rand-llama-1.1B.{F16,Q8_0,Q4_0}; do
-        [ -f "$models/$f.gguf" ] && list="$list $models/$f.gguf"
+    for f in rand-llama-134M.{F16,Q8_0,Q4_0} rand-llama-1.1B.{F16,Q8_0,Q4_0} rand-llama-6.7B.{F16,Q4_0}; do
+        list="$list $models/$f.gguf"
     done
     first=1
     for m in $list; do
+        if [[ "$m" == *6.7B* ]] && [ -n "${models_7b_pid:-}" ]; then
+            stamp "waiting for the 6.7B models"
+            wait "$models_7b_pid"
+            models_7b_pid=
+            tail -4 "$out/logs/make_models_7b.log" | tee -a "$out/summary.txt"
+        fi
+        [ -f "$m" ] || continue
         name=$(basename "$m" .gguf)
         stamp "vkllm-bench $name"
         bw=--no-bandwidth

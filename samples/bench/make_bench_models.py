@@ -7,6 +7,9 @@ Two shapes (--shape):
         all (110M without the output matrix). The default.
   1.1B  TinyLlama-1.1B (dim 2048, 22 layers, 32 query heads over 4 KV heads,
         FFN 5632, vocab 32000), for real GPUs.
+  6.7B  LLaMA-7B (dim 4096, 32 layers, 32 heads, FFN 11008, vocab 32000): large
+        enough to be bandwidth-bound on a real GPU. F16 only is practical here
+        (13.5 GB, ~1 min); quantize it with llama-quantize.
 Context length 2048.
 
 The weights are random (normal * 0.02, norms 1): the files are for timing only,
@@ -45,6 +48,7 @@ FILE_TYPES = {  # weight type -> (tensor type, general.file_type)
 SHAPES = {
     "134M": (768, 12, 12, 12, 2048),    # stories110M, Llama-2 style
     "1.1B": (2048, 22, 32, 4, 5632),    # TinyLlama-1.1B
+    "6.7B": (4096, 32, 32, 32, 11008),  # LLaMA-7B
 }
 DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN = SHAPES["134M"]  # set by main() from --shape
 VOCAB, CTX = 32000, 2048
