@@ -343,7 +343,7 @@ int main(void)
     const uint32_t sizes[][2] = {{1, 32},    {3, 64},   {127, 96},   {4097, 64},
                                  {2049, 96}, {64, 4096}, {256, 14336}, {33, 37}};
     const uint32_t token_counts[] = {1, 2, 7, 64, 512};
-    const uint32_t av_token_counts[] = {1, 7};
+    const uint32_t av_token_counts[] = {1, 7, 64}; /* 64: matmul_tiled.comp's path */
     uint32_t case_index = 0;
     for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types && !timing_only; ti++) {
         uint32_t type = all_types[ti];
@@ -362,7 +362,7 @@ int main(void)
             uint64_t offset = case_index++ % 2 ? 34 : 0;
             if (gpu_av)
                 check_weight_case(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti),
-                                  av_token_counts, 2);
+                                  av_token_counts, 3);
             else
                 check_weight_case(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti),
                                   token_counts, sizeof token_counts / sizeof *token_counts);
@@ -378,6 +378,14 @@ int main(void)
         for (size_t ti = 0; ti < sizeof gpu_types / sizeof *gpu_types; ti++) {
             check_weight_case(dev, gpu_types[ti], 127, 96, 34, 7, token_counts, 4);
             check_weight_case(dev, gpu_types[ti], 4097, 64, 0, 8, token_counts, 4);
+        }
+        /* Prompts through shared-memory tiles (matmul_tiled.comp) where the device has the
+         * shared memory: every type, a partial row/token tile, ragged plain rows (33 x 37),
+         * a 2 mod 4 byte offset, 512 tokens. */
+        for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types; ti++) {
+            bool plain = ggml_traits(all_types[ti]).block_size == 1;
+            check_weight_case(dev, all_types[ti], plain ? 33 : 127, plain ? 37 : 96, 34, 9,
+                              token_counts + 3, 2);
         }
         unsetenv("VKLLM_MATMUL_SHAPES");
     }

@@ -242,6 +242,22 @@ static void matmul_shape(const vkr_device *dev, uint32_t type, uint32_t spec[6])
         spec[0] = spec[1] = c->max_workgroup_size;
 }
 
+/* shaders/matmul_tiled.comp: 256 invocations per 64-row x 64-token tile, two 32 x 65 float
+ * tiles of shared memory. */
+#define MATMUL_TILED_WG 256
+#define MATMUL_TILED_BM 64
+#define MATMUL_TILED_BN 64
+#define MATMUL_TILED_SHARED (2 * 32 * 65 * 4)
+
+/* Prompts on GPUs go through shared-memory tiles; CPUs (where shared memory and barriers are
+ * slow) and devices short of shared memory or workgroup size keep the register tiles.
+ * VKLLM_MATMUL_SHAPES=gpu selects this on lavapipe too (tests). */
+static bool use_tiled(const vkr_device *dev)
+{
+    return !cpu_shapes(dev) && dev->caps.shared_memory_size >= MATMUL_TILED_SHARED &&
+           dev->caps.max_workgroup_size >= MATMUL_TILED_WG;
+}
+
 vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
                        uint32_t n_tokens, bool accumulate)
 {
@@ -301,6 +317,13 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 if ((s = vkr_pipeline_get(dev, name, spec, 5, &pipe)))
                     return s;
                 vkr_grid(dev, (ch->row_count + spec[1] - 1) / spec[1], &gx, &gy);
+            } else if (use_tiled(dev)) {
+                uint32_t spec[3] = {MATMUL_TILED_WG, aligned_blocks(w, ch), x_vec4};
+                snprintf(name, sizeof name, "matmul_tiled_%s", tname);
+                if ((s = vkr_pipeline_get(dev, name, spec, 3, &pipe)))
+                    return s;
+                vkr_grid(dev, (ch->row_count + MATMUL_TILED_BM - 1) / MATMUL_TILED_BM, &gx, &gy);
+                gz = (tc + MATMUL_TILED_BN - 1) / MATMUL_TILED_BN;
             } else {
                 uint32_t spec[6];
                 matmul_shape(dev, w->type, spec);
