@@ -211,6 +211,12 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec
     } else {
         wg = sg > 32 ? sg : 32;
         rows = 2;
+        /* VKLLM_MATVEC_SHAPE=WG,ROWS overrides (for measuring shapes on a device). */
+        const char *e = getenv("VKLLM_MATVEC_SHAPE");
+        unsigned ew, er;
+        if (e && sscanf(e, "%u,%u", &ew, &er) == 2 && ew >= sg && ew % sg == 0 && ew <= 1024 &&
+            er >= 1 && er <= 16)
+            wg = ew, rows = er;
     }
     if (wg > c->max_workgroup_size)
         wg = c->max_workgroup_size;
