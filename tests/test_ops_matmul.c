@@ -380,7 +380,7 @@ int main(void)
             check_weight_case(dev, gpu_types[ti], 4097, 64, 0, 8, token_counts, 4);
         }
         /* Other matrix-vector shapes, as VKLLM_MATVEC_SHAPE selects them when measuring. */
-        setenv("VKLLM_MATVEC_SHAPE", "128,4", 1);
+        setenv("VKLLM_MATVEC_SHAPE", "32,2", 1);
         check_weight_case(dev, GGML_Q4_0, 127, 96, 34, 10, token_counts, 3);
         check_weight_case(dev, GGML_F16, 4097, 64, 0, 11, token_counts, 3);
         unsetenv("VKLLM_MATVEC_SHAPE");

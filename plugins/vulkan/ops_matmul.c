@@ -209,8 +209,10 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec
         wg = sg;
         rows = n_tokens <= 2 ? 16 : 8;
     } else {
-        wg = sg > 32 ? sg : 32;
-        rows = 2;
+        /* Measured on an H200 (BENCHMARKS.md, decode of random Llama 1.1B and 6.7B in Q4_0,
+         * 9 shapes): 128 invocations over 4 rows beat 32 over 2 by 10 % and 32 %. */
+        wg = sg > 128 ? sg : 128;
+        rows = 4;
         /* VKLLM_MATVEC_SHAPE=WG,ROWS overrides (for measuring shapes on a device). */
         const char *e = getenv("VKLLM_MATVEC_SHAPE");
         unsigned ew, er;
