@@ -1,6 +1,9 @@
 // Weight block decoding, shared by matmul.comp (matrix-vector and matrix-matrix) and
 // get_rows.comp. The includer defines exactly one WTYPE_* and declares the weights as
 //     layout(std430, binding = 0) readonly buffer W { uint w[]; };
+// or, with WEIGHTS_TEXEL, as a texel buffer of R32UI words (faster on lavapipe, where a
+// storage-buffer load is a loop over the lanes; see VKR_TEXEL_BINDING):
+//     layout(binding = 8, r32ui) uniform readonly uimageBuffer wtex;
 // Weights are read as 32-bit words whatever their type, so no 8/16-bit storage feature is
 // needed. Blocks start at even byte offsets (ggml blocks are 18, 20, 22, 24 or 34 bytes), so
 // a block is read as the aligned words covering it and its fields are cut out of those.
@@ -44,6 +47,20 @@ const uint BLOCK_WEIGHTS = 8, BLOCK_BYTES = 16, Q_WORDS = 4;
 #error "define one WTYPE_*"
 #endif
 
+// Word i of the weight binding, and the binding's size in words.
+#ifdef WEIGHTS_TEXEL
+uint w_word(uint i) { return imageLoad(wtex, int(i)).x; }
+uint w_words() { return uint(imageSize(wtex)); }
+uvec4 w_uvec4(uint i) // 16 bytes at word 4i
+{
+    return uvec4(w_word(4u * i), w_word(4u * i + 1u), w_word(4u * i + 2u), w_word(4u * i + 3u));
+}
+#else
+uint w_word(uint i) { return w[i]; }
+uint w_words() { return uint(w.length()); }
+uvec4 w_uvec4(uint i) { return w4[i]; }
+#endif
+
 const uint BLOCK_GROUPS = BLOCK_WEIGHTS / 4;
 // Aligned words covering BLOCK_BYTES that start at an even offset.
 const uint RAW_WORDS = (BLOCK_BYTES + 2 + 3) / 4;
@@ -80,10 +97,10 @@ wblock load_block(uint byte_offset, uint valid, bool aligned)
     b.qh = 0u;
 #ifdef PLAIN_WEIGHTS
     if (aligned) {
-        uvec4 v = w4[byte_offset >> 4];
+        uvec4 v = w_uvec4(byte_offset >> 4);
         b.q[0] = v.x, b.q[1] = v.y, b.q[2] = v.z, b.q[3] = v.w;
 #ifdef WTYPE_F32
-        v = w4[(byte_offset >> 4) + 1u];
+        v = w_uvec4((byte_offset >> 4) + 1u);
         b.q[4] = v.x, b.q[5] = v.y, b.q[6] = v.z, b.q[7] = v.w;
 #endif
         return b;
@@ -93,13 +110,13 @@ wblock load_block(uint byte_offset, uint valid, bool aligned)
     bool odd = (byte_offset & 2u) != 0u;
     // Clamped so the word past the end of the last block of a binding is never read
     // (and a bad offset cannot leave the binding).
-    uint last = uint(w.length()) - 1u;
+    uint last = w_words() - 1u;
     uint raw[RAW_WORDS];
     [[unroll]] for (uint i = 0u; i + 1u < RAW_WORDS; i++)
-        raw[i] = w[min(base + i, last)];
+        raw[i] = w_word(min(base + i, last));
     raw[RAW_WORDS - 1u] = 0u;
     if (BLOCK_BYTES % 4u != 0u || !aligned)
-        raw[RAW_WORDS - 1u] = w[min(base + RAW_WORDS - 1u, last)];
+        raw[RAW_WORDS - 1u] = w_word(min(base + RAW_WORDS - 1u, last));
 
 #if defined(WTYPE_Q4_0)
     b.d = unpackHalf2x16(FIELD16(0u)).x;

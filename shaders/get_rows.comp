@@ -8,8 +8,12 @@
 
 layout(constant_id = 1) const bool W_ALIGNED = false; // see load_block (blocks.glsl)
 
+#ifdef WEIGHTS_TEXEL
+layout(binding = 8, r32ui) uniform readonly uimageBuffer wtex; // see blocks.glsl
+#else
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; }; // see blocks.glsl
+#endif
 layout(std430, binding = 1) readonly buffer Ids { int ids[]; };
 layout(std430, binding = 2) writeonly buffer Out { float o[]; };
 

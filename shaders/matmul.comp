@@ -1,17 +1,22 @@
 #version 450
 // y[t][r] = sum_c W[r][c] * x[t][c] (+ y[t][r] when accumulating), for one chunk of rows of W
-// and one group of tokens. Two shapes, chosen by define:
+// and one group of tokens. Shapes, chosen by define:
 //  - MATVEC (few tokens, decode): a workgroup computes ROWS rows for all NT tokens; its
 //    invocations split the row's blocks and the partial sums are reduced at the end
 //    (subgroupAdd with USE_SUBGROUP, else through shared memory).
+//  - MATVEC with WEIGHTS_TEXEL (lavapipe): each invocation computes ROWS whole rows for all
+//    NT tokens, a workgroup WG * ROWS rows. On lavapipe that is cheaper: no reduction across
+//    invocations (subgroupAdd and the stores after it cost as much as a dozen blocks), and
+//    the invocations of a workgroup read the same x.
 //  - MATMUL (prompts): each invocation computes a TM x TN tile (rows x tokens) in registers,
 //    decoding each weight block once and using it for all TN tokens; a workgroup is
 //    WG_ROWS x (WG / WG_ROWS) invocations.
 // MATVEC multiplies quants by x and applies the block's scale (and offset times sum(x)) once
 // per block and output, see blocks.glsl.
 // Per invocation the only loop that grows with the sizes walks one row's blocks (cols / 32,
-// or cols / 8 for f32/f16/bf16, divided by WG for MATVEC): the inner loops are unrolled, so
-// lavapipe's 65,535-iteration loop limit is far away even for cols = 16384.
+// or cols / 8 for f32/f16/bf16, divided by WG for MATVEC without WEIGHTS_TEXEL): the inner
+// loops are unrolled, so lavapipe's 65,535-iteration loop limit is far away even for
+// cols = 16384.
 #extension GL_GOOGLE_include_directive : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
@@ -21,7 +26,7 @@
 
 layout(constant_id = 0) const uint WG = 32;
 #ifdef MATVEC
-layout(constant_id = 1) const uint ROWS = 1; // rows per workgroup
+layout(constant_id = 1) const uint ROWS = 1; // rows per workgroup (per invocation with WEIGHTS_TEXEL)
 layout(constant_id = 2) const uint NT = 1;   // tokens (all of this dispatch's)
 layout(constant_id = 3) const bool W_ALIGNED = false; // see load_block (blocks.glsl)
 layout(constant_id = 4) const bool X_VEC4 = false;    // see load_x4
@@ -33,11 +38,25 @@ layout(constant_id = 4) const bool W_ALIGNED = false; // see load_block (blocks.
 layout(constant_id = 5) const bool X_VEC4 = false;    // see load_x4
 #endif
 
+#ifdef WEIGHTS_TEXEL
+// Weights and activations through storage texel buffers (VKR_TEXEL_BINDING): on lavapipe an
+// imageLoad from one is a gather, where a storage-buffer load is a loop over the lanes with a
+// bounds check each. The weights are words (R32UI); x is 16-byte texels (RGBA32UI), whose
+// view starts 16-byte aligned. (Uniform texel buffers, which lavapipe reads through a call
+// per texelFetch, measured 7-12 % slower; weights read as RGBA32UI texels slower still.)
+layout(binding = 8, r32ui) uniform readonly uimageBuffer wtex; // see blocks.glsl
+layout(binding = 9, rgba32ui) uniform readonly uimageBuffer xtex;
+float xs_at(uint i) { return uintBitsToFloat(imageLoad(xtex, int(i >> 2))[i & 3u]); }
+vec4 x4_at(uint i) { return uintBitsToFloat(imageLoad(xtex, int(i))); } // floats 4i .. 4i+3
+#else
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; }; // see blocks.glsl
 // The activations, seen as vec4 when every token's row starts 16-byte aligned (X_VEC4).
 layout(std430, binding = 1) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer XS { float xs[]; };
+float xs_at(uint i) { return xs[i]; }
+vec4 x4_at(uint i) { return x4[i]; }
+#endif
 layout(std430, binding = 2) buffer Y { float y[]; };
 
 layout(push_constant) uniform Push {
@@ -63,15 +82,15 @@ vec4 load_x4(uint t, uint c)
 #ifdef PLAIN_WEIGHTS
     if (!W_ALIGNED) { // rows may end inside this group: stay inside the row, zero the rest
         uint last = p.x_skip + t * p.cols + p.cols - 1u;
-        vec4 v = X_VEC4 ? x4[min(i, last) >> 2]
-                        : vec4(xs[min(i, last)], xs[min(i + 1u, last)], xs[min(i + 2u, last)],
-                               xs[min(i + 3u, last)]);
+        vec4 v = X_VEC4 ? x4_at(min(i, last) >> 2)
+                        : vec4(xs_at(min(i, last)), xs_at(min(i + 1u, last)), xs_at(min(i + 2u, last)),
+                               xs_at(min(i + 3u, last)));
         return mix(vec4(0.0), v, lessThan(uvec4(c) + uvec4(0u, 1u, 2u, 3u), uvec4(p.cols)));
     }
 #endif
     if (X_VEC4)
-        return x4[i >> 2];
-    return vec4(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]);
+        return x4_at(i >> 2);
+    return vec4(xs_at(i), xs_at(i + 1u), xs_at(i + 2u), xs_at(i + 3u));
 }
 
 uint valid_weights(uint col)
@@ -85,7 +104,60 @@ void store(uint t, uint r, float v)
     y[i] = p.accumulate != 0u ? y[i] + v : v;
 }
 
-#ifdef MATVEC
+#if defined(MATVEC) && defined(WEIGHTS_TEXEL)
+
+// Invocation `lane` computes rows row0 + lane + WG * r (r < ROWS) for all NT tokens.
+// (Reading two blocks at a time, where their alignment alternates, saves 6 % of the JIT
+// instructions for q4_0 and q8_0 but measured no faster.)
+void main()
+{
+    uint lane = gl_LocalInvocationID.x;
+    uint row0 = linear_group_id() * (WG * ROWS) + lane;
+    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
+    uint at[ROWS];
+    [[unroll]] for (uint r = 0u; r < ROWS; r++)
+        at[r] = p.w_skip + min(row0 + WG * r, p.rows - 1u) * p.row_bytes;
+    float acc[ROWS * NT];
+    [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+        acc[k] = 0.0;
+
+    for (uint b = 0u; b < n_blocks; b++) {
+        // x of this block for every token (the same for all invocations)
+        uint col = b * BLOCK_WEIGHTS;
+        vec4 xv[NT * BLOCK_GROUPS];
+        float xsum[NT];
+        [[unroll]] for (uint t = 0u; t < NT; t++) {
+            vec4 s4 = vec4(0.0);
+            [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+                xv[t * BLOCK_GROUPS + g] = load_x4(t, col + 4u * g);
+                s4 += xv[t * BLOCK_GROUPS + g];
+            }
+            xsum[t] = (s4.x + s4.y) + (s4.z + s4.w); // unused (and dropped) without an offset
+        }
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            wblock blk = load_block(at[r] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
+            [[unroll]] for (uint t = 0u; t < NT; t++) {
+                float q = 0.0; // quants times x (lavapipe computes fma as a multiply and an add)
+                [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+                    vec4 qv = block_q4(blk, g);
+                    vec4 xg = xv[t * BLOCK_GROUPS + g];
+                    q = fma(qv.x, xg.x, fma(qv.y, xg.y, fma(qv.z, xg.z, fma(qv.w, xg.w, q))));
+                }
+#ifdef BLOCK_HAS_OFFSET
+                acc[r * NT + t] = fma(blk.d, q, fma(blk.m, xsum[t], acc[r * NT + t]));
+#else
+                acc[r * NT + t] = fma(blk.d, q, acc[r * NT + t]);
+#endif
+            }
+        }
+    }
+    [[unroll]] for (uint r = 0u; r < ROWS; r++)
+        [[unroll]] for (uint t = 0u; t < NT; t++)
+            if (row0 + WG * r < p.rows)
+                store(t, row0 + WG * r, acc[r * NT + t]);
+}
+
+#elif defined(MATVEC)
 
 // Partial sums of the invocations (one per subgroup with USE_SUBGROUP).
 shared float partial[ROWS * NT * WG];

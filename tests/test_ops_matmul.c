@@ -13,6 +13,13 @@
  * GPU shapes (VKLLM_MATMUL_SHAPES=gpu: rows split over several subgroups, tokens tiled inside a
  * workgroup); under GPU-assisted validation only a reduced set runs.
  *
+ * Weights are read two ways: through storage buffers, and (where caps.texel_weights, i.e. on
+ * lavapipe or with VKLLM_WEIGHT_READ=texel) through texel views of the weights and x. Every
+ * case runs on each way the device offers (the storage-buffer pass drops the weight's
+ * texel_chunks, as op_matmul does when x has no views), and checks that the dispatch used the
+ * shader of that way. Under the small-range profile the texel views shrink to 64 KiB too, so
+ * that weights are split over several views.
+ *
  * In the full profile the test also prints the throughput of 4096 x 4096 q4_0 and f16
  * matvec and matmul (not asserted). */
 #include "vk_test.h"
@@ -38,6 +45,43 @@ typedef struct test_weight {
 } test_weight;
 
 static double worst_err[GGML_TYPE_COUNT], worst_rows_err[GGML_TYPE_COUNT];
+
+/* The pass: weights read through storage buffers (the weight's texel layout dropped), or
+ * through texel views where the weight has them. */
+static bool ssbo_pass;
+
+/* The weight as this pass reads it. */
+static op_weight pass_weight(const test_weight *tw)
+{
+    op_weight w = tw->w;
+    if (ssbo_pass)
+        w.n_texel_chunks = 0;
+    return w;
+}
+
+/* Ends, submits and frees cmd; *label is the shader name of its first dispatch ("" without
+ * timestamps). */
+static void run_labelled(vkr_cmd *cmd, const char **label)
+{
+    double ms;
+    *label = "";
+    if (vkr_cmd_end(cmd) || vkr_cmd_submit_wait(cmd)) {
+        printf("FAIL: submit: %s\n", vk_error_message());
+        exit(1);
+    }
+    if (!vkr_cmd_dispatch_time(cmd, 0, label, &ms))
+        *label = "";
+    vkr_cmd_destroy(cmd);
+}
+
+/* Whether the dispatch used the shader of this pass: a texel-view shader (name ending in
+ * "_tx") exactly when `texel` (see op_matmul and op_get_rows in ops.h). */
+static bool right_shader(bool texel, const char *label)
+{
+    size_t n = strlen(label);
+    bool tx = n > 3 && !strcmp(label + n - 3, "_tx");
+    return !*label || tx == texel;
+}
 
 /* Random weights in [-1, 1), quantized to `type`, uploaded at byte `offset` of a device
  * buffer, laid out by op_weight_init (whose status is returned). */
@@ -82,7 +126,8 @@ static void free_weight(vkr_device *dev, test_weight *tw)
     free(tw->deq);
 }
 
-/* Chunks laid out as documented: consecutive whole rows, bindings aligned and within range. */
+/* Chunks laid out as documented: consecutive whole rows, bindings aligned and within range;
+ * texel chunks (where the buffer has views) each inside the view they name. */
 static void check_layout(vkr_device *dev, const test_weight *tw, uint64_t offset)
 {
     const op_weight *w = &tw->w;
@@ -98,6 +143,31 @@ static void check_layout(vkr_device *dev, const test_weight *tw, uint64_t offset
     }
     t_check(ok && next == tw->rows, "layout %s %ux%u at offset %llu: %u chunk(s)",
             ggml_traits(tw->type).name, tw->rows, tw->cols, (unsigned long long)offset, w->n_chunks);
+
+    const vkr_buffer *b = &tw->buffer;
+    if (!dev->caps.texel_weights)
+        return;
+    /* With views every weight gets a texel layout, unless a chunk would need more than
+     * OP_MAX_CHUNKS views' worth (the test's largest weights under the small-range profile). */
+    uint64_t per_view = b->texel_stride / w->row_bytes;
+    bool expected = b->n_texel_views > 0 && per_view > 0 &&
+                    (tw->rows + per_view - 1) / per_view <= OP_MAX_CHUNKS;
+    ok = b->n_texel_views > 0 && (w->n_texel_chunks > 0 || !expected);
+    next = 0;
+    for (uint32_t c = 0; c < w->n_texel_chunks && ok; c++) {
+        const op_weight_chunk *ch = &w->texel_chunks[c];
+        uint64_t first = offset + (uint64_t)ch->row_begin * w->row_bytes;
+        uint64_t view_end = ch->offset + b->texel_range < b->size ? ch->offset + b->texel_range : b->size;
+        ok = ch->row_begin == next && ch->row_count > 0 && ch->buffer == b && ch->view < b->n_texel_views &&
+             ch->offset == (uint64_t)ch->view * b->texel_stride && ch->offset + ch->skip_bytes == first &&
+             first + (uint64_t)ch->row_count * w->row_bytes <= view_end;
+        next += ch->row_count;
+    }
+    if (w->n_texel_chunks)
+        ok = ok && next == tw->rows;
+    t_check(ok, "texel layout %s %ux%u at offset %llu: %u chunk(s) over %u view(s) of %llu bytes",
+            ggml_traits(tw->type).name, tw->rows, tw->cols, (unsigned long long)offset, w->n_texel_chunks,
+            b->n_texel_views, (unsigned long long)b->texel_range);
 }
 
 static void check_matmul(vkr_device *dev, test_weight *tw, uint32_t n_tokens, bool accumulate)
@@ -112,15 +182,19 @@ static void check_matmul(vkr_device *dev, test_weight *tw, uint32_t n_tokens, bo
             y0[i] = 1e30f; /* must be overwritten */
     op_tensor tx = t_tensor_from(dev, x, nx * sizeof *x), ty = t_tensor_from(dev, y0, ny * sizeof *y0);
 
+    op_weight w = pass_weight(tw);
+    const char *label = "";
     vkr_cmd *cmd = t_begin(dev);
-    vkllm_status s = op_matmul(cmd, dev, &tw->w, tx, ty, n_tokens, accumulate);
+    vkllm_status s = op_matmul(cmd, dev, &w, tx, ty, n_tokens, accumulate);
     uint32_t dispatches = vkr_cmd_dispatch_count(cmd), barriers = vkr_cmd_barrier_count(cmd);
     if (s) {
         t_check(0, "matmul record: %s", vk_error_message());
         vkr_cmd_destroy(cmd);
     } else {
-        t_run(cmd);
+        run_labelled(cmd, &label);
     }
+    bool texel = w.n_texel_chunks && tx.buffer->n_texel_views && (uint64_t)cols * 4 <= tx.buffer->texel_stride;
+    bool right = right_shader(texel, label);
     t_read(dev, ty, got, ny * sizeof *got);
 
     double max_err = 0;
@@ -154,23 +228,28 @@ static void check_matmul(vkr_device *dev, test_weight *tw, uint32_t n_tokens, bo
         worst_err[tw->type] = max_err;
     /* One token: consecutive chunks write apart, so no barrier where chunks start on
      * aligned rows. Otherwise chunks interleave in y: at most one barrier per chunk switch. */
-    uint32_t max_barriers = tw->w.n_chunks - 1;
+    uint32_t n_chunks = texel ? w.n_texel_chunks : w.n_chunks;
+    const op_weight_chunk *chunks = texel ? w.texel_chunks : w.chunks;
+    uint32_t max_barriers = n_chunks - 1;
     if (n_tokens == 1) {
         uint64_t align = dev->caps.storage_offset_alignment > 16 ? dev->caps.storage_offset_alignment : 16;
         max_barriers = 0; /* only where a chunk's y range cannot start aligned (y.offset is 0) */
-        for (uint32_t c = 1; c < tw->w.n_chunks; c++)
-            max_barriers += (uint64_t)tw->w.chunks[c].row_begin * 4 % align != 0;
+        for (uint32_t c = 1; c < n_chunks; c++)
+            max_barriers += (uint64_t)chunks[c].row_begin * 4 % align != 0;
     }
-    printf("%s matmul %-4s %5ux%-5u tokens %3u%s: %u dispatch(es), %u barrier(s), max err %.2g "
+    bool fail = bad || barriers > max_barriers || !right;
+    printf("%s matmul %-4s %5ux%-5u tokens %3u%s: %u dispatch(es) of %s, %u barrier(s), max err %.2g "
            "(tol %.0e)",
-           bad || barriers > max_barriers ? "FAIL" : "ok  ", ggml_traits(tw->type).name, rows, cols,
-           n_tokens, accumulate ? " +=" : "   ", dispatches, barriers, max_err, TOLERANCE);
+           fail ? "FAIL" : "ok  ", ggml_traits(tw->type).name, rows, cols, n_tokens,
+           accumulate ? " +=" : "   ", dispatches, *label ? label : "?", barriers, max_err, TOLERANCE);
     if (bad)
         printf(" %zu bad, worst y[%zu] got %g want %g", bad, worst, got[worst], want_worst);
     if (barriers > max_barriers)
         printf(" more than %u barriers", max_barriers);
+    if (!right)
+        printf(" (expected the %s shader)", texel ? "texel" : "storage-buffer");
     printf("\n");
-    if (bad || barriers > max_barriers)
+    if (fail)
         t_failures++;
     t_tensor_free(dev, tx);
     t_tensor_free(dev, ty);
@@ -199,15 +278,19 @@ static void check_get_rows(vkr_device *dev, test_weight *tw, uint32_t n_ids)
         memcpy(want + (size_t)i * cols, tw->deq + (size_t)r * cols, cols * sizeof *want);
     }
     op_tensor tids = t_tensor_from(dev, ids, n_ids * sizeof *ids), tout = t_tensor(dev, n * sizeof(float));
+    op_weight w = pass_weight(tw);
+    const char *label = "";
     vkr_cmd *cmd = t_begin(dev);
-    vkllm_status s = op_get_rows(cmd, dev, &tw->w, tids, tout, n_ids);
+    vkllm_status s = op_get_rows(cmd, dev, &w, tids, tout, n_ids);
     uint32_t barriers = vkr_cmd_barrier_count(cmd);
     if (s) {
         t_check(0, "get_rows record: %s", vk_error_message());
         vkr_cmd_destroy(cmd);
     } else {
-        t_run(cmd);
+        run_labelled(cmd, &label);
     }
+    t_check(right_shader(w.n_texel_chunks != 0, label), "get_rows %s: shader %s", ggml_traits(tw->type).name,
+            label);
     t_read(dev, tout, got, n * sizeof *got);
     char what[96];
     snprintf(what, sizeof what, "get_rows %s %ux%u ids %u (%u barriers)", ggml_traits(tw->type).name,
@@ -219,7 +302,8 @@ static void check_get_rows(vkr_device *dev, test_weight *tw, uint32_t n_ids)
         if (e > worst_rows_err[tw->type])
             worst_rows_err[tw->type] = e;
     }
-    t_check(barriers + 1 <= tw->w.n_chunks, "get_rows barriers %u <= chunks - 1", barriers);
+    t_check(barriers + 1 <= (w.n_texel_chunks ? w.n_texel_chunks : w.n_chunks), "get_rows barriers %u <= chunks - 1",
+            barriers);
     t_tensor_free(dev, tids);
     t_tensor_free(dev, tout);
     free(ids), free(want), free(got);
@@ -245,8 +329,9 @@ static void time_type(vkr_device *dev, uint32_t type)
     uint32_t token_counts[] = {1, 4, 8, prompt};
     for (size_t k = 0; k < sizeof token_counts / sizeof *token_counts; k++) {
         uint32_t nt = token_counts[k];
+        op_weight w = pass_weight(&tw);
         vkr_cmd *cmd = t_begin(dev);
-        if (op_matmul(cmd, dev, &tw.w, tx, ty, nt, false) || vkr_cmd_end(cmd)) {
+        if (op_matmul(cmd, dev, &w, tx, ty, nt, false) || vkr_cmd_end(cmd)) {
             t_check(0, "timing: %s", vk_error_message());
             vkr_cmd_destroy(cmd);
             continue;
@@ -328,10 +413,13 @@ int main(void)
     /* GPU-assisted validation instruments every storage access, which makes lavapipe compile
      * a big unrolled shader for minutes: a reduced set of cases (plain weights with partial
      * blocks, q4_0's alternating alignment, q4_1's whole-word blocks), with the smaller GPU
-     * shapes. The addressing code is the same for all shapes. */
+     * shapes (32 x 2 for the matrix-vector one: 128 x 4, the GPU default, took three
+     * minutes to compile here). The addressing code is the same for all shapes. */
     bool gpu_av = gpu_av_env && !strcmp(gpu_av_env, "1");
-    if (gpu_av)
+    if (gpu_av) {
         setenv("VKLLM_MATMUL_SHAPES", "gpu", 1);
+        setenv("VKLLM_MATVEC_SHAPE", "32,2", 1);
+    }
     printf("max binding %llu bytes, offset alignment %llu%s\n",
            (unsigned long long)dev->caps.max_storage_buffer_range,
            (unsigned long long)dev->caps.storage_offset_alignment,
@@ -343,57 +431,70 @@ int main(void)
     const uint32_t sizes[][2] = {{1, 32},    {3, 64},   {127, 96},   {4097, 64},
                                  {2049, 96}, {64, 4096}, {256, 14336}, {33, 37}};
     const uint32_t token_counts[] = {1, 2, 7, 64, 512};
-    const uint32_t av_token_counts[] = {1, 7, 64}; /* 64: matmul_tiled.comp's path */
-    uint32_t case_index = 0;
-    for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types && !timing_only; ti++) {
-        uint32_t type = all_types[ti];
-        bool plain = ggml_traits(type).block_size == 1;
-        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
-            uint32_t rows = sizes[si][0], cols = sizes[si][1];
-            if (cols == 14336 && type != GGML_F32 && type != GGML_Q4_0)
-                continue;
-            if (cols % 32 && !plain)
-                continue;
-            if (gpu_av && (rows * cols > 127 * 96 ||
-                           (type != GGML_F32 && type != GGML_Q4_0 && type != GGML_Q4_1)))
-                continue;
-            /* Every other case stores the weight 34 bytes into its buffer: 2 mod 4, and off
-             * the binding alignment, so chunks start with a skip. */
-            uint64_t offset = case_index++ % 2 ? 34 : 0;
-            if (gpu_av)
-                check_weight_case(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti),
-                                  av_token_counts, 3);
-            else
-                check_weight_case(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti),
-                                  token_counts, sizeof token_counts / sizeof *token_counts);
+    /* 64: matmul_tiled.comp's path; storage buffers only (the texel matmul adds ~20 s of
+     * compiling under GPU-assisted validation, and the other profiles run it). */
+    const uint32_t av_token_counts[] = {1, 7, 64};
+    /* Texel views where the device reads weights that way, then storage buffers. */
+    for (int pass = dev->caps.texel_weights ? 0 : 1; pass < 2 && !timing_only; pass++) {
+        ssbo_pass = pass == 1;
+        printf("-- weights read through %s\n", ssbo_pass ? "storage buffers" : "texel views");
+        uint32_t case_index = 0;
+        for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types; ti++) {
+            uint32_t type = all_types[ti];
+            bool plain = ggml_traits(type).block_size == 1;
+            for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+                uint32_t rows = sizes[si][0], cols = sizes[si][1];
+                if (cols == 14336 && type != GGML_F32 && type != GGML_Q4_0)
+                    continue;
+                if (cols % 32 && !plain)
+                    continue;
+                if (gpu_av && (rows * cols > 127 * 96 ||
+                               (type != GGML_F32 && type != GGML_Q4_0 && type != GGML_Q4_1)))
+                    continue;
+                /* Every other case stores the weight 34 bytes into its buffer: 2 mod 4, and
+                 * off the binding alignment, so chunks start with a skip. */
+                uint64_t offset = case_index++ % 2 ? 34 : 0;
+                if (gpu_av)
+                    check_weight_case(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti),
+                                      av_token_counts, ssbo_pass ? 3 : 2);
+                else
+                    check_weight_case(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti),
+                                      token_counts, sizeof token_counts / sizeof *token_counts);
+            }
         }
-    }
 
-    /* The shapes for GPUs (several subgroups per row, tokens tiled inside a workgroup), on
-     * whatever device this is. */
-    if (!timing_only && !gpu_av) {
-        setenv("VKLLM_MATMUL_SHAPES", "gpu", 1);
-        printf("-- with VKLLM_MATMUL_SHAPES=gpu\n");
-        const uint32_t gpu_types[] = {GGML_F16, GGML_Q4_0, GGML_Q4_1};
-        for (size_t ti = 0; ti < sizeof gpu_types / sizeof *gpu_types; ti++) {
-            check_weight_case(dev, gpu_types[ti], 127, 96, 34, 7, token_counts, 4);
-            check_weight_case(dev, gpu_types[ti], 4097, 64, 0, 8, token_counts, 4);
+        /* The shapes for GPUs (several subgroups per row, tokens tiled inside a workgroup),
+         * on whatever device this is. */
+        if (!gpu_av) {
+            setenv("VKLLM_MATMUL_SHAPES", "gpu", 1);
+            printf("-- with VKLLM_MATMUL_SHAPES=gpu\n");
+            const uint32_t gpu_types[] = {GGML_F16, GGML_Q4_0, GGML_Q4_1};
+            for (size_t ti = 0; ti < sizeof gpu_types / sizeof *gpu_types; ti++) {
+                check_weight_case(dev, gpu_types[ti], 127, 96, 34, 7, token_counts, 4);
+                check_weight_case(dev, gpu_types[ti], 4097, 64, 0, 8, token_counts, 4);
+            }
+            unsetenv("VKLLM_MATMUL_SHAPES");
         }
-        /* Other matrix-vector shapes, as VKLLM_MATVEC_SHAPE selects them when measuring. */
-        setenv("VKLLM_MATVEC_SHAPE", "32,2", 1);
-        check_weight_case(dev, GGML_Q4_0, 127, 96, 34, 10, token_counts, 3);
-        check_weight_case(dev, GGML_F16, 4097, 64, 0, 11, token_counts, 3);
-        unsetenv("VKLLM_MATVEC_SHAPE");
-        /* Prompts through shared-memory tiles (matmul_tiled.comp) where the device has the
+        /* The storage-buffer shaders' other shapes (the texel ones have neither): other
+         * matrix-vector shapes, as VKLLM_MATVEC_SHAPE selects them when measuring, and
+         * prompts through shared-memory tiles (matmul_tiled.comp) where the device has the
          * shared memory: every type, a partial row/token tile, ragged plain rows (33 x 37),
          * a 2 mod 4 byte offset, 512 tokens. */
-        for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types; ti++) {
-            bool plain = ggml_traits(all_types[ti]).block_size == 1;
-            check_weight_case(dev, all_types[ti], plain ? 33 : 127, plain ? 37 : 96, 34, 9,
-                              token_counts + 3, 2);
+        if (!gpu_av && ssbo_pass) {
+            setenv("VKLLM_MATMUL_SHAPES", "gpu", 1);
+            setenv("VKLLM_MATVEC_SHAPE", "32,2", 1);
+            check_weight_case(dev, GGML_Q4_0, 127, 96, 34, 10, token_counts, 3);
+            check_weight_case(dev, GGML_F16, 4097, 64, 0, 11, token_counts, 3);
+            unsetenv("VKLLM_MATVEC_SHAPE");
+            for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types; ti++) {
+                bool plain = ggml_traits(all_types[ti]).block_size == 1;
+                check_weight_case(dev, all_types[ti], plain ? 33 : 127, plain ? 37 : 96, 34, 9,
+                                  token_counts + 3, 2);
+            }
+            unsetenv("VKLLM_MATMUL_SHAPES");
         }
-        unsetenv("VKLLM_MATMUL_SHAPES");
     }
+    ssbo_pass = false;
 
     /* Bad layouts are refused. */
     {
@@ -418,8 +519,11 @@ int main(void)
                worst_rows_err[all_types[ti]]);
 
     if ((!profile || !*profile) && !gpu_av && !(timing && !strcmp(timing, "0"))) {
-        time_type(dev, GGML_Q4_0);
-        time_type(dev, GGML_F16);
+        for (int pass = dev->caps.texel_weights ? 0 : 1; pass < 2; pass++) {
+            ssbo_pass = pass == 1;
+            time_type(dev, GGML_Q4_0);
+            time_type(dev, GGML_F16);
+        }
     }
     return t_finish(dev);
 }

@@ -69,15 +69,15 @@ vkllm_status vkr_cmd_create(vkr_device *dev, uint32_t max_dispatches, bool times
     if ((s = vkr_check(vkCreateFence(dev->device, &fence, NULL, &c->fence), "vkCreateFence")))
         goto fail;
     count(dev, 1);
-    VkDescriptorPoolSize size = {
-        .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-        .descriptorCount = c->max_dispatches * VKR_MAX_BINDINGS,
+    VkDescriptorPoolSize sizes[2] = {
+        {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, c->max_dispatches * VKR_MAX_BINDINGS},
+        {VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER, c->max_dispatches * VKR_MAX_TEXEL_BINDINGS},
     };
     VkDescriptorPoolCreateInfo dp = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
         .maxSets = c->max_dispatches,
-        .poolSizeCount = 1,
-        .pPoolSizes = &size,
+        .poolSizeCount = dev->caps.texel_buffers ? 2 : 1,
+        .pPoolSizes = sizes,
     };
     if ((s = vkr_check(vkCreateDescriptorPool(dev->device, &dp, NULL, &c->descriptor_pool),
                        "vkCreateDescriptorPool")))
@@ -203,10 +203,10 @@ static vkllm_status track_accesses(vkr_cmd *c, const access_range *acc, uint32_t
     return VKLLM_OK;
 }
 
-vkllm_status vkr_cmd_dispatch(vkr_cmd *c, vkr_pipeline *pipeline, const vkr_binding *bindings,
-                              uint32_t n_bindings, const void *push, uint32_t push_size,
-                              uint32_t groups_x, uint32_t groups_y, uint32_t groups_z,
-                              const char *label)
+static vkllm_status record_dispatch(vkr_cmd *c, vkr_pipeline *pipeline, const vkr_binding *bindings,
+                                    uint32_t n_bindings, const vkr_texel_binding *texel,
+                                    uint32_t n_texel, const void *push, uint32_t push_size, uint32_t groups_x,
+                                    uint32_t groups_y, uint32_t groups_z, const char *label)
 {
     vkr_device *dev = c->dev;
     if (!c->recording)
@@ -222,11 +222,27 @@ vkllm_status vkr_cmd_dispatch(vkr_cmd *c, vkr_pipeline *pipeline, const vkr_bind
         return vk_fail(VKLLM_ERR_INTERNAL, "%s: grid %ux%ux%u outside the device's limits", label,
                        groups_x, groups_y, groups_z);
 
-    access_range acc[VKR_MAX_BINDINGS];
+    access_range acc[VKR_MAX_BINDINGS + VKR_MAX_TEXEL_BINDINGS];
     VkDescriptorBufferInfo infos[VKR_MAX_BINDINGS];
-    VkWriteDescriptorSet writes[VKR_MAX_BINDINGS];
+    VkWriteDescriptorSet writes[VKR_MAX_BINDINGS + VKR_MAX_TEXEL_BINDINGS];
+    uint32_t n_acc = 0, n_writes = VKR_MAX_BINDINGS;
+    if (n_texel > VKR_MAX_TEXEL_BINDINGS || (n_texel && !dev->caps.texel_buffers))
+        return vk_fail(VKLLM_ERR_INTERNAL, "%s: %u texel bindings exceed the layout", label, n_texel);
+    for (uint32_t i = 0; i < n_texel; i++) {
+        const vkr_texel_binding *t = &texel[i];
+        if (!t->view || t->range == 0 || t->offset + t->range > t->buffer->size)
+            return vk_fail(VKLLM_ERR_INTERNAL, "%s: texel binding %u invalid", label, i);
+        writes[n_writes++] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstBinding = VKR_TEXEL_BINDING + i,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER,
+            .pTexelBufferView = &t->view,
+        };
+        acc[n_acc++] = (access_range){t->buffer->buffer, t->offset, t->offset + t->range, false};
+    }
     for (uint32_t i = 0; i < VKR_MAX_BINDINGS; i++) {
-        if (i < n_bindings) {
+        if (i < n_bindings && bindings[i].buffer) {
             const vkr_binding *b = &bindings[i];
             if (b->range == 0 || b->offset + b->range > b->buffer->size ||
                 b->range > dev->caps.max_storage_buffer_range ||
@@ -236,7 +252,7 @@ vkllm_status vkr_cmd_dispatch(vkr_cmd *c, vkr_pipeline *pipeline, const vkr_bind
                                i, (unsigned long long)b->offset, (unsigned long long)b->range,
                                (unsigned long long)b->buffer->size);
             infos[i] = (VkDescriptorBufferInfo){b->buffer->buffer, b->offset, b->range};
-            acc[i] = (access_range){b->buffer->buffer, b->offset, b->offset + b->range, b->write};
+            acc[n_acc++] = (access_range){b->buffer->buffer, b->offset, b->offset + b->range, b->write};
         } else {
             infos[i] = (VkDescriptorBufferInfo){c->dummy.buffer, 0, c->dummy.size};
         }
@@ -258,11 +274,11 @@ vkllm_status vkr_cmd_dispatch(vkr_cmd *c, vkr_pipeline *pipeline, const vkr_bind
     vkllm_status s = vkr_check(vkAllocateDescriptorSets(dev->device, &alloc, &set), "vkAllocateDescriptorSets");
     if (s)
         return s;
-    for (uint32_t i = 0; i < VKR_MAX_BINDINGS; i++)
+    for (uint32_t i = 0; i < n_writes; i++)
         writes[i].dstSet = set;
-    vkUpdateDescriptorSets(dev->device, VKR_MAX_BINDINGS, writes, 0, NULL);
+    vkUpdateDescriptorSets(dev->device, n_writes, writes, 0, NULL);
 
-    if ((s = track_accesses(c, acc, n_bindings)))
+    if ((s = track_accesses(c, acc, n_acc)))
         return s;
     vkCmdBindPipeline(c->cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline->pipeline);
     vkCmdBindDescriptorSets(c->cb, VK_PIPELINE_BIND_POINT_COMPUTE, dev->pipeline_layout, 0, 1, &set,
@@ -278,6 +294,25 @@ vkllm_status vkr_cmd_dispatch(vkr_cmd *c, vkr_pipeline *pipeline, const vkr_bind
     if (c->query_pool)
         vkCmdWriteTimestamp(c->cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, c->query_pool, c->n_dispatches);
     return VKLLM_OK;
+}
+
+vkllm_status vkr_cmd_dispatch(vkr_cmd *c, vkr_pipeline *pipeline, const vkr_binding *bindings,
+                              uint32_t n_bindings, const void *push, uint32_t push_size,
+                              uint32_t groups_x, uint32_t groups_y, uint32_t groups_z,
+                              const char *label)
+{
+    return record_dispatch(c, pipeline, bindings, n_bindings, NULL, 0, push, push_size, groups_x,
+                           groups_y, groups_z, label);
+}
+
+vkllm_status vkr_cmd_dispatch_texel(vkr_cmd *c, vkr_pipeline *pipeline, const vkr_binding *bindings,
+                                    uint32_t n_bindings, const vkr_texel_binding *texel,
+                                    uint32_t n_texel, const void *push, uint32_t push_size,
+                                    uint32_t groups_x, uint32_t groups_y, uint32_t groups_z,
+                                    const char *label)
+{
+    return record_dispatch(c, pipeline, bindings, n_bindings, texel, n_texel, push, push_size,
+                           groups_x, groups_y, groups_z, label);
 }
 
 vkllm_status vkr_cmd_copy(vkr_cmd *c, const vkr_buffer *src, VkDeviceSize src_offset,

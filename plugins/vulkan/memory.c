@@ -165,13 +165,77 @@ static void block_destroy(vkr_device *dev, vkr_memory_block *b)
     free(b);
 }
 
+static void destroy_texel_views(vkr_device *dev, vkr_buffer *buf)
+{
+    for (uint32_t i = 0; i < buf->n_texel_views * VKR_TEXEL_FORMATS; i++) {
+        if (buf->texel_views[i]) {
+            vkDestroyBufferView(dev->device, buf->texel_views[i], NULL);
+            atomic_fetch_sub(&dev->live_objects, 1);
+        }
+    }
+    free(buf->texel_views);
+    buf->texel_views = NULL;
+    buf->n_texel_views = 0;
+}
+
+/* The buffer's texel views (see vkr_buffer), when weights and activations are read that way. */
+static vkllm_status create_texel_views(vkr_device *dev, vkr_buffer *buf)
+{
+    static const VkFormat formats[VKR_TEXEL_FORMATS] = {VK_FORMAT_R32_UINT, VK_FORMAT_R32G32B32A32_UINT};
+    if (!dev->caps.texel_weights)
+        return VKLLM_OK;
+    /* Views of the largest size, starting every half view (16-byte aligned at least, so that
+     * 16-byte texels line up with the buffer), so that any range of up to half a view lies
+     * inside one. */
+    VkDeviceSize align = dev->caps.texel_offset_alignment > 16 ? dev->caps.texel_offset_alignment : 16;
+    VkDeviceSize range = dev->caps.max_texel_elements * 4;
+    if (range > 0xfffffff0u) /* byte offsets inside a view stay within uint32 in the shaders */
+        range = 0xfffffff0u;
+    VkDeviceSize stride = range / 2 / align * align;
+    if (stride == 0)
+        return vk_fail(VKLLM_ERR_INTERNAL, "texel views of %llu bytes cannot start %llu-byte aligned",
+                       (unsigned long long)range, (unsigned long long)align);
+    range = stride * 2;
+    uint32_t n = 1;
+    if (buf->size > range)
+        n += (uint32_t)((buf->size - range + stride - 1) / stride);
+    buf->texel_views = calloc((size_t)n * VKR_TEXEL_FORMATS, sizeof *buf->texel_views);
+    if (!buf->texel_views)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    buf->n_texel_views = n;
+    buf->texel_stride = stride;
+    buf->texel_range = range;
+    for (uint32_t i = 0; i < n; i++) {
+        VkDeviceSize offset = (VkDeviceSize)i * stride;
+        VkDeviceSize bytes = buf->size - offset < range ? buf->size - offset : range;
+        for (uint32_t f = 0; f < VKR_TEXEL_FORMATS; f++) {
+            VkBufferViewCreateInfo info = {
+                .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+                .buffer = buf->buffer,
+                .format = formats[f],
+                .offset = offset,
+                .range = bytes / 16 * 16, /* the buffer's size is a multiple of 16 (see below) */
+            };
+            vkllm_status s = vkr_check(vkCreateBufferView(dev->device, &info, NULL,
+                                                          &buf->texel_views[i * VKR_TEXEL_FORMATS + f]),
+                                       "vkCreateBufferView");
+            if (s) {
+                destroy_texel_views(dev, buf);
+                return s;
+            }
+            atomic_fetch_add(&dev->live_objects, 1);
+        }
+    }
+    return VKLLM_OK;
+}
+
 vkllm_status vkr_buffer_create(vkr_device *dev, VkDeviceSize size, vkr_memory_kind kind,
                                vkr_buffer *out)
 {
     memset(out, 0, sizeof *out);
     if (size == 0)
         size = 4;
-    size = align_up(size, 4);
+    size = align_up(size, dev->caps.texel_weights ? 16 : 4); /* whole 16-byte texels */
     VkBufferCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
         .size = size,
@@ -179,6 +243,8 @@ vkllm_status vkr_buffer_create(vkr_device *dev, VkDeviceSize size, vkr_memory_ki
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
+    if (dev->caps.texel_buffers)
+        info.usage |= VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT;
     vkllm_status s = vkr_check(vkCreateBuffer(dev->device, &info, NULL, &out->buffer), "vkCreateBuffer");
     if (s)
         return s;
@@ -263,6 +329,10 @@ vkllm_status vkr_buffer_create(vkr_device *dev, VkDeviceSize size, vkr_memory_ki
     }
     if (block->mapped)
         out->mapped = block->mapped + offset;
+    if ((s = create_texel_views(dev, out))) {
+        vkr_buffer_destroy(dev, out);
+        return s;
+    }
     return VKLLM_OK;
 }
 
@@ -270,6 +340,7 @@ void vkr_buffer_destroy(vkr_device *dev, vkr_buffer *buf)
 {
     if (!buf || !buf->buffer)
         return;
+    destroy_texel_views(dev, buf);
     vkDestroyBuffer(dev->device, buf->buffer, NULL);
     atomic_fetch_sub(&dev->live_objects, 1);
     if (buf->block) {

@@ -39,6 +39,7 @@ typedef struct op_weight_chunk {
     uint32_t row_begin;  /* first row held */
     uint32_t row_count;
     uint32_t skip_bytes; /* from `offset` to the first row (offset is aligned down) */
+    uint32_t view;       /* texel_chunks: the buffer's texel view that holds the chunk */
 } op_weight_chunk;
 
 typedef struct op_weight {
@@ -47,6 +48,10 @@ typedef struct op_weight {
     uint64_t row_bytes;
     uint32_t n_chunks;
     op_weight_chunk chunks[OP_MAX_CHUNKS];
+    /* The same rows laid out over the buffer's texel views (see vkr_buffer), where it has
+     * them: op_matmul and op_get_rows then read the weight through those. 0 = none. */
+    uint32_t n_texel_chunks;
+    op_weight_chunk texel_chunks[OP_MAX_CHUNKS];
 } op_weight;
 
 typedef enum op_rope_mode {
@@ -104,19 +109,23 @@ vkllm_status op_rope(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor param
 /* Lays out a weight stored contiguously (rows * ggml_row_bytes(type, cols) bytes at `offset`
  * in `buffer`, offset even) as chunks of whole rows that each fit one binding
  * (caps.max_storage_buffer_range), each bound from its first row's offset aligned down to
- * caps.storage_offset_alignment. Supported types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0,
+ * caps.storage_offset_alignment; and, when the buffer has texel views, as texel_chunks that
+ * each lie inside one view. Supported types: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0,
  * q5_1. Fails when a row alone exceeds a binding or more than OP_MAX_CHUNKS are needed. */
 vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows, uint32_t cols,
                             const vkr_buffer *buffer, VkDeviceSize offset, op_weight *out);
 
 /* Rows of W (any supported type) picked by int32 ids -> f32 rows of out [n_ids][cols].
  * The caller validates ids (0 <= id < rows); the shader clamps them into that range, so a
- * bad id yields row 0 or the last row, never a read outside the weights. */
+ * bad id yields row 0 or the last row, never a read outside the weights. The weights are
+ * read through texel views when w has texel_chunks. */
 vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor ids,
                          op_tensor out, uint32_t n_ids);
 
 /* y[t][r] = sum_c W[r][c] * x[t][c] (+ y[t][r] when accumulate), t < n_tokens. One dispatch
- * per weight chunk and group of tokens whose x and y rows fit a binding (one token's must). */
+ * per weight chunk and group of tokens whose x and y rows fit a binding (one token's must).
+ * Weights and x are read through texel views when w has texel_chunks, x's buffer has views
+ * and one row of x (cols floats) fits its texel_stride; through storage buffers otherwise. */
 vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
                        uint32_t n_tokens, bool accumulate);
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Must match the push constants of shaders/matmul.comp. */
 typedef struct matmul_push {
@@ -74,11 +75,84 @@ static uint64_t rows_fitting(const vkr_device *dev, op_tensor t, uint64_t first,
     return (room - skip - last_elems * 4) / (row_elems * 4) + 1;
 }
 
-static vkr_binding weight_binding(const op_weight *w, uint32_t c)
+/* Chunk c of the layout in use: over the texel views (texel) or over storage bindings. */
+static const op_weight_chunk *weight_chunk(const op_weight *w, bool texel, uint32_t c)
 {
-    const op_weight_chunk *ch = &w->chunks[c];
+    return texel ? &w->texel_chunks[c] : &w->chunks[c];
+}
+
+/* The texel view of buffer b that starts at or below byte `first` and holds the most after
+ * it: bytes [*start, *end) of b. */
+static uint32_t texel_view_at(const vkr_buffer *b, uint64_t first, uint64_t *start, uint64_t *end)
+{
+    uint64_t v = first / b->texel_stride;
+    if (v >= b->n_texel_views)
+        v = b->n_texel_views - 1;
+    *start = v * b->texel_stride;
+    *end = (*start + b->texel_range < b->size ? *start + b->texel_range : b->size) / 4 * 4;
+    return (uint32_t)v;
+}
+
+static vkr_texel_binding texel_binding(const vkr_buffer *b, uint32_t v, uint32_t format)
+{
+    uint64_t start, end;
+    texel_view_at(b, (uint64_t)v * b->texel_stride, &start, &end);
+    return (vkr_texel_binding){b, b->texel_views[v * VKR_TEXEL_FORMATS + format], start, end - start};
+}
+
+/* Records a dispatch whose weight is chunk c: bound as storage binding 0 over the chunk, or
+ * (texel) as texel binding 0, the chunk's whole view (the shader clamps its reads to the view).
+ * x_texel, when given, is texel binding 1. */
+static vkllm_status dispatch_weight(vkr_cmd *cmd, vkr_pipeline *pipe, const op_weight *w, bool texel,
+                                    uint32_t c, vkr_binding bindings[3], const vkr_texel_binding *x_texel,
+                                    const void *push, uint32_t push_size, uint32_t gx, uint32_t gy,
+                                    uint32_t gz)
+{
+    const op_weight_chunk *ch = weight_chunk(w, texel, c);
+    if (texel) {
+        vkr_texel_binding tb[2] = {texel_binding(ch->buffer, ch->view, VKR_TEXEL_R32)};
+        if (x_texel)
+            tb[1] = *x_texel;
+        bindings[0] = (vkr_binding){0};
+        return vkr_cmd_dispatch_texel(cmd, pipe, bindings, 3, tb, x_texel ? 2 : 1, push, push_size, gx,
+                                      gy, gz, pipe->name);
+    }
     uint64_t bytes = ch->skip_bytes + (uint64_t)ch->row_count * w->row_bytes;
-    return (vkr_binding){ch->buffer, ch->offset, (bytes + 3) & ~(uint64_t)3, false};
+    bindings[0] = (vkr_binding){ch->buffer, ch->offset, (bytes + 3) & ~(uint64_t)3, false};
+    return vkr_cmd_dispatch(cmd, pipe, bindings, 3, push, push_size, gx, gy, gz, pipe->name);
+}
+
+/* The texel layout of a weight whose buffer has texel views: chunks of whole rows, each inside
+ * the view that starts at or below its first row (views start every texel_stride bytes and
+ * span texel_range). Leaves n_texel_chunks 0 where that cannot be done. */
+static void texel_layout(const vkr_buffer *buffer, VkDeviceSize offset, uint64_t row_quantum,
+                         op_weight *out)
+{
+    out->n_texel_chunks = 0;
+    if (!buffer->n_texel_views)
+        return;
+    uint32_t n_chunks = 0;
+    for (uint32_t r = 0; r < out->rows;) {
+        uint64_t first = offset + (uint64_t)r * out->row_bytes, start, end;
+        uint32_t v = texel_view_at(buffer, first, &start, &end);
+        uint64_t fit = end > first ? (end - first) / out->row_bytes : 0;
+        /* byte offsets inside a view stay within uint32 in the shaders */
+        if (fit == 0 || n_chunks == OP_MAX_CHUNKS || first - start > 0xffffffffu || end - start > 0xfffffffcu)
+            return;
+        uint64_t n = out->rows - r < fit ? out->rows - r : fit;
+        if (n < out->rows - r && n >= row_quantum)
+            n = n / row_quantum * row_quantum;
+        out->texel_chunks[n_chunks++] = (op_weight_chunk){
+            .buffer = buffer,
+            .offset = start,
+            .row_begin = r,
+            .row_count = (uint32_t)n,
+            .skip_bytes = (uint32_t)(first - start),
+            .view = v,
+        };
+        r += (uint32_t)n;
+    }
+    out->n_texel_chunks = n_chunks;
 }
 
 vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows, uint32_t cols,
@@ -139,6 +213,7 @@ vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows,
         };
         r += (uint32_t)n;
     }
+    texel_layout(buffer, offset, row_quantum, out);
     return VKLLM_OK;
 }
 
@@ -148,7 +223,8 @@ static vkllm_status check_weight(const op_weight *w, const char *op, const char 
     if (!*name)
         return vk_fail(VKLLM_ERR_INTERNAL, "%s: weight type %u is not supported", op,
                        w ? w->type : 0);
-    if (w->n_chunks == 0 || w->n_chunks > OP_MAX_CHUNKS || w->row_bytes != ggml_row_bytes(w->type, w->cols))
+    if (w->n_chunks == 0 || w->n_chunks > OP_MAX_CHUNKS || w->n_texel_chunks > OP_MAX_CHUNKS ||
+        w->row_bytes != ggml_row_bytes(w->type, w->cols))
         return vk_fail(VKLLM_ERR_INTERNAL, "%s: weight not set up by op_weight_init", op);
     return VKLLM_OK;
 }
@@ -230,6 +306,35 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec
     spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
 }
 
+/* The texel matrix-vector shader (shaders/matmul.comp, MATVEC with WEIGHTS_TEXEL) gives each
+ * invocation `rows` whole rows: specialization {wg, rows, n_tokens}; a workgroup covers
+ * wg * rows rows. On lavapipe (one subgroup of 8 per workgroup) more rows per invocation
+ * share each x load (q4_0 768 x 768: 3.0, 2.1, 1.6, 1.4 and 1.3 x86 instructions of the
+ * compiled shader per weight at 1, 2, 4, 8 and 16 rows, counted with valgrind), but too few
+ * workgroups leave cores idle: the choice minimizes ceil(workgroups / cores) * (rows + 2),
+ * the +2 standing for the x loads. */
+static void matvec_lanes_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t total_rows,
+                               uint32_t spec[5])
+{
+    const vkr_caps *c = &dev->caps;
+    uint32_t wg = c->subgroup_size ? c->subgroup_size : 8, rows = 1;
+    if (cpu_shapes(dev)) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        uint64_t t = cores > 0 && cores < 1024 ? (uint64_t)cores : 1, best = UINT64_MAX;
+        for (uint32_t r = n_tokens == 1 ? 16 : n_tokens == 2 ? 8 : 4; r >= 1; r /= 2) {
+            uint64_t groups = (total_rows + (uint64_t)wg * r - 1) / ((uint64_t)wg * r);
+            uint64_t cost = (groups + t - 1) / t * (r + 2);
+            if (cost < best)
+                best = cost, rows = r;
+        }
+    } else {
+        wg = wg > 64 ? wg : 64;
+    }
+    if (wg > c->max_workgroup_size)
+        wg = c->max_workgroup_size;
+    spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
+}
+
 /* Matrix-matrix specialization {wg, wg_rows, tm, tn} (the caller adds W_ALIGNED and X_VEC4):
  * a workgroup of wg invocations, wg_rows of them along the rows, each computing tm rows x tn
  * tokens. */
@@ -277,14 +382,21 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
         return vk_fail(VKLLM_ERR_INTERNAL, "matmul %ux%u, %u tokens: x or y too small", w->rows,
                        w->cols, n_tokens);
     bool subgroup = dev->caps.subgroup_arithmetic;
+    /* Weights and x through texel views where both have them (caps.texel_weights) and any
+     * view of x holds at least one token's row (views start every texel_stride bytes). */
+    bool texel = w->n_texel_chunks && x.buffer->n_texel_views && (uint64_t)w->cols * 4 <= x.buffer->texel_stride;
+    uint32_t n_chunks = texel ? w->n_texel_chunks : w->n_chunks;
+    uint64_t x_row = (uint64_t)w->cols * 4;
 
-    for (uint32_t c = 0; c < w->n_chunks && !s; c++) {
-        const op_weight_chunk *ch = &w->chunks[c];
-        vkr_binding wb = weight_binding(w, c);
+    for (uint32_t c = 0; c < n_chunks && !s; c++) {
+        const op_weight_chunk *ch = weight_chunk(w, texel, c);
         uint32_t tc = 0;
         for (uint32_t t0 = 0; t0 < n_tokens && !s; t0 += tc) {
             /* As many tokens as fit the x and y bindings. */
-            uint64_t fit_x = rows_fitting(dev, x, (uint64_t)t0 * w->cols, w->cols, w->cols);
+            uint64_t x_first = x.offset + t0 * x_row, x_start = 0, x_end = 0;
+            uint32_t x_view = texel ? texel_view_at(x.buffer, x_first, &x_start, &x_end) : 0;
+            uint64_t fit_x = texel ? (x_end - x_first) / x_row
+                                   : rows_fitting(dev, x, (uint64_t)t0 * w->cols, w->cols, w->cols);
             uint64_t fit_y = rows_fitting(dev, y, (uint64_t)t0 * w->rows + ch->row_begin, w->rows,
                                           ch->row_count);
             uint64_t fit = fit_x < fit_y ? fit_x : fit_y;
@@ -304,28 +416,42 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 .accumulate = accumulate,
             };
             vkr_binding bindings[3] = {
-                wb,
-                span(dev, x, (uint64_t)t0 * w->cols * 4, (uint64_t)(t0 + tc) * w->cols * 4, false,
-                     &push.x_skip),
+                {0}, /* the weight: dispatch_weight */
+                {0},
                 span(dev, y, ((uint64_t)t0 * w->rows + ch->row_begin) * 4,
                      ((uint64_t)(t0 + tc - 1) * w->rows + ch->row_begin + ch->row_count) * 4, true,
                      &push.y_skip),
             };
+            vkr_texel_binding x_texel = {0};
+            if (texel)
+                push.x_skip = (uint32_t)((x_first - x_start) / 4);
+            else
+                bindings[1] = span(dev, x, (uint64_t)t0 * w->cols * 4, (uint64_t)(t0 + tc) * w->cols * 4,
+                                   false, &push.x_skip);
             bool x_vec4 = push.x_skip % 4 == 0 && w->cols % 4 == 0;
+            if (texel)
+                x_texel = texel_binding(x.buffer, x_view, VKR_TEXEL_RGBA32);
 
             char name[48];
             vkr_pipeline *pipe;
             uint32_t gx, gy, gz = 1;
             if (tc <= matvec_max_tokens(dev)) {
                 uint32_t spec[5];
-                matvec_shape(dev, tc, spec);
+                if (texel)
+                    matvec_lanes_shape(dev, tc, ch->row_count, spec);
+                else
+                    matvec_shape(dev, tc, spec);
                 spec[3] = aligned_blocks(w, ch);
                 spec[4] = x_vec4;
-                snprintf(name, sizeof name, "matvec_%s%s", tname, subgroup ? "_sg" : "");
+                if (texel)
+                    snprintf(name, sizeof name, "matvec_%s_tx", tname);
+                else
+                    snprintf(name, sizeof name, "matvec_%s%s", tname, subgroup ? "_sg" : "");
                 if ((s = vkr_pipeline_get(dev, name, spec, 5, &pipe)))
                     return s;
-                vkr_grid(dev, (ch->row_count + spec[1] - 1) / spec[1], &gx, &gy);
-            } else if (use_tiled(dev)) {
+                uint32_t group_rows = texel ? spec[0] * spec[1] : spec[1];
+                vkr_grid(dev, (ch->row_count + group_rows - 1) / group_rows, &gx, &gy);
+            } else if (!texel && use_tiled(dev)) {
                 uint32_t spec[3] = {MATMUL_TILED_WG, aligned_blocks(w, ch), x_vec4};
                 snprintf(name, sizeof name, "matmul_tiled_%s", tname);
                 if ((s = vkr_pipeline_get(dev, name, spec, 3, &pipe)))
@@ -337,14 +463,15 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 matmul_shape(dev, w->type, spec);
                 spec[4] = aligned_blocks(w, ch);
                 spec[5] = x_vec4;
-                snprintf(name, sizeof name, "matmul_%s", tname);
+                snprintf(name, sizeof name, "matmul_%s%s", tname, texel ? "_tx" : "");
                 if ((s = vkr_pipeline_get(dev, name, spec, 6, &pipe)))
                     return s;
                 uint32_t tile_rows = spec[1] * spec[2], tile_tokens = spec[0] / spec[1] * spec[3];
                 vkr_grid(dev, (ch->row_count + tile_rows - 1) / tile_rows, &gx, &gy);
                 gz = (tc + tile_tokens - 1) / tile_tokens;
             }
-            s = vkr_cmd_dispatch(cmd, pipe, bindings, 3, &push, sizeof push, gx, gy, gz, pipe->name);
+            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, texel ? &x_texel : NULL, &push,
+                                sizeof push, gx, gy, gz);
         }
     }
     return s;
@@ -360,14 +487,15 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
     if (!holds(ids, (uint64_t)n_ids * 4) || !holds(out, (uint64_t)n_ids * w->cols * 4))
         return vk_fail(VKLLM_ERR_INTERNAL, "get_rows of %u ids x %u: ids or out too small", n_ids,
                        w->cols);
+    bool texel = w->n_texel_chunks != 0;
     char name[48];
-    snprintf(name, sizeof name, "get_rows_%s", tname);
+    snprintf(name, sizeof name, "get_rows_%s%s", tname, texel ? "_tx" : "");
     ggml_type_traits tr = ggml_traits(w->type);
     uint32_t shader_block = tr.block_size > 1 ? tr.block_size : 8; /* BLOCK_WEIGHTS */
     uint64_t n_blocks = (w->cols + shader_block - 1) / shader_block;
 
-    for (uint32_t c = 0; c < w->n_chunks && !s; c++) {
-        const op_weight_chunk *ch = &w->chunks[c];
+    for (uint32_t c = 0; c < (texel ? w->n_texel_chunks : w->n_chunks) && !s; c++) {
+        const op_weight_chunk *ch = weight_chunk(w, texel, c);
         uint32_t n = 0;
         for (uint32_t i0 = 0; i0 < n_ids && !s; i0 += n) {
             uint64_t fit_out = rows_fitting(dev, out, (uint64_t)i0 * w->cols, w->cols, w->cols);
@@ -390,7 +518,7 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
                 .n_ids = n,
             };
             vkr_binding bindings[3] = {
-                weight_binding(w, c),
+                {0}, /* the weight: dispatch_weight */
                 span(dev, ids, (uint64_t)i0 * 4, (uint64_t)(i0 + n) * 4, false, &push.ids_skip),
                 span(dev, out, (uint64_t)i0 * w->cols * 4, (uint64_t)(i0 + n) * w->cols * 4, true,
                      &push.out_skip),
@@ -401,7 +529,7 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
                 return s;
             uint32_t gx, gy;
             vkr_grid(dev, (uint32_t)((n * n_blocks + OP_WORKGROUP - 1) / OP_WORKGROUP), &gx, &gy);
-            s = vkr_cmd_dispatch(cmd, pipe, bindings, 3, &push, sizeof push, gx, gy, 1, pipe->name);
+            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, NULL, &push, sizeof push, gx, gy, 1);
         }
     }
     return s;

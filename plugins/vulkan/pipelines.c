@@ -1,4 +1,5 @@
-/* Pipelines from the embedded SPIR-V, one shared layout, created lazily once per
+/* Pipelines from the embedded SPIR-V, one shared layout (storage buffers, and storage
+ * texel buffers where the device has them), created lazily once per
  * (shader, specialization) and kept; a VkPipelineCache persisted under the user's cache
  * directory. */
 #include <errno.h>
@@ -55,7 +56,7 @@ static bool cache_path(const vkr_device *dev, char *path, size_t size, bool make
 
 vkllm_status vkr_pipelines_init(vkr_device *dev)
 {
-    VkDescriptorSetLayoutBinding bindings[VKR_MAX_BINDINGS];
+    VkDescriptorSetLayoutBinding bindings[VKR_MAX_BINDINGS + VKR_MAX_TEXEL_BINDINGS];
     for (uint32_t i = 0; i < VKR_MAX_BINDINGS; i++)
         bindings[i] = (VkDescriptorSetLayoutBinding){
             .binding = i,
@@ -63,9 +64,17 @@ vkllm_status vkr_pipelines_init(vkr_device *dev)
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };
+    /* Data seen through texel views (the *_tx shaders), where the device has them. */
+    for (uint32_t i = 0; i < VKR_MAX_TEXEL_BINDINGS; i++)
+        bindings[VKR_MAX_BINDINGS + i] = (VkDescriptorSetLayoutBinding){
+            .binding = VKR_TEXEL_BINDING + i,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER,
+            .descriptorCount = 1,
+            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+        };
     VkDescriptorSetLayoutCreateInfo set_info = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = VKR_MAX_BINDINGS,
+        .bindingCount = VKR_MAX_BINDINGS + (dev->caps.texel_buffers ? VKR_MAX_TEXEL_BINDINGS : 0),
         .pBindings = bindings,
     };
     vkllm_status s = vkr_check(vkCreateDescriptorSetLayout(dev->device, &set_info, NULL, &dev->set_layout),

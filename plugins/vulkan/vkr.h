@@ -19,8 +19,10 @@
 
 /* What shader selection may rely on. Filled from the device, then reduced by the profile
  * in VKLLM_PROFILE (comma-separated): no-fp16, no-storage16, no-storage8, no-int8,
- * no-subgroup, no-coopmat, staging (upload weights through the staging ring even when
- * device memory is host-visible), max-storage-range=BYTES, max-shared=BYTES. */
+ * no-subgroup, no-coopmat, no-texel (no texel-buffer weights), staging (upload weights
+ * through the staging ring even when device memory is host-visible), max-storage-range=BYTES
+ * (texel views shrink to the same size, so that both kinds of binding get chunked),
+ * max-shared=BYTES. */
 typedef struct vkr_caps {
     bool fp16_arithmetic;
     bool storage16;
@@ -35,6 +37,13 @@ typedef struct vkr_caps {
     bool host_visible_weights; /* weights can be written through a mapping */
     bool maintenance4;
     bool robust_buffer_access; /* enabled on the device (VKLLM_ROBUST=1) */
+    /* Weights may be read through storage texel buffers (R32_UINT and R32G32B32A32_UINT
+     * views): the formats support it. Then buffers carry the usage flag and the pipeline
+     * layout has the texel bindings. */
+    bool texel_buffers;
+    /* ...and weights are read that way: where it is faster (lavapipe, see weight_read in
+     * device.c), or VKLLM_WEIGHT_READ=texel; VKLLM_WEIGHT_READ=ssbo forces storage buffers. */
+    bool texel_weights;
     uint32_t subgroup_size;
     uint32_t shared_memory_size;
     uint32_t max_workgroup_size;
@@ -42,6 +51,9 @@ typedef struct vkr_caps {
     uint64_t max_storage_buffer_range;
     uint64_t max_allocation_size;
     uint64_t storage_offset_alignment;
+    uint64_t max_texel_elements;      /* texels per view (maxTexelBufferElements) */
+    uint64_t texel_offset_alignment;  /* of a view's offset (minTexelBufferOffsetAlignment) */
+    uint32_t driver_id;               /* VkDriverId, 0 when unknown */
     float timestamp_period_ns;
     int device_type; /* vkllm_device_type */
 } vkr_caps;
@@ -123,6 +135,9 @@ typedef enum vkr_memory_kind {
     VKR_MEMORY_HOST,     /* host-visible, coherent, mapped: inputs, outputs, params */
 } vkr_memory_kind;
 
+/* Texel view formats: words (R32_UINT) and 16-byte texels (R32G32B32A32_UINT). */
+enum { VKR_TEXEL_R32 = 0, VKR_TEXEL_RGBA32 = 1, VKR_TEXEL_FORMATS = 2 };
+
 typedef struct vkr_buffer {
     VkBuffer buffer;
     VkDeviceSize size;
@@ -130,6 +145,13 @@ typedef struct vkr_buffer {
     vkr_memory_block *block;
     VkDeviceSize block_offset;
     VkDeviceSize block_size;
+    /* With caps.texel_weights, storage texel views over the whole buffer, made with it: view
+     * i covers bytes [i * texel_stride, min(i * texel_stride + texel_range, size)), in each of
+     * the VKR_TEXEL_FORMATS formats (texel_views[i * VKR_TEXEL_FORMATS + f]). Views overlap by
+     * half, so any byte range of up to texel_stride bytes lies inside one. */
+    VkBufferView *texel_views;
+    uint32_t n_texel_views;
+    VkDeviceSize texel_stride, texel_range;
 } vkr_buffer;
 
 vkllm_status vkr_buffer_create(vkr_device *dev, VkDeviceSize size, vkr_memory_kind kind,
@@ -145,8 +167,12 @@ vkllm_status vkr_buffer_read(vkr_device *dev, vkr_buffer *src, VkDeviceSize offs
 /* ---- pipelines --------------------------------------------------------------------- */
 
 /* Every shader uses one layout: set 0 with VKR_MAX_BINDINGS storage buffers, and
- * VKR_PUSH_BYTES of push constants. Specialization constant 0 is the workgroup size. */
+ * VKR_PUSH_BYTES of push constants. Specialization constant 0 is the workgroup size. On
+ * devices with caps.texel_buffers the set also has VKR_MAX_TEXEL_BINDINGS storage texel
+ * buffers from binding VKR_TEXEL_BINDING on (see vkr_cmd_dispatch_texel). */
 #define VKR_MAX_BINDINGS 8
+#define VKR_TEXEL_BINDING 8
+#define VKR_MAX_TEXEL_BINDINGS 2
 #define VKR_PUSH_BYTES 128
 #define VKR_MAX_SPEC 8
 
@@ -174,6 +200,13 @@ typedef struct vkr_binding {
     bool write;
 } vkr_binding;
 
+/* One of a buffer's texel views (read-only), which covers bytes [offset, offset + range). */
+typedef struct vkr_texel_binding {
+    const vkr_buffer *buffer;
+    VkBufferView view;
+    VkDeviceSize offset, range;
+} vkr_texel_binding;
+
 typedef struct vkr_cmd vkr_cmd;
 
 vkllm_status vkr_cmd_create(vkr_device *dev, uint32_t max_dispatches, bool timestamps,
@@ -187,6 +220,13 @@ vkllm_status vkr_cmd_dispatch(vkr_cmd *cmd, vkr_pipeline *pipeline, const vkr_bi
                               uint32_t n_bindings, const void *push, uint32_t push_size,
                               uint32_t groups_x, uint32_t groups_y, uint32_t groups_z,
                               const char *label);
+/* The same with texel views at bindings VKR_TEXEL_BINDING + i (caps.texel_buffers). Storage
+ * bindings whose buffer is NULL are slots the shader does not use. */
+vkllm_status vkr_cmd_dispatch_texel(vkr_cmd *cmd, vkr_pipeline *pipeline, const vkr_binding *bindings,
+                                    uint32_t n_bindings, const vkr_texel_binding *texel,
+                                    uint32_t n_texel, const void *push, uint32_t push_size,
+                                    uint32_t groups_x, uint32_t groups_y, uint32_t groups_z,
+                                    const char *label);
 vkllm_status vkr_cmd_copy(vkr_cmd *cmd, const vkr_buffer *src, VkDeviceSize src_offset,
                           const vkr_buffer *dst, VkDeviceSize dst_offset, VkDeviceSize size);
 vkllm_status vkr_cmd_end(vkr_cmd *cmd);
