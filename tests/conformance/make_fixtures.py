@@ -147,7 +147,8 @@ MODELS = [
                   tie_word_embeddings=True)),
 ]
 # Not here: DeciLM and Qwen (v1) exist only as remote code on the Hub (transformers 4.57.6
-# has no native class for them), so nothing trustworthy to generate references with.
+# has no native class for them); make_llamacpp_fixtures.py checks them against llama.cpp.
+# StripedHyena: make_stripedhyena.py, against Together's stripedhyena package.
 
 
 def sha256_of(path):
