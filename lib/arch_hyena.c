@@ -40,59 +40,18 @@ typedef struct builder {
     bool eps_outside; /* the package's RMSNorm form */
 } builder;
 
-static vkllm_status add(builder *b, g_node node, int32_t *out)
-{
-    int32_t id = g_add_node(b->g, &node);
-    if (id < 0)
-        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory building the graph");
-    if (out)
-        *out = id;
-    return VKLLM_OK;
-}
-
-static vkllm_status name_of(builder *b, const char **out, const char *fmt, uint32_t l)
-{
-    *out = g_strf(b->g, fmt, l);
-    return *out ? VKLLM_OK : vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
-}
-
 static bool has_tensor(const gguf_file *f, const char *name) { return gguf_find_tensor(f, name) != NULL; }
-
-/* A 1-D tensor of n entries. */
-static vkllm_status expect_vector(const gguf_file *f, const char *name, uint32_t n)
-{
-    const gguf_tensor *t = gguf_find_tensor(f, name);
-    if (!t)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s is missing", name);
-    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s has shape [%llu, %llu], expected [%u]", name,
-                       (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], n);
-    return VKLLM_OK;
-}
-
-/* A tensor the Hyena ops read as a flat f32 array: F32 or F16, shape [cols, rows]. */
-static vkllm_status expect_array(const gguf_file *f, const char *name, uint32_t cols, uint32_t rows)
-{
-    vkllm_status s = g_expect_tensor(f, name, cols, rows);
-    if (s)
-        return s;
-    const gguf_tensor *t = gguf_find_tensor(f, name);
-    if (t->type != GGML_F32 && t->type != GGML_F16)
-        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s has type %u; only F32 and F16 are supported here",
-                       name, t->type);
-    return VKLLM_OK;
-}
 
 static vkllm_status norm(builder *b, int32_t x, const char *what, uint32_t l, int32_t *out)
 {
     const g_hparams *hp = &b->g->hp;
     const char *w;
-    vkllm_status s = name_of(b, &w, what, l);
-    if (s || (s = expect_vector(b->f, w, hp->n_embd)))
+    vkllm_status s = g_layer_name(b->g, &w, what, l);
+    if (s || (s = g_expect_vector(b->f, w, hp->n_embd)))
         return s;
-    return add(b, (g_node){.op = b->eps_outside ? G_HYENA_NORM : G_RMSNORM, .in = {x, -1}, .weight = {w},
-                           .width = hp->n_embd, .eps = hp->norm_eps, .label = w},
-               out);
+    return g_add(b->g, (g_node){.op = b->eps_outside ? G_HYENA_NORM : G_RMSNORM, .in = {x, -1}, .weight = {w},
+                                .width = hp->n_embd, .eps = hp->norm_eps, .label = w},
+                       out);
 }
 
 /* out = W[row_begin, row_begin + rows) . x with W = "blk.<l>.<what>.weight" (+ its bias when
@@ -110,11 +69,11 @@ static vkllm_status matmul(builder *b, int32_t x, const char *what, uint32_t l, 
         return s;
     if (!has_tensor(b->f, bias))
         bias = NULL;
-    else if ((s = expect_vector(b->f, bias, total_rows)))
+    else if ((s = g_expect_vector(b->f, bias, total_rows)))
         return s;
     g_node n = {.op = G_MATMUL, .in = {x, acc}, .weight = {w, bias}, .width = rows,
                 .rows = {row_begin, rows}, .accumulate = acc >= 0, .inplace = acc >= 0 ? 2 : 0, .label = w};
-    return add(b, n, out);
+    return g_add(b->g, n, out);
 }
 
 /* x += W_down (silu(W_gate h) * W_up h), h = ffn_norm(x). */
@@ -126,7 +85,7 @@ static vkllm_status build_mlp(builder *b, uint32_t l, int32_t *x)
     if ((s = norm(b, *x, "blk.%u.ffn_norm.weight", l, &h)) ||
         (s = matmul(b, h, "ffn_gate", l, E, 0, F, F, -1, &gate)) ||
         (s = matmul(b, h, "ffn_up", l, E, 0, F, F, -1, &up)) ||
-        (s = add(b, (g_node){.op = G_SWIGLU, .in = {gate, up}, .width = F, .label = "swiglu"}, &act)))
+        (s = g_add(b->g, (g_node){.op = G_SWIGLU, .in = {gate, up}, .width = F, .label = "swiglu"}, &act)))
         return s;
     return matmul(b, act, "ffn_down", l, F, 0, E, E, *x, x);
 }
@@ -141,20 +100,21 @@ static vkllm_status build_attention(builder *b, uint32_t l, int32_t *x)
         (s = matmul(b, h, "attn_qkv", l, E, 0, Q, Q + 2 * KV, -1, &q)) ||
         (s = matmul(b, h, "attn_qkv", l, E, Q, KV, Q + 2 * KV, -1, &k)) ||
         (s = matmul(b, h, "attn_qkv", l, E, Q + KV, KV, Q + 2 * KV, -1, &v)) ||
-        (s = add(b, (g_node){.op = G_ROPE, .in = {q, -1}, .width = Q, .inplace = 1,
-                             .rope = {hp->n_head, D, hp->n_rot, 1, hp->rope_freq_base, hp->rope_freq_scale},
-                             .label = "rope_q"},
-                 &q)) ||
-        (s = add(b, (g_node){.op = G_ROPE, .in = {k, -1}, .width = KV, .inplace = 1,
-                             .rope = {hp->n_head_kv, D, hp->n_rot, 1, hp->rope_freq_base, hp->rope_freq_scale},
-                             .label = "rope_k"},
-                 &k)) ||
-        (s = add(b, (g_node){.op = G_KV_STORE, .in = {k, v}, .width = KV, .layer = l, .label = "kv_store"},
-                 &store)) ||
-        (s = add(b, (g_node){.op = G_ATTENTION, .in = {q, store}, .width = Q, .layer = l,
-                             .attn = {hp->n_head, hp->n_head_kv, D, 1.0f / sqrtf((float)D), 0, 0.0f},
-                             .label = "attention"},
-                 &a)) ||
+        (s = g_add(b->g, (g_node){.op = G_ROPE, .in = {q, -1}, .width = Q, .inplace = 1,
+                                  .rope = {hp->n_head, D, hp->n_rot, 1, hp->rope_freq_base, hp->rope_freq_scale},
+                                  .label = "rope_q"},
+                         &q)) ||
+        (s = g_add(b->g, (g_node){.op = G_ROPE, .in = {k, -1}, .width = KV, .inplace = 1,
+                                  .rope = {hp->n_head_kv, D, hp->n_rot, 1, hp->rope_freq_base, hp->rope_freq_scale},
+                                  .label = "rope_k"},
+                         &k)) ||
+        (s = g_add(b->g, (g_node){.op = G_KV_STORE, .in = {k, v}, .width = KV, .layer = l,
+                                  .label = "kv_store"},
+                         &store)) ||
+        (s = g_add(b->g, (g_node){.op = G_ATTENTION, .in = {q, store}, .width = Q, .layer = l,
+                                  .attn = {hp->n_head, hp->n_head_kv, D, 1.0f / sqrtf((float)D), 0, 0.0f},
+                                  .label = "attention"},
+                         &a)) ||
         (s = matmul(b, a, "attn_output", l, Q, 0, E, E, *x, x)))
         return s;
     return build_mlp(b, l, x);
@@ -167,27 +127,28 @@ static vkllm_status build_hyena(builder *b, uint32_t l, int32_t *x)
     const char *conv_w, *conv_b, *poles, *residues, *d, *label;
     int32_t h = -1, z = -1, y = -1;
     vkllm_status s;
-    if ((s = name_of(b, &conv_w, "blk.%u.hyena_conv.weight", l)) ||
-        (s = name_of(b, &conv_b, "blk.%u.hyena_conv.bias", l)) ||
-        (s = name_of(b, &poles, "blk.%u.hyena_poles", l)) ||
-        (s = name_of(b, &residues, "blk.%u.hyena_residues", l)) || (s = name_of(b, &d, "blk.%u.hyena_d", l)) ||
-        (s = expect_array(b->f, conv_w, K, 3 * E)) || (s = expect_array(b->f, poles, M2, E)) ||
-        (s = expect_array(b->f, residues, M2, E)) || (s = expect_vector(b->f, d, E)))
+    if ((s = g_layer_name(b->g, &conv_w, "blk.%u.hyena_conv.weight", l)) ||
+        (s = g_layer_name(b->g, &conv_b, "blk.%u.hyena_conv.bias", l)) ||
+        (s = g_layer_name(b->g, &poles, "blk.%u.hyena_poles", l)) ||
+        (s = g_layer_name(b->g, &residues, "blk.%u.hyena_residues", l)) ||
+        (s = g_layer_name(b->g, &d, "blk.%u.hyena_d", l)) ||
+        (s = g_expect_array(b->f, conv_w, K, 3 * E)) || (s = g_expect_array(b->f, poles, M2, E)) ||
+        (s = g_expect_array(b->f, residues, M2, E)) || (s = g_expect_vector(b->f, d, E)))
         return s;
     if (!has_tensor(b->f, conv_b))
         conv_b = NULL;
-    else if ((s = expect_vector(b->f, conv_b, 3 * E)))
+    else if ((s = g_expect_vector(b->f, conv_b, 3 * E)))
         return s;
     if ((s = norm(b, *x, "blk.%u.attn_norm.weight", l, &h)) ||
         (s = matmul(b, h, "hyena_in", l, E, 0, 3 * E, 3 * E, -1, &z)) ||
-        (s = name_of(b, &label, "blk.%u.hyena_fir", l)) ||
-        (s = add(b, (g_node){.op = G_HYENA_FIR, .in = {z, -1}, .weight = {conv_w, conv_b}, .width = 3 * E,
-                             .layer = l, .label = label},
-                 &z)) ||
-        (s = name_of(b, &label, "blk.%u.hyena_iir", l)) ||
-        (s = add(b, (g_node){.op = G_HYENA_IIR, .in = {z, -1}, .weight = {poles, residues, d}, .width = E,
-                             .layer = l, .label = label},
-                 &y)) ||
+        (s = g_layer_name(b->g, &label, "blk.%u.hyena_fir", l)) ||
+        (s = g_add(b->g, (g_node){.op = G_HYENA_FIR, .in = {z, -1}, .weight = {conv_w, conv_b},
+                                  .width = 3 * E, .layer = l, .label = label},
+                         &z)) ||
+        (s = g_layer_name(b->g, &label, "blk.%u.hyena_iir", l)) ||
+        (s = g_add(b->g, (g_node){.op = G_HYENA_IIR, .in = {z, -1}, .weight = {poles, residues, d},
+                                  .width = E, .layer = l, .label = label},
+                         &y)) ||
         (s = matmul(b, y, "hyena_out", l, E, 0, E, E, *x, x)))
         return s;
     return build_mlp(b, l, x);
@@ -299,27 +260,27 @@ vkllm_status g_build_hyena(const gguf_file *f, int last_row_only, g_graph *g)
         (s = g_expect_tensor(f, output, E, hp->n_vocab)))
         return s;
     int32_t x = -1;
-    if ((s = add(&b, (g_node){.op = G_EMBED, .in = {-1, -1}, .weight = {"token_embd.weight"}, .width = E,
-                              .label = "token_embd"},
-                 &x)))
+    if ((s = g_add(b.g, (g_node){.op = G_EMBED, .in = {-1, -1}, .weight = {"token_embd.weight"}, .width = E,
+                                 .label = "token_embd"},
+                        &x)))
         return s;
     for (uint32_t l = 0; l < hp->n_layer; l++)
         if ((s = hp->n_head_kv_layer[l] ? build_attention(&b, l, &x) : build_hyena(&b, l, &x)))
             return s;
     if (last_row_only &&
-        (s = add(&b, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = E, .label = "last_row"}, &x)))
+        (s = g_add(b.g, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = E, .label = "last_row"}, &x)))
         return s;
     int32_t h = -1, logits = -1;
     const char *out_norm = "output_norm.weight";
-    if ((s = expect_vector(f, out_norm, E)) ||
-        (s = add(&b, (g_node){.op = b.eps_outside ? G_HYENA_NORM : G_RMSNORM, .in = {x, -1}, .weight = {out_norm},
-                              .width = E, .eps = hp->norm_eps, .label = out_norm},
-                 &h)) ||
-        (s = add(&b, (g_node){.op = G_MATMUL, .in = {h, -1}, .weight = {output}, .width = hp->n_vocab,
-                              .label = output},
-                 &logits)) ||
-        (s = add(&b, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"},
-                 NULL)))
+    if ((s = g_expect_vector(f, out_norm, E)) ||
+        (s = g_add(b.g, (g_node){.op = b.eps_outside ? G_HYENA_NORM : G_RMSNORM, .in = {x, -1},
+                                 .weight = {out_norm}, .width = E, .eps = hp->norm_eps, .label = out_norm},
+                        &h)) ||
+        (s = g_add(b.g, (g_node){.op = G_MATMUL, .in = {h, -1}, .weight = {output}, .width = hp->n_vocab,
+                                 .label = output},
+                        &logits)) ||
+        (s = g_add(b.g, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"},
+                        NULL)))
         return s;
     g->logits_node = logits;
     return VKLLM_OK;

@@ -70,48 +70,6 @@ typedef struct builder {
     const gguf_file *f;
 } builder;
 
-static vkllm_status add(builder *b, g_node node, int32_t *out)
-{
-    int32_t id = g_add_node(b->g, &node);
-    if (id < 0)
-        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory building the graph");
-    if (out)
-        *out = id;
-    return VKLLM_OK;
-}
-
-static vkllm_status name_of(builder *b, const char **out, const char *fmt, uint32_t l)
-{
-    *out = g_strf(b->g, fmt, l);
-    return *out ? VKLLM_OK : vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
-}
-
-/* A 1-D tensor of n entries. */
-static vkllm_status expect_vector(const gguf_file *f, const char *name, uint32_t n)
-{
-    const gguf_tensor *t = gguf_find_tensor(f, name);
-    if (!t)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s is missing", name);
-    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s has shape [%llu, %llu], expected [%u]", name,
-                       (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], n);
-    return VKLLM_OK;
-}
-
-/* A tensor the SSM ops read as a flat f32 array: F32 or F16 (the converter keeps these in
- * F32), shape [cols, rows]. */
-static vkllm_status expect_array(const gguf_file *f, const char *name, uint32_t cols, uint32_t rows)
-{
-    vkllm_status s = g_expect_tensor(f, name, cols, rows);
-    if (s)
-        return s;
-    const gguf_tensor *t = gguf_find_tensor(f, name);
-    if (t->type != GGML_F32 && t->type != GGML_F16)
-        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s has type %u; only F32 and F16 are supported here",
-                       name, t->type);
-    return VKLLM_OK;
-}
-
 /* out = W[row_begin, row_begin + rows) . x with W = "blk.<l>.<what>.weight" (+ its bias when
  * present), optionally accumulated into acc. */
 static vkllm_status matmul(builder *b, int32_t x, const char *what, uint32_t l, uint32_t cols,
@@ -127,11 +85,11 @@ static vkllm_status matmul(builder *b, int32_t x, const char *what, uint32_t l, 
         return s;
     if (!gguf_find_tensor(b->f, bias))
         bias = NULL;
-    else if ((s = expect_vector(b->f, bias, total_rows)))
+    else if ((s = g_expect_vector(b->f, bias, total_rows)))
         return s;
     g_node n = {.op = G_MATMUL, .in = {x, acc}, .weight = {w, bias}, .width = rows,
                 .rows = {row_begin, rows}, .accumulate = acc >= 0, .inplace = acc >= 0 ? 2 : 0, .label = w};
-    return add(b, n, out);
+    return g_add(b->g, n, out);
 }
 
 static vkllm_status build_layer(builder *b, uint32_t l, int32_t *x)
@@ -141,33 +99,34 @@ static vkllm_status build_layer(builder *b, uint32_t l, int32_t *x)
     const uint32_t K = hp->ssm_d_conv;
     const char *norm_w, *conv_w, *conv_b, *a, *d, *label;
     vkllm_status s;
-    if ((s = name_of(b, &norm_w, "blk.%u.attn_norm.weight", l)) ||
-        (s = name_of(b, &conv_w, "blk.%u.ssm_conv1d.weight", l)) ||
-        (s = name_of(b, &conv_b, "blk.%u.ssm_conv1d.bias", l)) || (s = name_of(b, &a, "blk.%u.ssm_a", l)) ||
-        (s = name_of(b, &d, "blk.%u.ssm_d", l)) || (s = expect_vector(b->f, norm_w, E)) ||
-        (s = expect_array(b->f, conv_w, K, DI)) || (s = expect_vector(b->f, conv_b, DI)) ||
-        (s = expect_array(b->f, a, DS, DI)) || (s = expect_vector(b->f, d, DI)))
+    if ((s = g_layer_name(b->g, &norm_w, "blk.%u.attn_norm.weight", l)) ||
+        (s = g_layer_name(b->g, &conv_w, "blk.%u.ssm_conv1d.weight", l)) ||
+        (s = g_layer_name(b->g, &conv_b, "blk.%u.ssm_conv1d.bias", l)) ||
+        (s = g_layer_name(b->g, &a, "blk.%u.ssm_a", l)) ||
+        (s = g_layer_name(b->g, &d, "blk.%u.ssm_d", l)) || (s = g_expect_vector(b->f, norm_w, E)) ||
+        (s = g_expect_array(b->f, conv_w, K, DI)) || (s = g_expect_vector(b->f, conv_b, DI)) ||
+        (s = g_expect_array(b->f, a, DS, DI)) || (s = g_expect_vector(b->f, d, DI)))
         return s;
     int32_t h = -1, u = -1, z = -1, dt_in = -1, bc = -1, dt = -1, dtbc = -1, y = -1, gated = -1;
-    if ((s = add(b, (g_node){.op = G_RMSNORM, .in = {*x, -1}, .weight = {norm_w}, .width = E,
-                             .eps = hp->norm_eps, .label = norm_w},
-                 &h)) ||
+    if ((s = g_add(b->g, (g_node){.op = G_RMSNORM, .in = {*x, -1}, .weight = {norm_w}, .width = E,
+                                  .eps = hp->norm_eps, .label = norm_w},
+                         &h)) ||
         (s = matmul(b, h, "ssm_in", l, E, 0, DI, 2 * DI, -1, &u)) ||
         (s = matmul(b, h, "ssm_in", l, E, DI, DI, 2 * DI, -1, &z)) ||
-        (s = name_of(b, &label, "blk.%u.ssm_conv", l)) ||
-        (s = add(b, (g_node){.op = G_SSM_CONV, .in = {u, -1}, .weight = {conv_w, conv_b}, .width = DI,
-                             .layer = l, .label = label},
-                 &u)) ||
+        (s = g_layer_name(b->g, &label, "blk.%u.ssm_conv", l)) ||
+        (s = g_add(b->g, (g_node){.op = G_SSM_CONV, .in = {u, -1}, .weight = {conv_w, conv_b}, .width = DI,
+                                  .layer = l, .label = label},
+                         &u)) ||
         (s = matmul(b, u, "ssm_x", l, DI, 0, R, R + 2 * DS, -1, &dt_in)) ||
         (s = matmul(b, u, "ssm_x", l, DI, R, 2 * DS, R + 2 * DS, -1, &bc)) ||
         (s = matmul(b, dt_in, "ssm_dt", l, R, 0, DI, DI, -1, &dt)) ||
-        (s = add(b, (g_node){.op = G_CONCAT, .in = {dt, bc}, .width = DI + 2 * DS, .label = "ssm_dt_bc"},
-                 &dtbc)) ||
-        (s = name_of(b, &label, "blk.%u.ssm_scan", l)) ||
-        (s = add(b, (g_node){.op = G_SSM_SCAN, .in = {u, dtbc}, .weight = {a, d}, .width = DI, .layer = l,
-                             .label = label},
-                 &y)) ||
-        (s = add(b, (g_node){.op = G_SWIGLU, .in = {z, y}, .width = DI, .label = "ssm_gate"}, &gated)))
+        (s = g_add(b->g, (g_node){.op = G_CONCAT, .in = {dt, bc}, .width = DI + 2 * DS, .label = "ssm_dt_bc"},
+                         &dtbc)) ||
+        (s = g_layer_name(b->g, &label, "blk.%u.ssm_scan", l)) ||
+        (s = g_add(b->g, (g_node){.op = G_SSM_SCAN, .in = {u, dtbc}, .weight = {a, d}, .width = DI,
+                                  .layer = l, .label = label},
+                         &y)) ||
+        (s = g_add(b->g, (g_node){.op = G_SWIGLU, .in = {z, y}, .width = DI, .label = "ssm_gate"}, &gated)))
         return s;
     return matmul(b, gated, "ssm_out", l, DI, 0, E, E, *x, x);
 }
@@ -181,31 +140,31 @@ vkllm_status g_build_mamba(const gguf_file *f, int last_row_only, g_graph *g)
     builder b = {g, f};
     const uint32_t E = hp->n_embd;
     if ((s = g_expect_tensor(f, "token_embd.weight", E, hp->n_vocab)) ||
-        (s = expect_vector(f, "output_norm.weight", E)))
+        (s = g_expect_vector(f, "output_norm.weight", E)))
         return s;
     const char *output = gguf_find_tensor(f, "output.weight") ? "output.weight" : "token_embd.weight";
     if ((s = g_expect_tensor(f, output, E, hp->n_vocab)))
         return s;
     int32_t x = -1;
-    if ((s = add(&b, (g_node){.op = G_EMBED, .in = {-1, -1}, .weight = {"token_embd.weight"}, .width = E,
-                              .label = "token_embd"},
-                 &x)))
+    if ((s = g_add(b.g, (g_node){.op = G_EMBED, .in = {-1, -1}, .weight = {"token_embd.weight"}, .width = E,
+                                 .label = "token_embd"},
+                        &x)))
         return s;
     for (uint32_t l = 0; l < hp->n_layer; l++)
         if ((s = build_layer(&b, l, &x)))
             return s;
     if (last_row_only &&
-        (s = add(&b, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = E, .label = "last_row"}, &x)))
+        (s = g_add(b.g, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = E, .label = "last_row"}, &x)))
         return s;
     int32_t h = -1, logits = -1;
-    if ((s = add(&b, (g_node){.op = G_RMSNORM, .in = {x, -1}, .weight = {"output_norm.weight"}, .width = E,
-                              .eps = hp->norm_eps, .label = "output_norm.weight"},
-                 &h)) ||
-        (s = add(&b, (g_node){.op = G_MATMUL, .in = {h, -1}, .weight = {output}, .width = hp->n_vocab,
-                              .label = output},
-                 &logits)) ||
-        (s = add(&b, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"},
-                 NULL)))
+    if ((s = g_add(b.g, (g_node){.op = G_RMSNORM, .in = {x, -1}, .weight = {"output_norm.weight"}, .width = E,
+                                 .eps = hp->norm_eps, .label = "output_norm.weight"},
+                        &h)) ||
+        (s = g_add(b.g, (g_node){.op = G_MATMUL, .in = {h, -1}, .weight = {output}, .width = hp->n_vocab,
+                                 .label = output},
+                        &logits)) ||
+        (s = g_add(b.g, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"},
+                        NULL)))
         return s;
     g->logits_node = logits;
     return VKLLM_OK;

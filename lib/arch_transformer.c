@@ -118,13 +118,10 @@ typedef struct builder {
 
 static vkllm_status add(builder *b, g_node node, int32_t *out)
 {
-    int32_t id = g_add_node(b->g, &node);
-    if (id < 0)
-        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory building the graph");
-    b->last = id;
-    if (out)
-        *out = id;
-    return VKLLM_OK;
+    vkllm_status s = g_add(b->g, node, &b->last);
+    if (!s && out)
+        *out = b->last;
+    return s;
 }
 
 /* "<prefix>.weight" must exist with `cols` entries (a vector); returns its name or NULL

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "quant.h"
 
 int32_t g_add_node(g_graph *g, const g_node *node)
 {
@@ -105,6 +106,45 @@ vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols
                        (unsigned long long)t->ne[2], (unsigned long long)t->ne[3],
                        (unsigned long long)cols, (unsigned long long)want_rows);
     return VKLLM_OK;
+}
+
+vkllm_status g_expect_vector(const gguf_file *f, const char *name, uint32_t n)
+{
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (!t)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s is missing", name);
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "tensor %s has shape [%llu, %llu], expected [%u]", name,
+                       (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], n);
+    return VKLLM_OK;
+}
+
+vkllm_status g_expect_array(const gguf_file *f, const char *name, uint32_t cols, uint32_t rows)
+{
+    vkllm_status s = g_expect_tensor(f, name, cols, rows);
+    if (s)
+        return s;
+    const gguf_tensor *t = gguf_find_tensor(f, name);
+    if (t->type != GGML_F32 && t->type != GGML_F16)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s has type %u; only F32 and F16 are supported here",
+                       name, t->type);
+    return VKLLM_OK;
+}
+
+vkllm_status g_add(g_graph *g, g_node node, int32_t *out)
+{
+    int32_t id = g_add_node(g, &node);
+    if (id < 0)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory building the graph");
+    if (out)
+        *out = id;
+    return VKLLM_OK;
+}
+
+vkllm_status g_layer_name(g_graph *g, const char **out, const char *fmt, uint32_t l)
+{
+    *out = g_strf(g, fmt, l);
+    return *out ? VKLLM_OK : vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
 }
 
 vkllm_status g_build(const gguf_file *f, int last_row_only, g_graph *out)

@@ -156,6 +156,15 @@ vkllm_status g_key_f32(const gguf_file *f, const char *arch, const char *suffix,
 /* Checks a tensor exists with the expected 2-D shape [cols, rows] (ne order); rows == 0
  * accepts any row count. Errors name the tensor and both shapes. */
 vkllm_status g_expect_tensor(const gguf_file *f, const char *name, uint64_t cols, uint64_t rows);
+/* A 1-D tensor of n entries. */
+vkllm_status g_expect_vector(const gguf_file *f, const char *name, uint32_t n);
+/* A tensor the recurrent ops (SSM, Hyena) read as a flat f32 array: F32 or F16, shape
+ * [cols, rows]. */
+vkllm_status g_expect_array(const gguf_file *f, const char *name, uint32_t cols, uint32_t rows);
+/* g_add_node, with the out-of-memory error; *out (when not NULL) gets the node's index. */
+vkllm_status g_add(g_graph *g, g_node node, int32_t *out);
+/* *out = fmt with the layer number l, allocated in the graph. */
+vkllm_status g_layer_name(g_graph *g, const char **out, const char *fmt, uint32_t l);
 
 /* Architecture builders (arch_*.c). */
 vkllm_status g_build_transformer(const gguf_file *f, const char *arch, int last_row_only, g_graph *g);
