@@ -9,9 +9,7 @@
 // One invocation per channel walks this dispatch's tokens in order; its loops run about
 // n_tokens * (N + 1) + 3N iterations: the host splits the tokens into dispatches that stay far
 // below lavapipe's 65,535 (see ops_hyena.c).
-//
-// OP_RMSNORM: StripedHyena's RMSNorm, one workgroup per row: out = x / (sqrt(mean(x^2)) + eps) * w
-// (eps is added to the RMS, not under the root as in norm.comp).
+// (Its RMSNorm, eps added to the RMS, is norm.comp's EPS_OUTSIDE variant.)
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -64,36 +62,6 @@ void main()
         state[p.state_shift + row + 2 * n] = s[n].x;
         state[p.state_shift + row + 2 * n + 1] = s[n].y;
     }
-}
-
-#elif defined(OP_RMSNORM)
-#include "reduce.glsl"
-
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer W { float w[]; };
-layout(std430, binding = 2) writeonly buffer Out { float result[]; };
-
-layout(push_constant) uniform Push {
-    uint n_cols;
-    uint n_rows;
-    float eps;
-    uint x_shift;   // element index of row 0 in the x binding
-    uint out_shift; // same for out
-} p;
-
-void main()
-{
-    uint row = linear_group_id();
-    if (row >= p.n_rows)
-        return; // whole workgroup: the barriers below stay uniform
-    uint lid = gl_LocalInvocationID.x, wg = gl_WorkGroupSize.x;
-    uint xb = p.x_shift + row * p.n_cols, ob = p.out_shift + row * p.n_cols;
-    float ss = 0.0;
-    for (uint c = lid; c < p.n_cols; c += wg)
-        ss += x[xb + c] * x[xb + c];
-    float scale = 1.0 / (sqrt(wg_sum(ss) / float(p.n_cols)) + p.eps);
-    for (uint c = lid; c < p.n_cols; c += wg)
-        result[ob + c] = x[xb + c] * scale * w[c];
 }
 
 #endif

@@ -1,6 +1,7 @@
 #version 450
 // Row normalisation, one workgroup per row of n_cols floats:
 //  OP_RMS:   out = x / sqrt(mean(x^2) + eps) * w
+//            (EPS_OUTSIDE: x / (sqrt(mean(x^2)) + eps) * w, StripedHyena's form)
 //  OP_LAYER: out = (x - mean) / sqrt(var + eps) * w (+ b); the mean is refined and the
 //            variance taken around it in a second pass, so rows with a large mean keep
 //            full precision.
@@ -34,7 +35,11 @@ void main()
     float ss = 0.0;
     for (uint c = lid; c < p.n_cols; c += wg)
         ss += x[xb + c] * x[xb + c];
+#ifdef EPS_OUTSIDE
+    float scale = 1.0 / (sqrt(wg_sum(ss) * inv_n) + p.eps);
+#else
     float scale = inversesqrt(wg_sum(ss) * inv_n + p.eps);
+#endif
     for (uint c = lid; c < p.n_cols; c += wg)
         result[ob + c] = x[xb + c] * scale * w[c];
 #elif defined(OP_LAYER)

@@ -1,5 +1,6 @@
-/* StripedHyena's ops (ops_hyena.c) against plain C in double precision: the gated modal
- * recurrence with its complex state, and the RMSNorm with eps outside the root. (Its short
+/* StripedHyena's ops against plain C in double precision: the gated modal recurrence with
+ * its complex state (ops_hyena.c), and the RMSNorm with eps outside the root (ops_norm.c's
+ * op_rmsnorm_eps_outside). (Its short
  * FIR is op_ssm_conv without SiLU, checked in test_ops_ssm.c.) Checked: awkward sizes
  * (channel counts that are not multiples of the workgroup, 1..32 modes), a nonzero starting
  * state, the state carried across several calls recorded in one command buffer, batch vs
@@ -151,8 +152,8 @@ static void check_norm(vkr_device *dev, uint32_t rows, uint32_t cols, float rms,
     }
     op_tensor tx = t_tensor_from(dev, x, n * 4), tw = t_tensor_from(dev, w, cols * 4), to = t_tensor(dev, n * 4);
     vkr_cmd *cmd = t_begin(dev);
-    vkllm_status s = op_hyena_rmsnorm(cmd, dev, tx, tw, to, cols, rows, eps);
-    t_check(!s, "record hyena_rmsnorm: %s", s ? vk_error_message() : "ok");
+    vkllm_status s = op_rmsnorm_eps_outside(cmd, dev, tx, tw, to, cols, rows, eps);
+    t_check(!s, "record rmsnorm_eps_outside: %s", s ? vk_error_message() : "ok");
     t_run(cmd);
     t_read(dev, to, got, n * 4);
     char label[160];
@@ -173,8 +174,8 @@ static void check_errors(vkr_device *dev)
             vk_error_message());
     t_check(op_hyena_iir(cmd, dev, t, t, t, t, t, t, 100, 16, 2) == VKLLM_ERR_INVALID_ARGUMENT,
             "hyena_iir on too small tensors refused: %s", vk_error_message());
-    t_check(op_hyena_rmsnorm(cmd, dev, t, t, t, 4096, 1, 1e-5f) == VKLLM_ERR_INVALID_ARGUMENT,
-            "hyena_rmsnorm on too small tensors refused: %s", vk_error_message());
+    t_check(op_rmsnorm_eps_outside(cmd, dev, t, t, t, 4096, 1, 1e-5f) == VKLLM_ERR_INVALID_ARGUMENT,
+            "rmsnorm_eps_outside on too small tensors refused: %s", vk_error_message());
     t_run(cmd);
     t_tensor_free(dev, t);
 }

@@ -226,7 +226,7 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
             break;
         }
         case G_HYENA_NORM:
-            s = op_hyena_rmsnorm(cmd, dev, in0, w0->vector, out, node->width, rows, node->eps);
+            s = op_rmsnorm_eps_outside(cmd, dev, in0, w0->vector, out, node->width, rows, node->eps);
             break;
         case G_HYENA_FIR:
         case G_HYENA_IIR: {

@@ -91,6 +91,9 @@ vkllm_status op_scale(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tensor out,
 /* Per row of n_cols: out = x / sqrt(mean(x^2) + eps) * w (w: n_cols f32). */
 vkllm_status op_rmsnorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor out,
                         uint32_t n_cols, uint32_t n_rows, float eps);
+/* StripedHyena's form, eps added to the RMS: out = x / (sqrt(mean(x^2)) + eps) * w. */
+vkllm_status op_rmsnorm_eps_outside(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w,
+                                    op_tensor out, uint32_t n_cols, uint32_t n_rows, float eps);
 /* Per row: out = (x - mean) / sqrt(var + eps) * w + b (b may have size 0 = no bias). */
 vkllm_status op_layernorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor b,
                           op_tensor out, uint32_t n_cols, uint32_t n_rows, float eps);
@@ -212,8 +215,5 @@ vkllm_status op_concat_rows(vkr_cmd *cmd, vkr_device *dev, op_tensor a, op_tenso
 vkllm_status op_hyena_iir(vkr_cmd *cmd, vkr_device *dev, op_tensor z, op_tensor poles, op_tensor residues,
                           op_tensor d, op_tensor state, op_tensor out, uint32_t n_tokens, uint32_t width,
                           uint32_t n_modes);
-/* StripedHyena's RMSNorm, per row of n_cols: out = x / (sqrt(mean(x^2)) + eps) * w. */
-vkllm_status op_hyena_rmsnorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor out,
-                              uint32_t n_cols, uint32_t n_rows, float eps);
 
 #endif

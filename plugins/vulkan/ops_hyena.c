@@ -1,6 +1,6 @@
-/* StripedHyena's ops (shaders/hyena.comp): the gated long convolution run as its modal
- * recurrence, carrying a complex state per channel from call to call, and the model's RMSNorm
- * with eps outside the root. Its short FIR is op_ssm_conv without SiLU.
+/* StripedHyena's own op (shaders/hyena.comp): the gated long convolution run as its modal
+ * recurrence, carrying a complex state per channel from call to call. Its short FIR is
+ * op_ssm_conv without SiLU; its RMSNorm, op_rmsnorm_eps_outside (ops_norm.c).
  *
  * The recurrence gives each channel one invocation that walks the tokens in order. lavapipe
  * silently leaves loops after 65,535 iterations per invocation (all loops together), so the
@@ -19,12 +19,6 @@ typedef struct hyena_iir_push {
     uint32_t n_tokens, width, n_modes, n_channels, c0;
     uint32_t z_shift, poles_shift, res_shift, d_shift, state_shift, out_shift;
 } hyena_iir_push;
-
-typedef struct hyena_norm_push {
-    uint32_t n_cols, n_rows;
-    float eps;
-    uint32_t x_shift, out_shift;
-} hyena_norm_push;
 
 static uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
@@ -74,41 +68,6 @@ vkllm_status op_hyena_iir(vkr_cmd *cmd, vkr_device *dev, op_tensor z, op_tensor 
             vkr_grid(dev, (nc + OP_WORKGROUP - 1) / OP_WORKGROUP, &gx, &gy);
             s = vkr_cmd_dispatch(cmd, pipe, bindings, 6, &push, sizeof push, gx, gy, 1, "hyena_iir");
         }
-    }
-    return s;
-}
-
-vkllm_status op_hyena_rmsnorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor out,
-                              uint32_t n_cols, uint32_t n_rows, float eps)
-{
-    if (n_rows == 0)
-        return VKLLM_OK;
-    uint64_t row_bytes = (uint64_t)n_cols * 4;
-    if (n_cols == 0)
-        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "hyena_rmsnorm: rows of 0 columns");
-    if (!op_tensor_holds(x, row_bytes * n_rows) || !op_tensor_holds(out, row_bytes * n_rows) ||
-        !op_tensor_holds(w, row_bytes))
-        return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "hyena_rmsnorm: x, out or weight smaller than %u rows / 1 row "
-                       "of %u floats", n_rows, n_cols);
-    uint32_t rows_per = op_rows_per_binding(dev, row_bytes);
-    if (rows_per == 0)
-        return vk_fail(VKLLM_ERR_UNSUPPORTED, "hyena_rmsnorm: a row of %u floats exceeds the device's binding "
-                       "range (%llu bytes)", n_cols, (unsigned long long)dev->caps.max_storage_buffer_range);
-    uint32_t spec[] = {op_reduce_workgroup(dev, n_cols)};
-    vkr_pipeline *pipe;
-    vkllm_status s = vkr_pipeline_get(dev, dev->caps.subgroup_arithmetic ? "hyena_rmsnorm_subgroup" : "hyena_rmsnorm",
-                                      spec, 1, &pipe);
-    for (uint32_t begin = 0; begin < n_rows && !s; begin += rows_per) {
-        uint32_t count = min_u32(rows_per, n_rows - begin);
-        hyena_norm_push push = {n_cols, count, eps, 0, 0};
-        vkr_binding bindings[] = {
-            op_bind_span(dev, x, begin * row_bytes, count * row_bytes, 4, false, &push.x_shift),
-            op_bind_range(w, 0, row_bytes, false),
-            op_bind_span(dev, out, begin * row_bytes, count * row_bytes, 4, true, &push.out_shift),
-        };
-        uint32_t gx, gy;
-        vkr_grid(dev, count, &gx, &gy);
-        s = vkr_cmd_dispatch(cmd, pipe, bindings, 3, &push, sizeof push, gx, gy, 1, "hyena_rmsnorm");
     }
     return s;
 }

@@ -60,6 +60,13 @@ vkllm_status op_rmsnorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w,
     return norm(cmd, dev, "rmsnorm", x, w, none, out, n_cols, n_rows, eps);
 }
 
+vkllm_status op_rmsnorm_eps_outside(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w,
+                                    op_tensor out, uint32_t n_cols, uint32_t n_rows, float eps)
+{
+    op_tensor none = {0};
+    return norm(cmd, dev, "rmsnorm_eps_outside", x, w, none, out, n_cols, n_rows, eps);
+}
+
 vkllm_status op_layernorm(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor w, op_tensor b,
                           op_tensor out, uint32_t n_cols, uint32_t n_rows, float eps)
 {
