@@ -5,47 +5,13 @@
  * and tensor table of the committed model in memory).
  *
  * usage: test_arch_hyena STRIPEDHYENA.gguf   (exit 77 when the file is absent) */
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "error.h"
-#include "gguf.h"
-#include "graph.h"
+#include "arch_test.h"
 #include "quant.h"
-
-static int failures, checks;
-
-static void check(int cond, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", cond ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    checks++;
-    failures += !cond;
-}
-
-/* g_build must fail with `want` and a message holding every one of the NULL-ended words. */
-static void expect_error(const gguf_file *f, vkllm_status want, const char *what, ...)
-{
-    g_graph g;
-    vkllm_status s = g_build(f, 0, &g);
-    const char *msg = s ? vk_error_message() : "(built)";
-    int ok = s == want;
-    va_list ap;
-    va_start(ap, what);
-    for (const char *w; (w = va_arg(ap, const char *));)
-        ok = ok && strstr(msg, w) != NULL;
-    va_end(ap);
-    check(ok, "%s: status %d (want %d): %s", what, (int)s, (int)want, msg);
-    if (!s)
-        g_free(&g);
-}
 
 static uint32_t count_ops(const g_graph *g, g_op op, int layer)
 {
@@ -155,6 +121,5 @@ int main(int argc, char **argv)
     if (!s)
         g_free(&g);
     gguf_close(f);
-    printf("%s: %d of %d checks failed\n", failures ? "FAIL" : "PASS", failures, checks);
-    return failures ? 1 : 0;
+    return finish();
 }
