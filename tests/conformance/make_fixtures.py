@@ -681,9 +681,10 @@ def make_one(spec, args, models_dir, fixtures_dir):
     return rep
 
 
-def check_versions():
+def check_versions(pinned=PINNED):
+    """Warn about installed packages whose versions differ from those pinned."""
     import importlib.metadata as md
-    for pkg, want in PINNED.items():
+    for pkg, want in pinned.items():
         got = md.version(pkg)
         if got.split("+")[0] != want:
             print(f"warning: {pkg} {got}, the committed files were made with {want}")

@@ -37,8 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 # The Q8_0 grid, the fixture writer and the comparison are make_fixtures.py's (its
 # module level needs only numpy; torch is imported inside the functions not used here).
-from make_fixtures import (N_CANDIDATES, N_TOKENS, byte_level_alphabet, compare,  # noqa: E402
-                           sha256_of, to_f16, to_q8_0_grid, top2_gap, write_fixture)
+from make_fixtures import (N_CANDIDATES, N_TOKENS, byte_level_alphabet, check_versions,  # noqa: E402
+                           compare, sha256_of, to_f16, to_q8_0_grid, top2_gap, write_fixture)
 
 PINNED = {"llama_cpp_python": "0.3.36", "gguf": "0.19.0", "numpy": "2.4.6"}
 
@@ -260,14 +260,6 @@ def make_one(spec, args, models_dir, fixtures_dir):
     return rep
 
 
-def check_versions():
-    import importlib.metadata as md
-    for pkg, want in PINNED.items():
-        got = md.version(pkg)
-        if got.split("+")[0] != want:
-            print(f"warning: {pkg} {got}, the committed files were made with {want}")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scratch", required=True, help="work folder (the F32 copies)")
@@ -275,7 +267,7 @@ def main():
     ap.add_argument("--only", help="comma-separated model names")
     ap.add_argument("--report", help="write the per-model report as JSON here")
     args = ap.parse_args()
-    check_versions()
+    check_versions(PINNED)
     models_dir = os.path.join(args.out, "models")
     fixtures_dir = os.path.join(args.out, "fixtures")
     os.makedirs(models_dir, exist_ok=True)

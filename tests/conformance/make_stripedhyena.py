@@ -415,11 +415,7 @@ def main():
     ap.add_argument("--out", default=HERE, help="tests/conformance (models/ and fixtures/ go here)")
     ap.add_argument("--report", help="write the figures as JSON here")
     args = ap.parse_args()
-    import importlib.metadata as md
-    for pkg, want in PINNED.items():
-        got = md.version(pkg)
-        if got.split("+")[0] != want:
-            print(f"warning: {pkg} {got}, the committed files were made with {want}")
+    mf.check_versions(PINNED)
     install_shims()
     model, cfg = build_model()
     tokens = pick_tokens(model, cfg.vocab_size)
