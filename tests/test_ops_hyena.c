@@ -50,24 +50,6 @@ static void iir_ref(const float *z, const float *p, const float *r, const float 
         }
 }
 
-static void compare_scaled(const char *what, const float *got, const float *want, const float *scale, size_t n)
-{
-    double worst = 0;
-    size_t bad = 0, at = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - want[i]), q = e / (IIR_ATOL + IIR_RTOL * scale[i]);
-        bad += !(q <= 1);
-        if (!(q <= worst)) {
-            worst = q;
-            at = i;
-        }
-    }
-    printf("%s %s: n=%zu worst error %.3g at a term scale of %.3g = %.2f of the tolerance "
-           "(atol %.1g + rtol %.1g x scale)\n", bad ? "FAIL" : "ok  ", what, n,
-           fabs((double)got[at] - want[at]), scale[at], worst, IIR_ATOL, IIR_RTOL);
-    t_failures += bad != 0;
-}
-
 /* The sequence of T tokens in calls of `splits` tokens each (0-terminated; the last size
  * repeats), all recorded into one command buffer, against the reference; returns the GPU
  * outputs (caller frees) so runs can be compared with each other. */
@@ -113,7 +95,7 @@ static float *iir_run(vkr_device *dev, uint32_t T, uint32_t E, uint32_t N, const
     t_read(dev, ts, got_s, nm * 4);
     char label[160];
     snprintf(label, sizeof label, "iir %s T=%u E=%u N=%u, %u calls: out", what, T, E, N, calls);
-    compare_scaled(label, got, want, scale, no);
+    t_compare_scaled(label, got, want, scale, no, IIR_ATOL, IIR_RTOL);
     snprintf(label, sizeof label, "iir %s: final state", what);
     t_compare(label, got_s, want_s, nm, 1e-5f, 2e-5f);
     t_tensor_free(dev, tz), t_tensor_free(dev, tp), t_tensor_free(dev, tr), t_tensor_free(dev, td);

@@ -126,26 +126,6 @@ static float *conv_run(vkr_device *dev, uint32_t T, uint32_t di, uint32_t K, int
     return got;
 }
 
-/* |got - want| <= SCAN_ATOL + SCAN_RTOL * scale: a dot product's rounding is relative to
- * its terms, not to its (possibly cancelled) sum. */
-static void compare_scaled(const char *what, const float *got, const float *want, const float *scale, size_t n)
-{
-    double worst = 0;
-    size_t bad = 0, at = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - want[i]), q = e / (SCAN_ATOL + SCAN_RTOL * scale[i]);
-        bad += !(q <= 1);
-        if (!(q <= worst)) {
-            worst = q;
-            at = i;
-        }
-    }
-    printf("%s %s: n=%zu worst error %.3g at a term scale of %.3g = %.2f of the tolerance "
-           "(atol %.1g + rtol %.1g x scale)\n", bad ? "FAIL" : "ok  ", what, n,
-           fabs((double)got[at] - want[at]), scale[at], worst, SCAN_ATOL, SCAN_RTOL);
-    t_failures += bad != 0;
-}
-
 static float *scan_run(vkr_device *dev, uint32_t T, uint32_t di, uint32_t ds, const uint32_t *splits,
                        const char *what)
 {
@@ -200,7 +180,7 @@ static float *scan_run(vkr_device *dev, uint32_t T, uint32_t di, uint32_t ds, co
     t_read(dev, ts, got_s, ns * 4);
     char label[160];
     snprintf(label, sizeof label, "scan %s T=%u di=%u ds=%u, %u calls: out", what, T, di, ds, calls);
-    compare_scaled(label, got, want, scale, nx);
+    t_compare_scaled(label, got, want, scale, nx, SCAN_ATOL, SCAN_RTOL);
     snprintf(label, sizeof label, "scan %s: final state", what);
     t_compare(label, got_s, want_s, ns, 1e-5f, 1e-5f);
     t_tensor_free(dev, tx), t_tensor_free(dev, tdt), t_tensor_free(dev, ta), t_tensor_free(dev, td);

@@ -136,6 +136,25 @@ int t_compare(const char *what, const float *got, const float *want, size_t n, f
     return bad == 0;
 }
 
+void t_compare_scaled(const char *what, const float *got, const float *want, const float *scale,
+                      size_t n, double atol, double rtol)
+{
+    double worst = 0;
+    size_t bad = 0, at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]), q = e / (atol + rtol * scale[i]);
+        bad += !(q <= 1);
+        if (!(q <= worst)) {
+            worst = q;
+            at = i;
+        }
+    }
+    printf("%s %s: n=%zu worst error %.3g at a term scale of %.3g = %.2f of the tolerance "
+           "(atol %.1g + rtol %.1g x scale)\n", bad ? "FAIL" : "ok  ", what, n,
+           fabs((double)got[at] - want[at]), scale[at], worst, atol, rtol);
+    t_failures += bad != 0;
+}
+
 void t_check(int cond, const char *fmt, ...)
 {
     va_list ap;

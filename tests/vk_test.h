@@ -38,6 +38,10 @@ void t_run(vkr_cmd *cmd);
  * |got - want| <= atol + rtol * |want|. Returns 1 on pass. */
 int t_compare(const char *what, const float *got, const float *want, size_t n, float atol,
               float rtol);
+/* The same against a per-element scale of the terms (a dot product's rounding is relative to
+ * its terms, not to its possibly cancelled sum): |got - want| <= atol + rtol * scale[i]. */
+void t_compare_scaled(const char *what, const float *got, const float *want, const float *scale,
+                      size_t n, double atol, double rtol);
 void t_check(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Deterministic pseudo-random floats in [-1, 1). */
