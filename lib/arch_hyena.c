@@ -54,28 +54,6 @@ static vkllm_status norm(builder *b, int32_t x, const char *what, uint32_t l, in
                        out);
 }
 
-/* out = W[row_begin, row_begin + rows) . x with W = "blk.<l>.<what>.weight" (+ its bias when
- * present), optionally accumulated into acc. */
-static vkllm_status matmul(builder *b, int32_t x, const char *what, uint32_t l, uint32_t cols,
-                           uint32_t row_begin, uint32_t rows, uint32_t total_rows, int32_t acc, int32_t *out)
-{
-    char name[64];
-    snprintf(name, sizeof name, "blk.%u.%s", l, what);
-    const char *w = g_strf(b->g, "%s.weight", name), *bias = g_strf(b->g, "%s.bias", name);
-    if (!w || !bias)
-        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
-    vkllm_status s = g_expect_tensor(b->f, w, cols, total_rows);
-    if (s)
-        return s;
-    if (!has_tensor(b->f, bias))
-        bias = NULL;
-    else if ((s = g_expect_vector(b->f, bias, total_rows)))
-        return s;
-    g_node n = {.op = G_MATMUL, .in = {x, acc}, .weight = {w, bias}, .width = rows,
-                .rows = {row_begin, rows}, .accumulate = acc >= 0, .inplace = acc >= 0 ? 2 : 0, .label = w};
-    return g_add(b->g, n, out);
-}
-
 /* x += W_down (silu(W_gate h) * W_up h), h = ffn_norm(x). */
 static vkllm_status build_mlp(builder *b, uint32_t l, int32_t *x)
 {
@@ -83,11 +61,11 @@ static vkllm_status build_mlp(builder *b, uint32_t l, int32_t *x)
     int32_t h = -1, gate = -1, up = -1, act = -1;
     vkllm_status s;
     if ((s = norm(b, *x, "blk.%u.ffn_norm.weight", l, &h)) ||
-        (s = matmul(b, h, "ffn_gate", l, E, 0, F, F, -1, &gate)) ||
-        (s = matmul(b, h, "ffn_up", l, E, 0, F, F, -1, &up)) ||
+        (s = g_add_layer_matmul(b->g, b->f, h, "ffn_gate", l, E, 0, F, F, -1, &gate)) ||
+        (s = g_add_layer_matmul(b->g, b->f, h, "ffn_up", l, E, 0, F, F, -1, &up)) ||
         (s = g_add(b->g, (g_node){.op = G_SWIGLU, .in = {gate, up}, .width = F, .label = "swiglu"}, &act)))
         return s;
-    return matmul(b, act, "ffn_down", l, F, 0, E, E, *x, x);
+    return g_add_layer_matmul(b->g, b->f, act, "ffn_down", l, F, 0, E, E, *x, x);
 }
 
 static vkllm_status build_attention(builder *b, uint32_t l, int32_t *x)
@@ -97,9 +75,9 @@ static vkllm_status build_attention(builder *b, uint32_t l, int32_t *x)
     int32_t h = -1, q = -1, k = -1, v = -1, store = -1, a = -1;
     vkllm_status s;
     if ((s = norm(b, *x, "blk.%u.attn_norm.weight", l, &h)) ||
-        (s = matmul(b, h, "attn_qkv", l, E, 0, Q, Q + 2 * KV, -1, &q)) ||
-        (s = matmul(b, h, "attn_qkv", l, E, Q, KV, Q + 2 * KV, -1, &k)) ||
-        (s = matmul(b, h, "attn_qkv", l, E, Q + KV, KV, Q + 2 * KV, -1, &v)) ||
+        (s = g_add_layer_matmul(b->g, b->f, h, "attn_qkv", l, E, 0, Q, Q + 2 * KV, -1, &q)) ||
+        (s = g_add_layer_matmul(b->g, b->f, h, "attn_qkv", l, E, Q, KV, Q + 2 * KV, -1, &k)) ||
+        (s = g_add_layer_matmul(b->g, b->f, h, "attn_qkv", l, E, Q + KV, KV, Q + 2 * KV, -1, &v)) ||
         (s = g_add(b->g, (g_node){.op = G_ROPE, .in = {q, -1}, .width = Q, .inplace = 1,
                                   .rope = {hp->n_head, D, hp->n_rot, 1, hp->rope_freq_base, hp->rope_freq_scale},
                                   .label = "rope_q"},
@@ -115,7 +93,7 @@ static vkllm_status build_attention(builder *b, uint32_t l, int32_t *x)
                                   .attn = {hp->n_head, hp->n_head_kv, D, 1.0f / sqrtf((float)D), 0, 0.0f},
                                   .label = "attention"},
                          &a)) ||
-        (s = matmul(b, a, "attn_output", l, Q, 0, E, E, *x, x)))
+        (s = g_add_layer_matmul(b->g, b->f, a, "attn_output", l, Q, 0, E, E, *x, x)))
         return s;
     return build_mlp(b, l, x);
 }
@@ -140,7 +118,7 @@ static vkllm_status build_hyena(builder *b, uint32_t l, int32_t *x)
     else if ((s = g_expect_vector(b->f, conv_b, 3 * E)))
         return s;
     if ((s = norm(b, *x, "blk.%u.attn_norm.weight", l, &h)) ||
-        (s = matmul(b, h, "hyena_in", l, E, 0, 3 * E, 3 * E, -1, &z)) ||
+        (s = g_add_layer_matmul(b->g, b->f, h, "hyena_in", l, E, 0, 3 * E, 3 * E, -1, &z)) ||
         (s = g_layer_name(b->g, &label, "blk.%u.hyena_fir", l)) ||
         (s = g_add(b->g, (g_node){.op = G_HYENA_FIR, .in = {z, -1}, .weight = {conv_w, conv_b},
                                   .width = 3 * E, .layer = l, .label = label},
@@ -149,7 +127,7 @@ static vkllm_status build_hyena(builder *b, uint32_t l, int32_t *x)
         (s = g_add(b->g, (g_node){.op = G_HYENA_IIR, .in = {z, -1}, .weight = {poles, residues, d},
                                   .width = E, .layer = l, .label = label},
                          &y)) ||
-        (s = matmul(b, y, "hyena_out", l, E, 0, E, E, *x, x)))
+        (s = g_add_layer_matmul(b->g, b->f, y, "hyena_out", l, E, 0, E, E, *x, x)))
         return s;
     return build_mlp(b, l, x);
 }

@@ -70,28 +70,6 @@ typedef struct builder {
     const gguf_file *f;
 } builder;
 
-/* out = W[row_begin, row_begin + rows) . x with W = "blk.<l>.<what>.weight" (+ its bias when
- * present), optionally accumulated into acc. */
-static vkllm_status matmul(builder *b, int32_t x, const char *what, uint32_t l, uint32_t cols,
-                           uint32_t row_begin, uint32_t rows, uint32_t total_rows, int32_t acc, int32_t *out)
-{
-    char name[64];
-    snprintf(name, sizeof name, "blk.%u.%s", l, what);
-    const char *w = g_strf(b->g, "%s.weight", name), *bias = g_strf(b->g, "%s.bias", name);
-    if (!w || !bias)
-        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
-    vkllm_status s = g_expect_tensor(b->f, w, cols, total_rows);
-    if (s)
-        return s;
-    if (!gguf_find_tensor(b->f, bias))
-        bias = NULL;
-    else if ((s = g_expect_vector(b->f, bias, total_rows)))
-        return s;
-    g_node n = {.op = G_MATMUL, .in = {x, acc}, .weight = {w, bias}, .width = rows,
-                .rows = {row_begin, rows}, .accumulate = acc >= 0, .inplace = acc >= 0 ? 2 : 0, .label = w};
-    return g_add(b->g, n, out);
-}
-
 static vkllm_status build_layer(builder *b, uint32_t l, int32_t *x)
 {
     const g_hparams *hp = &b->g->hp;
@@ -111,15 +89,15 @@ static vkllm_status build_layer(builder *b, uint32_t l, int32_t *x)
     if ((s = g_add(b->g, (g_node){.op = G_RMSNORM, .in = {*x, -1}, .weight = {norm_w}, .width = E,
                                   .eps = hp->norm_eps, .label = norm_w},
                          &h)) ||
-        (s = matmul(b, h, "ssm_in", l, E, 0, DI, 2 * DI, -1, &u)) ||
-        (s = matmul(b, h, "ssm_in", l, E, DI, DI, 2 * DI, -1, &z)) ||
+        (s = g_add_layer_matmul(b->g, b->f, h, "ssm_in", l, E, 0, DI, 2 * DI, -1, &u)) ||
+        (s = g_add_layer_matmul(b->g, b->f, h, "ssm_in", l, E, DI, DI, 2 * DI, -1, &z)) ||
         (s = g_layer_name(b->g, &label, "blk.%u.ssm_conv", l)) ||
         (s = g_add(b->g, (g_node){.op = G_SSM_CONV, .in = {u, -1}, .weight = {conv_w, conv_b}, .width = DI,
                                   .layer = l, .label = label},
                          &u)) ||
-        (s = matmul(b, u, "ssm_x", l, DI, 0, R, R + 2 * DS, -1, &dt_in)) ||
-        (s = matmul(b, u, "ssm_x", l, DI, R, 2 * DS, R + 2 * DS, -1, &bc)) ||
-        (s = matmul(b, dt_in, "ssm_dt", l, R, 0, DI, DI, -1, &dt)) ||
+        (s = g_add_layer_matmul(b->g, b->f, u, "ssm_x", l, DI, 0, R, R + 2 * DS, -1, &dt_in)) ||
+        (s = g_add_layer_matmul(b->g, b->f, u, "ssm_x", l, DI, R, 2 * DS, R + 2 * DS, -1, &bc)) ||
+        (s = g_add_layer_matmul(b->g, b->f, dt_in, "ssm_dt", l, R, 0, DI, DI, -1, &dt)) ||
         (s = g_add(b->g, (g_node){.op = G_CONCAT, .in = {dt, bc}, .width = DI + 2 * DS, .label = "ssm_dt_bc"},
                          &dtbc)) ||
         (s = g_layer_name(b->g, &label, "blk.%u.ssm_scan", l)) ||
@@ -128,7 +106,7 @@ static vkllm_status build_layer(builder *b, uint32_t l, int32_t *x)
                          &y)) ||
         (s = g_add(b->g, (g_node){.op = G_SWIGLU, .in = {z, y}, .width = DI, .label = "ssm_gate"}, &gated)))
         return s;
-    return matmul(b, gated, "ssm_out", l, DI, 0, E, E, *x, x);
+    return g_add_layer_matmul(b->g, b->f, gated, "ssm_out", l, DI, 0, E, E, *x, x);
 }
 
 vkllm_status g_build_mamba(const gguf_file *f, int last_row_only, g_graph *g)

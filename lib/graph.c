@@ -141,6 +141,27 @@ vkllm_status g_add(g_graph *g, g_node node, int32_t *out)
     return VKLLM_OK;
 }
 
+vkllm_status g_add_layer_matmul(g_graph *g, const gguf_file *f, int32_t x, const char *what, uint32_t l,
+                                uint32_t cols, uint32_t row_begin, uint32_t rows, uint32_t total_rows,
+                                int32_t acc, int32_t *out)
+{
+    char name[64];
+    snprintf(name, sizeof name, "blk.%u.%s", l, what);
+    const char *w = g_strf(g, "%s.weight", name), *bias = g_strf(g, "%s.bias", name);
+    if (!w || !bias)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    vkllm_status s = g_expect_tensor(f, w, cols, total_rows);
+    if (s)
+        return s;
+    if (!gguf_find_tensor(f, bias))
+        bias = NULL;
+    else if ((s = g_expect_vector(f, bias, total_rows)))
+        return s;
+    g_node n = {.op = G_MATMUL, .in = {x, acc}, .weight = {w, bias}, .width = rows,
+                .rows = {row_begin, rows}, .accumulate = acc >= 0, .inplace = acc >= 0 ? 2 : 0, .label = w};
+    return g_add(g, n, out);
+}
+
 vkllm_status g_layer_name(g_graph *g, const char **out, const char *fmt, uint32_t l)
 {
     *out = g_strf(g, fmt, l);

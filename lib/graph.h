@@ -163,6 +163,12 @@ vkllm_status g_expect_vector(const gguf_file *f, const char *name, uint32_t n);
 vkllm_status g_expect_array(const gguf_file *f, const char *name, uint32_t cols, uint32_t rows);
 /* g_add_node, with the out-of-memory error; *out (when not NULL) gets the node's index. */
 vkllm_status g_add(g_graph *g, g_node node, int32_t *out);
+/* A MATMUL node out = W[row_begin, row_begin + rows) . x (+ acc when acc >= 0, in place) with
+ * W = "blk.<l>.<what>.weight" [cols, total_rows] and its bias "blk.<l>.<what>.bias" when the
+ * file has one; the shapes are checked. */
+vkllm_status g_add_layer_matmul(g_graph *g, const gguf_file *f, int32_t x, const char *what, uint32_t l,
+                                uint32_t cols, uint32_t row_begin, uint32_t rows, uint32_t total_rows,
+                                int32_t acc, int32_t *out);
 /* *out = fmt with the layer number l, allocated in the graph. */
 vkllm_status g_layer_name(g_graph *g, const char **out, const char *fmt, uint32_t l);
 
