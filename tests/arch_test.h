@@ -1,5 +1,6 @@
 /* Checks shared by the graph-builder tests (test_arch_metadata.c, test_arch_hyena.c): a
- * counted check, a graph build that must fail naming what is wrong, and the summary line.
+ * graph build that must fail naming what is wrong, and the summary line (check() is
+ * check.h's).
  * Header-only: each test is one translation unit. */
 #ifndef VKLLM_TESTS_ARCH_TEST_H
 #define VKLLM_TESTS_ARCH_TEST_H
@@ -8,24 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check.h"
 #include "error.h"
 #include "gguf.h"
 #include "graph.h"
-
-static int failures, checks;
-
-static void check(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int cond, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", cond ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    checks++;
-    failures += !cond;
-}
 
 /* g_build must fail with `want` and a message holding every one of the NULL-ended words. */
 static void expect_error(const gguf_file *f, vkllm_status want, const char *what, ...)

@@ -32,19 +32,8 @@
 #include "tokenizer.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
+#include "check.h"
 
-static int failures;
-
-static void check(int cond, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", cond ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    failures += !cond;
-}
 
 /* ---- expected.txt ------------------------------------------------------------------- */
 

@@ -18,19 +18,8 @@
 #include "ref_fixture.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
+#include "check.h"
 
-static int failures;
-
-static void check(int cond, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", cond ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    failures += !cond;
-}
 
 static double max_abs_diff(const float *a, const float *b, size_t n)
 {

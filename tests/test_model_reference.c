@@ -20,20 +20,9 @@
 #include "ref_fixture.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
+#include "check.h"
 
-static int failures;
 static const vkllm_api *api;
-
-static void check(int cond, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", cond ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    failures += !cond;
-}
 
 static float top2_margin(const float *row, uint32_t n)
 {
