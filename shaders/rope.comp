@@ -1,12 +1,10 @@
 #version 450
 // Rotary position embedding, in place on x [n_tokens][n_heads][head_dim], one invocation per
-// rotated pair. Token t sits at position params.n_past + t0 + t. As ggml computes it:
-// theta_i = freq_scale * (pos * theta_scale^i) with theta_scale = base^(-2/n_rot) (passed
-// from the host, powf) and the power formed by repeated float multiplication, so the angle
-// is bit-identical to ggml's. Pairs: (2i, 2i+1) in adjacent mode, (i, i + n_rot/2) in half
-// mode; dims from n_rot on pass through.
+// rotated pair. Token t sits at position params.n_past + t0 + t. The angle and rotation
+// (ggml's float arithmetic) are in rope.glsl.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "rope.glsl"
 
 layout(std430, binding = 0) buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer Params {
@@ -27,26 +25,6 @@ layout(push_constant) uniform Push {
     uint t0;       // batch index of this dispatch's first token
 } p;
 
-// sin and cos of a float angle, accurate for large angles: GPU sin/cos are specified only
-// on [-pi, pi], so the angle is first reduced by 2 pi in four parts (Cody-Waite). The
-// first three parts have at most 11 significant bits, so k * part is exact for k < 2^13
-// (angles up to ~51000 rad) and each subtraction is exact.
-void sincos_reduced(float a, out float s, out float c)
-{
-    const float inv_2pi = 0.15915494309189535;
-    const float c1 = 6.28125;
-    const float c2 = 0.0019350051879882812;
-    const float c3 = 3.019813448190689e-07;
-    const float c4 = 1.0253376273028358e-11;
-    precise float k = round(a * inv_2pi);
-    precise float r = a - k * c1;
-    r = r - k * c2;
-    r = r - k * c3;
-    r = r - k * c4;
-    s = sin(r);
-    c = cos(r);
-}
-
 void main()
 {
     uint n_half = p.n_rot / 2;
@@ -56,16 +34,12 @@ void main()
     uint i = id % n_half;
     uint row = id / n_half; // token * n_heads + head
     uint t = row / p.n_heads;
-    precise float theta = float(params.n_past + p.t0 + t);
-    for (uint k = 0; k < i; k++)
-        theta = theta * p.theta_scale;
-    theta = p.freq_scale * theta;
     float s, c;
-    sincos_reduced(theta, s, c);
+    rope_sincos(params.n_past + p.t0 + t, i, p.theta_scale, p.freq_scale, s, c);
     uint base = p.x_shift + row * p.head_dim;
     uint i0 = p.mode == 0 ? base + 2 * i : base + i;
     uint i1 = p.mode == 0 ? i0 + 1 : i0 + n_half;
-    float x0 = x[i0], x1 = x[i1];
-    x[i0] = x0 * c - x1 * s;
-    x[i1] = x0 * s + x1 * c;
+    vec2 y = rope_rotate(x[i0], x[i1], s, c);
+    x[i0] = y.x;
+    x[i1] = y.y;
 }

@@ -137,6 +137,26 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
 vkllm_status op_kv_store(vkr_cmd *cmd, vkr_device *dev, op_tensor src, op_tensor cache,
                          op_tensor params, uint32_t n_tokens, uint32_t width);
 
+typedef struct op_rope_kv_desc {
+    op_tensor q;                /* f32 [n_tokens][n_heads * head_dim], rotated in place;
+                                   buffer NULL = no q */
+    op_tensor k, v;             /* f32 [n_tokens][n_heads_kv * head_dim]; read only */
+    op_tensor k_cache, v_cache; /* f16 [n_ctx][n_heads_kv * head_dim], the same n_ctx */
+    op_tensor params;           /* vk_step_params */
+    uint32_t n_tokens, n_heads, n_heads_kv, head_dim;
+    /* as op_rope_desc; n_rot = 0: no rotation (K and V are stored as they are, q untouched) */
+    uint32_t n_rot;
+    op_rope_mode mode;
+    float freq_base, freq_scale;
+} op_rope_kv_desc;
+
+/* A layer's rope and KV store in one dispatch (per binding-sized run of tokens): q is rotated
+ * in place, k rotated into k_cache and v stored into v_cache at row (params.n_past + t) %
+ * n_ctx; k itself is left unchanged. Bit for bit what op_rope on q, op_rope on k, then
+ * op_kv_store of k and of v write. The written tensors (q, k_cache, v_cache) must not overlap
+ * each other or k and v. */
+vkllm_status op_rope_kv_store(vkr_cmd *cmd, vkr_device *dev, const op_rope_kv_desc *d);
+
 /* Causal attention of q [n_tokens][n_heads][head_dim] against positions
  * [0, params.n_past + t] for token t (position k in cache row k % n_ctx; with a window the
  * cache may be a rolling one of at least window + n_tokens - 1 rows); out like q. Grouped KV heads: query head h uses
