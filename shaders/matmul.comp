@@ -11,6 +11,10 @@
 //  - MATMUL (prompts): each invocation computes a TM x TN tile (rows x tokens) in registers,
 //    decoding each weight block once and using it for all TN tokens; a workgroup is
 //    WG_ROWS x (WG / WG_ROWS) invocations.
+// MATVEC can also compute several products of one x in one dispatch (op_matvec_split and
+// op_matvec_glu): with PARTS > 1 rows from part_row[0] and part_row[1] on are stored to the
+// y1 and y2 bindings (Q, K and V of a layer); with GLU each output row r reads two rows of W,
+// glu_gate_row + r and glu_up_row + r, and stores silu(gate) * up (a SwiGLU MLP's gate and up).
 // MATVEC multiplies quants by x and applies the block's scale (and offset times sum(x)) once
 // per block and output, see blocks.glsl.
 // Per invocation the only loop that grows with the sizes walks one row's blocks (cols / 32,
@@ -30,6 +34,9 @@ layout(constant_id = 1) const uint ROWS = 1; // rows per workgroup (per invocati
 layout(constant_id = 2) const uint NT = 1;   // tokens (all of this dispatch's)
 layout(constant_id = 3) const bool W_ALIGNED = false; // see load_block (blocks.glsl)
 layout(constant_id = 4) const bool X_VEC4 = false;    // see load_x4
+layout(constant_id = 5) const uint PARTS = 1;         // outputs of a split product (1-3)
+layout(constant_id = 6) const uint GLU = 0;           // 1: gate and up rows, silu(gate) * up
+const uint NR = ROWS + GLU * ROWS; // rows of W read per workgroup (per invocation with WEIGHTS_TEXEL)
 #else
 layout(constant_id = 1) const uint WG_ROWS = 16; // invocations along rows
 layout(constant_id = 2) const uint TM = 4;       // rows per invocation
@@ -58,6 +65,8 @@ float xs_at(uint i) { return xs[i]; }
 vec4 x4_at(uint i) { return x4[i]; }
 #endif
 layout(std430, binding = 2) buffer Y { float y[]; };
+layout(std430, binding = 3) writeonly buffer Y1 { float y1[]; }; // split parts 1 and 2
+layout(std430, binding = 4) writeonly buffer Y2 { float y2[]; };
 
 layout(push_constant) uniform Push {
     uint rows;       // rows of this chunk
@@ -69,6 +78,11 @@ layout(push_constant) uniform Push {
     uint y_skip;     // floats from the y binding's start to y[token 0][chunk row 0]
     uint y_stride;   // floats from one token's y row to the next
     uint accumulate;
+    uint part_row[2]; // PARTS > 1: first rows of parts 1 and 2 (local to this dispatch)
+    uint y1_skip;     // floats from the y1 / y2 binding's start to token 0's row
+    uint y2_skip;
+    uint glu_gate_row; // GLU: rows from the chunk's first row to gate row 0 and up row 0
+    uint glu_up_row;
 } p;
 
 #include "blocks.glsl"
@@ -100,9 +114,41 @@ uint valid_weights(uint col)
 
 void store(uint t, uint r, float v)
 {
+#ifdef MATVEC
+    // Split parts are stored as [n_tokens][rows of the part], never accumulated.
+    if (PARTS > 2u && r >= p.part_row[1]) {
+        y2[p.y2_skip + t * (p.rows - p.part_row[1]) + r - p.part_row[1]] = v;
+        return;
+    }
+    if (PARTS > 1u && r >= p.part_row[0]) {
+        uint end = PARTS > 2u ? p.part_row[1] : p.rows;
+        y1[p.y1_skip + t * (end - p.part_row[0]) + r - p.part_row[0]] = v;
+        return;
+    }
+#endif
     uint i = p.y_skip + t * p.y_stride + r;
     y[i] = p.accumulate != 0u ? y[i] + v : v;
 }
+
+#ifdef MATVEC
+float silu(float v)
+{
+    return v / (1.0 + exp(-v)); // as activation.comp, so that fused and separate agree
+}
+
+// Byte offset of the row of W that row slot s (< NR) of output row `row` reads: with GLU,
+// slots [0, ROWS) are gate rows and [ROWS, NR) up rows.
+uint w_row_at(uint row, uint s)
+{
+    uint r = min(row, p.rows - 1u);
+    if (GLU != 0u)
+        r += s < ROWS ? p.glu_gate_row : p.glu_up_row;
+    return p.w_skip + r * p.row_bytes;
+}
+
+// The value output row slot r (< ROWS) of token t stores, from its NR * NT sums.
+#define OUTPUT(acc, r, t) (GLU != 0u ? silu(acc[(r) * NT + (t)]) * acc[(ROWS + (r)) * NT + (t)] : acc[(r) * NT + (t)])
+#endif
 
 #if defined(MATVEC) && defined(WEIGHTS_TEXEL)
 
@@ -114,11 +160,11 @@ void main()
     uint lane = gl_LocalInvocationID.x;
     uint row0 = linear_group_id() * (WG * ROWS) + lane;
     uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
-    uint at[ROWS];
-    [[unroll]] for (uint r = 0u; r < ROWS; r++)
-        at[r] = p.w_skip + min(row0 + WG * r, p.rows - 1u) * p.row_bytes;
-    float acc[ROWS * NT];
-    [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+    uint at[NR];
+    [[unroll]] for (uint s = 0u; s < NR; s++)
+        at[s] = w_row_at(row0 + WG * (s % ROWS), s);
+    float acc[NR * NT];
+    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         acc[k] = 0.0;
 
     for (uint b = 0u; b < n_blocks; b++) {
@@ -134,7 +180,7 @@ void main()
             }
             xsum[t] = (s4.x + s4.y) + (s4.z + s4.w); // unused (and dropped) without an offset
         }
-        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+        [[unroll]] for (uint r = 0u; r < NR; r++) {
             wblock blk = load_block(at[r] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
             [[unroll]] for (uint t = 0u; t < NT; t++) {
                 float q = 0.0; // quants times x (lavapipe computes fma as a multiply and an add)
@@ -154,36 +200,33 @@ void main()
     [[unroll]] for (uint r = 0u; r < ROWS; r++)
         [[unroll]] for (uint t = 0u; t < NT; t++)
             if (row0 + WG * r < p.rows)
-                store(t, row0 + WG * r, acc[r * NT + t]);
+                store(t, row0 + WG * r, OUTPUT(acc, r, t));
 }
 
 #elif defined(MATVEC)
 
 // Partial sums of the invocations (one per subgroup with USE_SUBGROUP).
-shared float partial[ROWS * NT * WG];
+shared float partial[NR * NT * WG];
 
 void main()
 {
     uint tid = gl_LocalInvocationID.x;
     uint row0 = linear_group_id() * ROWS;
     uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
-    float acc[ROWS * NT];
-    [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+    float acc[NR * NT];
+    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         acc[k] = 0.0;
 
     for (uint b = tid; b < n_blocks; b += WG) {
         uint col = b * BLOCK_WEIGHTS;
-        wblock blk[ROWS];
-        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-            uint row = min(row0 + r, p.rows - 1u);
-            blk[r] = load_block(p.w_skip + row * p.row_bytes + b * BLOCK_BYTES, valid_weights(col),
-                                W_ALIGNED);
-        }
+        wblock blk[NR];
+        [[unroll]] for (uint r = 0u; r < NR; r++)
+            blk[r] = load_block(w_row_at(row0 + r % ROWS, r) + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
 #ifdef PLAIN_WEIGHTS
 #define qdot acc // d = 1 and no offset: accumulate directly
 #else
-        float qdot[ROWS * NT];
-        [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+        float qdot[NR * NT];
+        [[unroll]] for (uint k = 0u; k < NR * NT; k++)
             qdot[k] = 0.0;
 #endif
 #ifdef BLOCK_HAS_OFFSET
@@ -192,22 +235,22 @@ void main()
             xsum[t] = 0.0;
 #endif
         [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
-            vec4 qv[ROWS];
-            [[unroll]] for (uint r = 0u; r < ROWS; r++)
+            vec4 qv[NR];
+            [[unroll]] for (uint r = 0u; r < NR; r++)
                 qv[r] = block_q4(blk[r], g);
             [[unroll]] for (uint t = 0u; t < NT; t++) {
                 vec4 xv = load_x4(t, col + 4u * g);
 #ifdef BLOCK_HAS_OFFSET
                 xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
 #endif
-                [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                [[unroll]] for (uint r = 0u; r < NR; r++)
                     qdot[r * NT + t] += dot(qv[r], xv);
             }
         }
 #ifdef PLAIN_WEIGHTS
 #undef qdot
 #else
-        [[unroll]] for (uint r = 0u; r < ROWS; r++)
+        [[unroll]] for (uint r = 0u; r < NR; r++)
             [[unroll]] for (uint t = 0u; t < NT; t++)
 #ifdef BLOCK_HAS_OFFSET
                 acc[r * NT + t] += blk[r].d * qdot[r * NT + t] + blk[r].m * xsum[t];
@@ -218,35 +261,39 @@ void main()
     }
 
 #ifdef USE_SUBGROUP
-    [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         acc[k] = subgroupAdd(acc[k]);
     if (gl_NumSubgroups == 1u) {
         if (tid == 0u) {
-            [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
-                if (row0 + k / NT < p.rows)
-                    store(k % NT, row0 + k / NT, acc[k]);
+            [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                [[unroll]] for (uint t = 0u; t < NT; t++)
+                    if (row0 + r < p.rows)
+                        store(t, row0 + r, OUTPUT(acc, r, t));
         }
         return;
     }
     if (subgroupElect()) {
-        [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+        [[unroll]] for (uint k = 0u; k < NR * NT; k++)
             partial[k * WG + gl_SubgroupID] = acc[k];
     }
     uint n_parts = gl_NumSubgroups;
 #else
-    [[unroll]] for (uint k = 0u; k < ROWS * NT; k++)
+    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         partial[k * WG + tid] = acc[k];
     uint n_parts = WG;
 #endif
     barrier();
     // One invocation per output sums the parts (a single barrier: on lavapipe each barrier
-    // is a context switch, and the parts are few).
+    // is a context switch, and the parts are few). With GLU it sums the up row's parts too.
     for (uint k = tid; k < ROWS * NT; k += WG) {
-        float s = 0.0;
-        for (uint i = 0u; i < n_parts; i++)
-            s += partial[k * WG + i];
+        float s[2] = {0.0, 0.0};
+        for (uint i = 0u; i < n_parts; i++) {
+            s[0] += partial[k * WG + i];
+            if (GLU != 0u)
+                s[1] += partial[(ROWS * NT + k) * WG + i];
+        }
         if (row0 + k / NT < p.rows)
-            store(k % NT, row0 + k / NT, s);
+            store(k % NT, row0 + k / NT, GLU != 0u ? silu(s[0]) * s[1] : s[0]);
     }
 }
 

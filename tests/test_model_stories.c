@@ -4,6 +4,7 @@
  * decode replays its recording; bad input gives clear errors. Validation layer on. */
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,20 @@ int main(int argc, char **argv)
     check(s == VKLLM_OK, "60 greedy tokens: %s", s ? api->context_error(ctx) : "ok");
     check(!strcmp(text, expected), "greedy text matches llama.cpp's:\n--- got ---\n%s\n--- want ---\n%s", text,
           expected);
+    /* A Llama layer's decode step is fused into 8 dispatches (norm, Q|K|V, rope + KV store,
+     * attention, output, norm, gate|up + SwiGLU, down) where the separate ops take 15; plus
+     * embedding, final norm and output head. */
+    {
+        const char *fuse = getenv("VKLLM_FUSE");
+        bool fused = !(fuse && !strcmp(fuse, "off"));
+        uint32_t count = 0, want = (fused ? 8 : 15) * info.n_layer + 3;
+        const char *label;
+        double ms;
+        s = api->profile_entry(ctx, 0, &label, &ms, &count);
+        check((s == VKLLM_OK || s == VKLLM_ERR_UNSUPPORTED) && count == want,
+              "one decode step (%s): %u dispatches (want %u)", fused ? "fused" : "VKLLM_FUSE=off", count, want);
+        s = VKLLM_OK;
+    }
     vkllm_context_stats st = {.size = sizeof st};
     api->context_stats(ctx, &st);
     check(st.recordings == 2 && st.tokens_decoded == 60 && st.n_past == 65,

@@ -371,6 +371,173 @@ static void time_type(vkr_device *dev, uint32_t type)
 
 /* One weight: layout, matmul for each token count (with and without accumulation where it
  * adds a path), get_rows. */
+/* op_matvec_split and op_matvec_glu: several products of one x in one dispatch. parts[] lists
+ * the row counts of W's parts (split), or for GLU two equal halves (gate_first: gate rows
+ * first). Checked against the double-precision reference (split: as check_matmul; GLU: error
+ * relative to sum|w x| of gate times |up| plus |silu(gate)| times sum|w x| of up), and against
+ * op_matmul of each part (and op_swiglu) run separately, which the recorder swaps for them:
+ * the count of bit-identical outputs is printed. */
+static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts, uint32_t n_parts, bool glu,
+                        bool gate_first, uint32_t n_tokens)
+{
+    uint32_t rows = tw->rows, cols = tw->cols;
+    op_weight w = pass_weight(tw);
+    size_t nx = (size_t)n_tokens * cols, ny = (size_t)n_tokens * rows;
+    float *x = malloc(nx * sizeof *x), *got = malloc(ny * sizeof *got), *sep = malloc(ny * sizeof *sep);
+    t_fill_random(x, nx, n_tokens * 7 + rows);
+    op_tensor tx = t_tensor_from(dev, x, nx * sizeof *x);
+    char what[128];
+    snprintf(what, sizeof what, "%s %s %ux%u tokens %u%s", glu ? "matvec_glu" : "matvec_split",
+             ggml_traits(tw->type).name, rows, cols, n_tokens, glu ? (gate_first ? " gate|up" : " up|gate") : "");
+    if (!op_matvec_fusable(dev, &w, tx, n_tokens)) {
+        /* only where the weight is split over bindings (small-range profile) */
+        bool texel = w.n_texel_chunks && tx.buffer->n_texel_views && (uint64_t)cols * 4 <= tx.buffer->texel_stride;
+        t_check((texel ? w.n_texel_chunks : w.n_chunks) > 1, "%s: not fusable, as the weight has %u chunks", what,
+                texel ? w.n_texel_chunks : w.n_chunks);
+        t_tensor_free(dev, tx);
+        free(x), free(got), free(sep);
+        return;
+    }
+    /* separate products of each part (in one buffer, part after part) */
+    op_tensor ty_sep = t_tensor(dev, ny * 4), ty[OP_MATVEC_MAX_PARTS], out = {0}, out_sep = {0};
+    uint32_t n_out = glu ? parts[0] : 0;
+    vkr_cmd *cmd = t_begin(dev);
+    vkllm_status s = VKLLM_OK;
+    for (uint32_t j = 0, row = 0; j < n_parts && !s; row += parts[j], j++) {
+        op_weight pw;
+        if ((s = op_weight_init(dev, w.type, parts[j], cols, w.buffer, w.offset + (VkDeviceSize)row * w.row_bytes,
+                                &pw)))
+            break;
+        if (ssbo_pass)
+            pw.n_texel_chunks = 0;
+        op_tensor part_y = {ty_sep.buffer, (VkDeviceSize)n_tokens * row * 4, (VkDeviceSize)n_tokens * parts[j] * 4};
+        s = op_matmul(cmd, dev, &pw, tx, part_y, n_tokens, false);
+    }
+    if (glu) {
+        out = t_tensor(dev, (size_t)n_tokens * n_out * 4);
+        out_sep = t_tensor(dev, (size_t)n_tokens * n_out * 4);
+        op_tensor first = {ty_sep.buffer, 0, (VkDeviceSize)n_tokens * n_out * 4};
+        op_tensor second = {ty_sep.buffer, (VkDeviceSize)n_tokens * n_out * 4, (VkDeviceSize)n_tokens * n_out * 4};
+        if (!s)
+            s = op_swiglu(cmd, dev, gate_first ? first : second, gate_first ? second : first, out_sep,
+                          n_tokens * n_out);
+    }
+    uint32_t before = vkr_cmd_dispatch_count(cmd);
+    if (!s && glu) {
+        s = op_matvec_glu(cmd, dev, &w, tx, out, gate_first ? 0 : n_out, gate_first ? n_out : 0, n_out, n_tokens);
+    } else if (!s) {
+        op_matvec_part p[OP_MATVEC_MAX_PARTS];
+        for (uint32_t j = 0; j < n_parts; j++) {
+            ty[j] = t_tensor(dev, (size_t)n_tokens * parts[j] * 4);
+            p[j] = (op_matvec_part){parts[j], ty[j]};
+        }
+        s = op_matvec_split(cmd, dev, &w, tx, p, n_parts, n_tokens);
+    }
+    uint32_t fused_dispatches = vkr_cmd_dispatch_count(cmd) - before;
+    if (s) {
+        t_check(0, "%s record: %s", what, vk_error_message());
+        vkr_cmd_destroy(cmd);
+    } else {
+        const char *label = "";
+        run_labelled(cmd, &label);
+    }
+    /* y as [part][token][row of part], the layout of both ty_sep and the split outputs */
+    size_t n_got = glu ? (size_t)n_tokens * n_out : ny;
+    if (glu) {
+        t_read(dev, out, got, n_got * 4);
+        t_read(dev, out_sep, sep, n_got * 4);
+    } else {
+        t_read(dev, ty_sep, sep, ny * 4);
+        for (uint32_t j = 0, row = 0; j < n_parts; row += parts[j], j++)
+            t_read(dev, ty[j], got + (size_t)n_tokens * row, (size_t)n_tokens * parts[j] * 4);
+    }
+    double max_err = 0;
+    size_t bad = 0, same = 0;
+    for (uint32_t j = 0, row = 0; j < (glu ? 1 : n_parts); row += parts[j], j++)
+        for (uint32_t t = 0; t < n_tokens; t++)
+            for (uint32_t r = 0; r < parts[j]; r++) {
+                double sum[2] = {0, 0}, scale[2] = {0, 0};
+                for (int h = 0; h < (glu ? 2 : 1); h++) {
+                    /* GLU: h 0 reads the gate row, h 1 the up row */
+                    uint32_t wr = !glu ? row + r : (h == 0) == gate_first ? r : n_out + r;
+                    for (uint32_t c = 0; c < cols; c++) {
+                        double pr = (double)tw->deq[(size_t)wr * cols + c] * x[(size_t)t * cols + c];
+                        sum[h] += pr;
+                        scale[h] += fabs(pr);
+                    }
+                }
+                double want = sum[0], bound = scale[0];
+                if (glu) {
+                    double sg = sum[0] / (1.0 + exp(-sum[0]));
+                    want = sg * sum[1];
+                    bound = 1.1 * scale[0] * fabs(sum[1]) + fabs(sg) * scale[1];
+                }
+                size_t i = (size_t)n_tokens * row + (size_t)t * parts[j] + r;
+                double err = fabs((double)got[i] - want) / (bound > 0 ? bound : 1e-30);
+                bad += !(err <= TOLERANCE);
+                if (err > max_err)
+                    max_err = err;
+                same += memcmp(&got[i], &sep[i], 4) == 0;
+            }
+    bool fail = bad || fused_dispatches != 1;
+    printf("%s %s: %u dispatch, max err %.2g (tol %.0e), %zu of %zu bit-identical to the separate ops\n",
+           fail ? "FAIL" : "ok  ", what, fused_dispatches, max_err, TOLERANCE, same, n_got);
+    if (fail)
+        t_failures++;
+    for (uint32_t j = 0; !glu && j < n_parts; j++)
+        t_tensor_free(dev, ty[j]);
+    if (glu) {
+        t_tensor_free(dev, out);
+        t_tensor_free(dev, out_sep);
+    }
+    t_tensor_free(dev, ty_sep);
+    t_tensor_free(dev, tx);
+    free(x), free(got), free(sep);
+}
+
+/* The fused cases of one type: Q, K, V-like parts (GQA: K and V narrower), two parts, and
+ * GLU halves in both orders, for 1 and 2 tokens and the most the matrix-vector shape takes. */
+static void check_fused_cases(vkr_device *dev, uint32_t type, uint32_t cols, uint64_t offset, uint32_t seed)
+{
+    const uint32_t qkv[] = {96, 32, 32}, all[] = {160}, two[] = {40, 24}, half[] = {72, 72};
+    const uint32_t token_counts[] = {1, 2, 4};
+    test_weight tw;
+    if (make_weight(dev, type, 160, cols, offset, seed, &tw)) {
+        t_check(0, "fused weight: %s", vk_error_message());
+        free_weight(dev, &tw);
+        return;
+    }
+    for (size_t k = 0; k < 3; k++)
+        check_fused(dev, &tw, qkv, 3, false, false, token_counts[k]);
+    check_fused(dev, &tw, all, 1, false, false, 1); /* one part: a plain product */
+    free_weight(dev, &tw);
+    if (make_weight(dev, type, 64, cols, offset, seed + 1, &tw) == VKLLM_OK)
+        check_fused(dev, &tw, two, 2, false, false, 2);
+    free_weight(dev, &tw);
+    if (make_weight(dev, type, 144, cols, offset, seed + 2, &tw) == VKLLM_OK)
+        for (size_t k = 0; k < 3; k++) {
+            check_fused(dev, &tw, half, 2, true, true, token_counts[k]);
+            check_fused(dev, &tw, half, 2, true, false, token_counts[k]);
+        }
+    free_weight(dev, &tw);
+    /* Past the matrix-vector shape's tokens, or with a part that does not cover W, it refuses. */
+    if (make_weight(dev, type, 64, cols, offset, seed + 3, &tw) == VKLLM_OK) {
+        op_tensor tx = t_tensor(dev, (size_t)64 * cols * 4), ty = t_tensor(dev, 64 * 64 * 4);
+        op_weight w = pass_weight(&tw);
+        t_check(!op_matvec_fusable(dev, &w, tx, 64), "%s: 64 tokens are not a matrix-vector product",
+                ggml_traits(type).name);
+        op_matvec_part p[2] = {{32, ty}, {16, ty}};
+        vkr_cmd *cmd = t_begin(dev);
+        t_check(op_matvec_split(cmd, dev, &w, tx, p, 2, 1) != VKLLM_OK,
+                "%s: matvec_split refuses parts of 48 rows for a weight of 64: %s", ggml_traits(type).name,
+                vk_error_message());
+        vkr_cmd_destroy(cmd);
+        t_tensor_free(dev, tx);
+        t_tensor_free(dev, ty);
+    }
+    free_weight(dev, &tw);
+}
+
 static void check_weight_case(vkr_device *dev, uint32_t type, uint32_t rows, uint32_t cols,
                               uint64_t offset, uint32_t seed, const uint32_t *token_counts,
                               size_t n_counts)
@@ -491,6 +658,25 @@ int main(void)
                 check_weight_case(dev, all_types[ti], plain ? 33 : 127, plain ? 37 : 96, 34, 9,
                                   token_counts + 3, 2);
             }
+            unsetenv("VKLLM_MATMUL_SHAPES");
+        }
+    }
+    /* Several products of one x in one dispatch (decode fusion), on each way of reading
+     * weights, with the shapes of this device and the GPU ones. */
+    for (int pass = dev->caps.texel_weights ? 0 : 1; pass < 2 && !timing_only; pass++) {
+        ssbo_pass = pass == 1;
+        printf("-- fused matrix-vector products, weights through %s\n", ssbo_pass ? "storage buffers" : "texel views");
+        const uint32_t fused_types[] = {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1};
+        for (size_t ti = 0; ti < sizeof fused_types / sizeof *fused_types; ti++) {
+            if (gpu_av && fused_types[ti] != GGML_F32 && fused_types[ti] != GGML_Q4_1)
+                continue;
+            check_fused_cases(dev, fused_types[ti], 96, ti % 2 ? 34 : 0, (uint32_t)(40 + ti));
+        }
+        if (!gpu_av && ssbo_pass) {
+            setenv("VKLLM_MATMUL_SHAPES", "gpu", 1);
+            printf("-- fused, with VKLLM_MATMUL_SHAPES=gpu\n");
+            check_fused_cases(dev, GGML_Q4_0, 96, 34, 50);
+            check_fused_cases(dev, GGML_F16, 64, 0, 51);
             unsetenv("VKLLM_MATMUL_SHAPES");
         }
     }

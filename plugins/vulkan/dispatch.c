@@ -15,6 +15,15 @@ void dispatch_plan_free(dispatch_plan *plan)
     memset(plan, 0, sizeof *plan);
 }
 
+/* After node i: frees the slots whose holders are not read after it (an output nobody reads
+ * included). */
+static void release_slots(const dispatch_plan *plan, int32_t *slot_owner, const int32_t *last_use, uint32_t i)
+{
+    for (uint32_t s = 0; s < plan->n_slots; s++)
+        if (slot_owner[s] >= 0 && last_use[slot_owner[s]] <= (int32_t)i)
+            slot_owner[s] = -1;
+}
+
 vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch_plan *plan)
 {
     memset(plan, 0, sizeof *plan);
@@ -41,6 +50,16 @@ vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch
         plan->node_single_row[i] = node->op == G_LAST_ROW ||
                                    (node->in[0] >= 0 && plan->node_single_row[node->in[0]]);
     }
+    /* The recorder may compute a SWIGLU in the same dispatch as the two products it reads
+     * (record_fused_matmuls): their input must not share storage with its output. */
+    for (uint32_t i = 0; i < n; i++) {
+        const g_node *node = &g->nodes[i];
+        for (int j = 0; j < 2 && node->op == G_SWIGLU; j++) {
+            const g_node *product = &g->nodes[node->in[j]];
+            if (product->op == G_MATMUL && product->in[0] >= 0 && last_use[product->in[0]] < (int32_t)i)
+                last_use[product->in[0]] = (int32_t)i;
+        }
+    }
     /* An in-place chain keeps its storage alive until the chain's last reader. */
     for (int32_t i = (int32_t)n - 1; i >= 0; i--) {
         const g_node *node = &g->nodes[i];
@@ -52,8 +71,10 @@ vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch
     }
     for (uint32_t i = 0; i < n; i++) {
         const g_node *node = &g->nodes[i];
-        if (!has_output(node->op))
+        if (!has_output(node->op)) {
+            release_slots(plan, slot_owner, last_use, i);
             continue;
+        }
         VkDeviceSize bytes = (VkDeviceSize)node->width * sizeof(float) *
                              (plan->node_single_row[i] ? 1 : max_tokens);
         int32_t slot = -1;
@@ -73,15 +94,7 @@ vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch
             plan->slot_bytes[slot] = bytes;
         slot_owner[slot] = (int32_t)i;
         plan->node_slot[i] = slot;
-        /* Release the slots whose holders are read for the last time by this node. */
-        for (int j = 0; j < G_MAX_INPUTS; j++) {
-            int32_t in = node->in[j];
-            if (in >= 0 && last_use[in] == (int32_t)i && plan->node_slot[in] >= 0 &&
-                slot_owner[plan->node_slot[in]] == in)
-                slot_owner[plan->node_slot[in]] = -1;
-        }
-        if (last_use[i] == (int32_t)i) /* an output nobody reads */
-            slot_owner[slot] = -1;
+        release_slots(plan, slot_owner, last_use, i);
     }
     free(last_use);
     free(slot_owner);
@@ -106,6 +119,145 @@ static vkllm_status weight_of(const struct vkllm_model_t *m, const char *name, c
     return VKLLM_OK;
 }
 
+/* The matrix a MATMUL node multiplies by: its weight, or the node's row range of it (Q, K and
+ * V of a fused attn_qkv are row ranges of one matrix). */
+static vkllm_status node_matrix(const vkr_device *dev, const struct vkllm_model_t *model, const g_node *node,
+                                op_weight *out)
+{
+    const model_weight *w;
+    vkllm_status s = weight_of(model, node->weight[0], &w);
+    if (s)
+        return s;
+    *out = w->matrix;
+    if (node->rows.count && node->rows.count != w->matrix.rows)
+        s = op_weight_init(dev, out->type, node->rows.count, out->cols, out->buffer,
+                           out->offset + (VkDeviceSize)node->rows.begin * out->row_bytes, out);
+    return s;
+}
+
+/* Whether node j is read by any node other than `reader`. */
+static bool read_elsewhere(const g_graph *g, int32_t j, uint32_t reader)
+{
+    for (uint32_t i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < G_MAX_INPUTS; k++)
+            if (i != reader && g->nodes[i].in[k] == j)
+                return true;
+    return false;
+}
+
+static bool fusion_off(void)
+{
+    const char *env = getenv("VKLLM_FUSE");
+    return env && !strcmp(env, "off");
+}
+
+/* Decode fusion (VKLLM_FUSE=off turns it off): consecutive MATMUL nodes from node i on that
+ * multiply the same x, none accumulating or adding a bias, whose matrices lie end to end in
+ * one buffer (a weight group, model.c, or row ranges of one fused matrix) run as one
+ * op_matvec_split dispatch; when a SWIGLU of exactly two of them follows and is their only
+ * reader, as one op_matvec_glu dispatch that also computes it. *n_fused gets the nodes recorded
+ * (0: none; record node i alone). */
+static vkllm_status record_fused_matmuls(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,
+                                         const dispatch_plan *plan, const dispatch_buffers *bufs,
+                                         uint32_t n_tokens, uint32_t i, vkr_cmd *cmd, uint32_t *n_fused)
+{
+    *n_fused = 0;
+    if (fusion_off())
+        return VKLLM_OK;
+    op_weight parts_w[OP_MATVEC_MAX_PARTS];
+    uint32_t n = 0;
+    for (; n < OP_MATVEC_MAX_PARTS && i + n < g->n_nodes; n++) {
+        const g_node *node = &g->nodes[i + n];
+        if (node->op != G_MATMUL || node->accumulate || node->weight[1] || node->in[0] != g->nodes[i].in[0] ||
+            plan->node_single_row[i + n] != plan->node_single_row[i])
+            break;
+        vkllm_status s = node_matrix(dev, model, node, &parts_w[n]);
+        if (s)
+            return s;
+        const op_weight *prev = n ? &parts_w[n - 1] : NULL;
+        if (prev && (parts_w[n].buffer != prev->buffer || parts_w[n].type != prev->type ||
+                     parts_w[n].cols != prev->cols ||
+                     parts_w[n].offset != prev->offset + (VkDeviceSize)prev->rows * prev->row_bytes))
+            break;
+    }
+    if (n < 2)
+        return VKLLM_OK;
+    uint32_t rows = plan->node_single_row[i] ? 1 : n_tokens, total = 0;
+    for (uint32_t k = 0; k < n; k++)
+        total += parts_w[k].rows;
+    op_weight whole_w;
+    op_tensor x = slot_tensor(plan, bufs, g, g->nodes[i].in[0], n_tokens);
+    if (op_weight_init(dev, parts_w[0].type, total, parts_w[0].cols, parts_w[0].buffer, parts_w[0].offset,
+                       &whole_w) ||
+        !op_matvec_fusable(dev, &whole_w, x, rows))
+        return VKLLM_OK; /* recorded node by node */
+
+    /* gate and up, then silu(gate) * up */
+    const g_node *next = i + 2 < g->n_nodes ? &g->nodes[i + 2] : NULL;
+    if (n == 2 && next && next->op == G_SWIGLU && parts_w[0].rows == parts_w[1].rows &&
+        next->width == parts_w[0].rows && !read_elsewhere(g, (int32_t)i, i + 2) &&
+        !read_elsewhere(g, (int32_t)i + 1, i + 2) &&
+        ((next->in[0] == (int32_t)i && next->in[1] == (int32_t)i + 1) ||
+         (next->in[0] == (int32_t)i + 1 && next->in[1] == (int32_t)i))) {
+        uint32_t gate = next->in[0] == (int32_t)i ? 0 : parts_w[0].rows;
+        uint32_t up = gate ? 0 : parts_w[0].rows;
+        *n_fused = 3;
+        return op_matvec_glu(cmd, dev, &whole_w, x, slot_tensor(plan, bufs, g, (int32_t)i + 2, n_tokens), gate,
+                             up, parts_w[0].rows, rows);
+    }
+    op_matvec_part parts[OP_MATVEC_MAX_PARTS];
+    for (uint32_t k = 0; k < n; k++)
+        parts[k] = (op_matvec_part){parts_w[k].rows, slot_tensor(plan, bufs, g, (int32_t)(i + k), n_tokens)};
+    *n_fused = n;
+    return op_matvec_split(cmd, dev, &whole_w, x, parts, n, rows);
+}
+
+/* A layer's KV store in one dispatch (op_rope_kv_store), with the rope of q and k when node i
+ * and i + 1 rotate them in place and node i + 2 stores that k (nobody else reads it): the
+ * store node, or those three nodes. *n_fused gets the nodes recorded (0: VKLLM_FUSE=off, or
+ * node i is neither). */
+static vkllm_status record_rope_kv_store(vkr_device *dev, const g_graph *g, const dispatch_plan *plan,
+                                         const dispatch_buffers *bufs, uint32_t n_tokens, uint32_t i,
+                                         vkr_cmd *cmd, uint32_t *n_fused)
+{
+    *n_fused = 0;
+    const g_node *q = &g->nodes[i], *k = i + 1 < g->n_nodes ? &g->nodes[i + 1] : NULL;
+    const g_node *store = i + 2 < g->n_nodes ? &g->nodes[i + 2] : NULL;
+    bool with_rope = q->op == G_ROPE && k && k->op == G_ROPE && store && store->op == G_KV_STORE &&
+                     store->in[0] == (int32_t)i + 1 && !read_elsewhere(g, (int32_t)i + 1, i + 2) &&
+                     q->rope.head_dim == k->rope.head_dim && q->rope.n_rot == k->rope.n_rot &&
+                     q->rope.mode == k->rope.mode && q->rope.freq_base == k->rope.freq_base &&
+                     q->rope.freq_scale == k->rope.freq_scale &&
+                     store->width == k->rope.n_heads * k->rope.head_dim;
+    if (fusion_off() || (!with_rope && q->op != G_KV_STORE))
+        return VKLLM_OK;
+    if (!with_rope)
+        store = q;
+    uint32_t rows = plan->node_single_row[i] ? 1 : n_tokens;
+    op_rope_kv_desc d = {
+        .k = slot_tensor(plan, bufs, g, store->in[0], n_tokens),
+        .v = slot_tensor(plan, bufs, g, store->in[1], n_tokens),
+        .k_cache = whole(&bufs->k_cache[store->layer]),
+        .v_cache = whole(&bufs->v_cache[store->layer]),
+        .params = whole(bufs->params),
+        .n_tokens = rows,
+        .n_heads_kv = 1,
+        .head_dim = store->width,
+    };
+    if (with_rope) {
+        d.q = slot_tensor(plan, bufs, g, (int32_t)i, n_tokens);
+        d.n_heads = q->rope.n_heads;
+        d.n_heads_kv = k->rope.n_heads;
+        d.head_dim = k->rope.head_dim;
+        d.n_rot = q->rope.n_rot;
+        d.mode = q->rope.mode ? OP_ROPE_HALF : OP_ROPE_ADJACENT;
+        d.freq_base = q->rope.freq_base;
+        d.freq_scale = q->rope.freq_scale;
+    }
+    *n_fused = with_rope ? 3 : 1;
+    return op_rope_kv_store(cmd, dev, &d);
+}
+
 vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,
                              const dispatch_plan *plan, const dispatch_buffers *bufs,
                              uint32_t n_tokens, vkr_cmd *cmd)
@@ -113,6 +265,19 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
     vkllm_status s = vkr_cmd_begin(cmd);
     op_tensor params = whole(bufs->params);
     for (uint32_t i = 0; i < g->n_nodes && !s; i++) {
+        uint32_t n_fused = 0;
+        if (g->nodes[i].op == G_MATMUL)
+            s = record_fused_matmuls(dev, model, g, plan, bufs, n_tokens, i, cmd, &n_fused);
+        else if (g->nodes[i].op == G_ROPE || g->nodes[i].op == G_KV_STORE)
+            s = record_rope_kv_store(dev, g, plan, bufs, n_tokens, i, cmd, &n_fused);
+        if (s) {
+            vk_fail_prefix(s, "recording %s", g->nodes[i].label ? g->nodes[i].label : "node");
+            break;
+        }
+        if (n_fused) {
+            i += n_fused - 1;
+            continue;
+        }
         const g_node *node = &g->nodes[i];
         uint32_t rows = plan->node_single_row[i] ? 1 : n_tokens;
         op_tensor out = has_output(node->op) ? slot_tensor(plan, bufs, g, (int32_t)i, n_tokens) : (op_tensor){0};
@@ -142,20 +307,15 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
             break;
         case G_MATMUL: {
             /* A row range of a fused matrix (Q, K, V of attn_qkv) is a weight of its own. */
-            const op_weight *w = &w0->matrix;
-            op_weight slice;
+            op_weight w;
             op_tensor bias = w1 ? w1->vector : (op_tensor){0};
-            if (node->rows.count && node->rows.count != w->rows) {
-                s = op_weight_init(dev, w->type, node->rows.count, w->cols, &w0->buffer,
-                                   (VkDeviceSize)node->rows.begin * w->row_bytes, &slice);
-                w = &slice;
-                if (w1) {
-                    bias.offset += (VkDeviceSize)node->rows.begin * sizeof(float);
-                    bias.size = (VkDeviceSize)node->rows.count * sizeof(float);
-                }
+            s = node_matrix(dev, model, node, &w);
+            if (w1 && node->rows.count && node->rows.count != w0->matrix.rows) {
+                bias.offset += (VkDeviceSize)node->rows.begin * sizeof(float);
+                bias.size = (VkDeviceSize)node->rows.count * sizeof(float);
             }
             if (!s)
-                s = op_matmul(cmd, dev, w, in0, out, rows, node->accumulate != 0);
+                s = op_matmul(cmd, dev, &w, in0, out, rows, node->accumulate != 0);
             if (!s && w1)
                 s = op_add(cmd, dev, out, bias, out, rows * node->width, node->width);
             break;
@@ -257,8 +417,8 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
                             node->pos_offset, w->rows);
                 break;
             }
-            s = op_weight_init(dev, w->type, w->rows - node->pos_offset, w->cols, &w0->buffer,
-                               (VkDeviceSize)node->pos_offset * w->row_bytes, &from);
+            s = op_weight_init(dev, w->type, w->rows - node->pos_offset, w->cols, w->buffer,
+                               w->offset + (VkDeviceSize)node->pos_offset * w->row_bytes, &from);
             if (!s)
                 s = op_get_rows(cmd, dev, &from,
                                 (op_tensor){bufs->positions, 0, (VkDeviceSize)n_tokens * sizeof(int32_t)}, out,

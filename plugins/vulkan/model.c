@@ -80,11 +80,20 @@ static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **c
     return VKLLM_OK;
 }
 
+/* The ggml type a matrix is uploaded as: convert_to (-1 = as stored) where its rows allow it. */
+static uint32_t upload_type(const gguf_tensor *t, int32_t convert_to)
+{
+    if (convert_to >= 0 && (uint32_t)convert_to != t->type && ggml_row_bytes((uint32_t)convert_to, t->ne[0]) != 0 &&
+        !keep_as_stored(t->name))
+        return (uint32_t)convert_to;
+    return t->type;
+}
+
 /* 1-D tensors (and `flat` ones, whatever their shape) become f32 vectors; matrices are
- * uploaded as stored, or converted to `convert_to` (a ggml type, -1 = no) where their rows
- * allow it. */
+ * uploaded as upload_type says, into a buffer of their own, or (`shared`, for the members of
+ * a weight group) at byte `offset` of the group's buffer. */
 static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_weight *w,
-                                  int32_t convert_to, bool flat)
+                                  int32_t convert_to, bool flat, vkr_buffer *shared, VkDeviceSize offset)
 {
     const gguf_tensor *t = w->tensor;
     ggml_type_traits tr = ggml_traits(t->type);
@@ -114,20 +123,19 @@ static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_wei
     if (t->ne[3] != 1 || t->ne[1] * t->ne[2] > 0xffffffffu || t->ne[0] > 0xffffffffu)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s: only 1-D, 2-D and 3-D (stacked experts) weights "
                        "are supported", t->name);
-    uint32_t type = t->type;
+    uint32_t type = upload_type(t, convert_to);
     const void *data = t->data;
     uint64_t bytes = t->size;
     void *converted = NULL;
-    if (convert_to >= 0 && (uint32_t)convert_to != t->type &&
-        ggml_row_bytes((uint32_t)convert_to, t->ne[0]) != 0 && !keep_as_stored(t->name)) {
-        if ((s = convert_matrix(t, (uint32_t)convert_to, &converted, &bytes)))
+    if (type != t->type) {
+        if ((s = convert_matrix(t, type, &converted, &bytes)))
             return s;
-        type = (uint32_t)convert_to;
         data = converted;
     }
-    if ((s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &w->buffer)) ||
-        (s = vkr_buffer_write(dev, &w->buffer, 0, data, bytes)) ||
-        (s = op_weight_init(dev, type, (uint32_t)(t->ne[1] * t->ne[2]), (uint32_t)t->ne[0], &w->buffer, 0,
+    vkr_buffer *dst = shared ? shared : &w->buffer;
+    if ((!shared && (s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &w->buffer))) ||
+        (s = vkr_buffer_write(dev, dst, offset, data, bytes)) ||
+        (s = op_weight_init(dev, type, (uint32_t)(t->ne[1] * t->ne[2]), (uint32_t)t->ne[0], dst, offset,
                             &w->matrix))) {
         free(converted);
         return vk_fail_prefix(s, "uploading %s", t->name);
@@ -150,6 +158,93 @@ static bool used_as_array(const g_graph *g, const char *name)
                 return true;
     }
     return false;
+}
+
+/* ---- weight groups ------------------------------------------------------------------ */
+
+/* Matrices the recorder multiplies with the same x in one dispatch when decoding (a layer's
+ * Q, K and V; a SwiGLU MLP's up and gate: dispatch.c) are uploaded end to end into one buffer,
+ * so that together they are one matrix. A group is a run of consecutive MATMUL nodes reading
+ * the same input, none accumulating, each using all of a 2-D tensor that no other node uses,
+ * all uploaded as the same type with the same row length. */
+#define GROUP_MAX OP_MATVEC_MAX_PARTS
+
+typedef struct weight_group {
+    const char *names[GROUP_MAX];
+    uint32_t n;
+    uint64_t bytes;     /* all members */
+    vkr_buffer *buffer; /* the first uploaded member's, once created */
+    uint64_t next;      /* offset of the next member to upload */
+} weight_group;
+
+static uint32_t weight_uses(const g_graph *g, const char *name)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < g->n_nodes; i++)
+        for (int j = 0; j < G_MAX_WEIGHTS; j++)
+            n += g->nodes[i].weight[j] && !strcmp(g->nodes[i].weight[j], name);
+    return n;
+}
+
+/* Whether node n can join a group started by node `first` (n == first: can start one). */
+static bool groupable(const g_graph *g, const gguf_file *f, const g_node *first, const g_node *n,
+                      int32_t convert_to)
+{
+    if (n->op != G_MATMUL || n->accumulate || n->in[0] != first->in[0] || !n->weight[0] || !first->weight[0])
+        return false;
+    const gguf_tensor *t = gguf_find_tensor(f, n->weight[0]), *t0 = gguf_find_tensor(f, first->weight[0]);
+    if (!t || !t0 || t->n_dims != 2 || t->ne[2] != 1 || t->ne[3] != 1 || n->rows.begin != 0 ||
+        (n->rows.count && n->rows.count != t->ne[1]) || weight_uses(g, n->weight[0]) != 1)
+        return false;
+    uint32_t type = upload_type(t, convert_to);
+    return type == upload_type(t0, convert_to) && t->ne[0] == t0->ne[0] &&
+           ggml_row_bytes(type, t->ne[0]) % 2 == 0;
+}
+
+/* Finds the groups of the graph; *out (freed by the caller) gets *n_out of them. */
+static vkllm_status find_groups(const g_graph *g, const gguf_file *f, int32_t convert_to, weight_group **out,
+                                uint32_t *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    weight_group *groups = NULL;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < g->n_nodes;) {
+        const g_node *first = &g->nodes[i];
+        uint32_t len = 0;
+        while (len < GROUP_MAX && i + len < g->n_nodes && groupable(g, f, first, &g->nodes[i + len], convert_to))
+            len++;
+        if (len < 2) {
+            i++;
+            continue;
+        }
+        weight_group *grown = realloc(groups, (n + 1) * sizeof *groups);
+        if (!grown) {
+            free(groups);
+            return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+        }
+        groups = grown;
+        weight_group *gr = &groups[n++];
+        memset(gr, 0, sizeof *gr);
+        for (uint32_t k = 0; k < len; k++) {
+            const gguf_tensor *t = gguf_find_tensor(f, g->nodes[i + k].weight[0]);
+            gr->names[gr->n++] = t->name;
+            gr->bytes += t->ne[1] * ggml_row_bytes(upload_type(t, convert_to), t->ne[0]);
+        }
+        i += len;
+    }
+    *out = groups;
+    *n_out = n;
+    return VKLLM_OK;
+}
+
+static weight_group *group_of(weight_group *groups, uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t k = 0; k < groups[i].n; k++)
+            if (!strcmp(groups[i].names[k], name))
+                return &groups[i];
+    return NULL;
 }
 
 static bool name_listed(const char **names, uint32_t n, const char *name)
@@ -189,6 +284,8 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
     atomic_fetch_add(&inst->n_models, 1);
     m->inst = inst;
     const char **used = NULL;
+    weight_group *groups = NULL;
+    uint32_t n_groups = 0;
     g_graph graph = {0};
     vkllm_status s = VKLLM_OK;
     if (params->weight_type < VKLLM_WEIGHTS_AS_STORED || params->weight_type > VKLLM_WEIGHTS_Q4_0) {
@@ -238,12 +335,25 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
         s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
         goto fail;
     }
+    int32_t convert_to = target_type(params->weight_type);
+    if ((s = find_groups(&graph, m->gguf, convert_to, &groups, &n_groups)))
+        goto fail;
     uint64_t done_bytes = 0;
     for (uint32_t i = 0; i < n_used; i++) {
         model_weight *w = &m->weights[m->n_weights];
         w->tensor = gguf_find_tensor(m->gguf, used[i]);
-        s = upload_weight(inst->dev, m->gguf, w, target_type(params->weight_type),
-                          used_as_array(&graph, used[i]));
+        weight_group *group = group_of(groups, n_groups, used[i]);
+        if (group && !group->buffer) { /* the first member uploaded holds the group's buffer */
+            if ((s = vkr_buffer_create(inst->dev, group->bytes, VKR_MEMORY_DEVICE, &w->buffer))) {
+                vk_fail_prefix(s, "uploading %s", used[i]);
+                goto fail;
+            }
+            group->buffer = &w->buffer;
+        }
+        s = upload_weight(inst->dev, m->gguf, w, convert_to, used_as_array(&graph, used[i]),
+                          group ? group->buffer : NULL, group ? group->next : 0);
+        if (group)
+            group->next += w->matrix.rows * w->matrix.row_bytes;
         if (s) {
             vkr_buffer_destroy(inst->dev, &w->buffer);
             goto fail;
@@ -260,6 +370,7 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
         }
     }
     free(used);
+    free(groups);
     g_free(&graph);
     vkr_log(inst->dev, VKLLM_LOG_INFO, "loaded %s: %u weights, %.1f MiB on the device", params->path,
             m->n_weights, (double)m->weight_bytes / (1 << 20));
@@ -267,6 +378,7 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
     return VKLLM_OK;
 fail:
     free(used);
+    free(groups);
     g_free(&graph);
     {
         char saved[1024];

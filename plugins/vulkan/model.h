@@ -10,7 +10,8 @@
 
 typedef struct model_weight {
     const gguf_tensor *tensor;
-    vkr_buffer buffer;
+    vkr_buffer buffer; /* none for the members of a weight group but the first uploaded (model.c):
+                          the matrix lies in that one's buffer */
     bool is_vector;  /* 1-D (norm weights, biases): stored as f32, used as op_tensor */
     op_weight matrix; /* 2-D: rows/chunks for matmul and get_rows */
     op_tensor vector;

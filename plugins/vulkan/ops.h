@@ -46,6 +46,8 @@ typedef struct op_weight {
     uint32_t type; /* ggml_type */
     uint32_t rows, cols;
     uint64_t row_bytes;
+    const vkr_buffer *buffer; /* row 0 is at byte `offset` of it; the rows follow contiguously */
+    VkDeviceSize offset;
     uint32_t n_chunks;
     op_weight_chunk chunks[OP_MAX_CHUNKS];
     /* The same rows laid out over the buffer's texel views (see vkr_buffer), where it has
@@ -131,6 +133,27 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
  * and one row of x (cols floats) fits its texel_stride; through storage buffers otherwise. */
 vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
                        uint32_t n_tokens, bool accumulate);
+
+/* Several products of one x in one dispatch, for decode, where op_matmul would record
+ * one dispatch per product (the recorder fuses a layer's Q, K and V, and a SwiGLU MLP's gate,
+ * up and activation). Both need op_matvec_fusable(w, x, n_tokens). */
+#define OP_MATVEC_MAX_PARTS 3
+typedef struct op_matvec_part {
+    uint32_t rows; /* rows of W in this part; the parts lie end to end from row 0 */
+    op_tensor y;   /* [n_tokens][rows] */
+} op_matvec_part;
+/* Whether w . x for n_tokens tokens fits one matrix-vector dispatch: few tokens (the
+ * matrix-vector shape), w one chunk of the layout op_matmul would read, x and the outputs
+ * within a binding. */
+bool op_matvec_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, uint32_t n_tokens);
+/* parts[j].y = (rows of part j of W) . x, for n_parts <= OP_MATVEC_MAX_PARTS parts holding all
+ * of W's rows. Same results as op_matmul on each part. */
+vkllm_status op_matvec_split(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
+                             const op_matvec_part *parts, uint32_t n_parts, uint32_t n_tokens);
+/* out[t][r] = silu(W[gate_row + r] . x[t]) * (W[up_row + r] . x[t]), r < n: the same as
+ * op_matmul of the two row ranges followed by op_swiglu. */
+vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor out,
+                           uint32_t gate_row, uint32_t up_row, uint32_t n, uint32_t n_tokens);
 
 /* Writes src [n_tokens][width] f32 into the f16 cache: position params.n_past + t goes to
  * row (params.n_past + t) % rows, rows = cache.size / (2 * width). */

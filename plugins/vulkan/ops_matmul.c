@@ -23,6 +23,8 @@ typedef struct matmul_push {
     uint32_t rows, cols, n_tokens, row_bytes;
     uint32_t w_skip, x_skip, y_skip, y_stride;
     uint32_t accumulate;
+    uint32_t part_row[2], y1_skip, y2_skip; /* MATVEC split (op_matvec_split) */
+    uint32_t glu_gate_row, glu_up_row;      /* MATVEC GLU (op_matvec_glu) */
 } matmul_push;
 
 /* Must match shaders/get_rows.comp. */
@@ -102,11 +104,11 @@ static vkr_texel_binding texel_binding(const vkr_buffer *b, uint32_t v, uint32_t
 
 /* Records a dispatch whose weight is chunk c: bound as storage binding 0 over the chunk, or
  * (texel) as texel binding 0, the chunk's whole view (the shader clamps its reads to the view).
- * x_texel, when given, is texel binding 1. */
+ * x_texel, when given, is texel binding 1. bindings[0] is filled in here. */
 static vkllm_status dispatch_weight(vkr_cmd *cmd, vkr_pipeline *pipe, const op_weight *w, bool texel,
-                                    uint32_t c, vkr_binding bindings[3], const vkr_texel_binding *x_texel,
-                                    const void *push, uint32_t push_size, uint32_t gx, uint32_t gy,
-                                    uint32_t gz)
+                                    uint32_t c, vkr_binding *bindings, uint32_t n_bindings,
+                                    const vkr_texel_binding *x_texel, const void *push, uint32_t push_size,
+                                    uint32_t gx, uint32_t gy, uint32_t gz)
 {
     const op_weight_chunk *ch = weight_chunk(w, texel, c);
     if (texel) {
@@ -114,12 +116,12 @@ static vkllm_status dispatch_weight(vkr_cmd *cmd, vkr_pipeline *pipe, const op_w
         if (x_texel)
             tb[1] = *x_texel;
         bindings[0] = (vkr_binding){0};
-        return vkr_cmd_dispatch_texel(cmd, pipe, bindings, 3, tb, x_texel ? 2 : 1, push, push_size, gx,
-                                      gy, gz, pipe->name);
+        return vkr_cmd_dispatch_texel(cmd, pipe, bindings, n_bindings, tb, x_texel ? 2 : 1, push, push_size,
+                                      gx, gy, gz, pipe->name);
     }
     uint64_t bytes = ch->skip_bytes + (uint64_t)ch->row_count * w->row_bytes;
     bindings[0] = (vkr_binding){ch->buffer, ch->offset, (bytes + 3) & ~(uint64_t)3, false};
-    return vkr_cmd_dispatch(cmd, pipe, bindings, 3, push, push_size, gx, gy, gz, pipe->name);
+    return vkr_cmd_dispatch(cmd, pipe, bindings, n_bindings, push, push_size, gx, gy, gz, pipe->name);
 }
 
 /* The texel layout of a weight whose buffer has texel views: chunks of whole rows, each inside
@@ -188,6 +190,8 @@ vkllm_status op_weight_init(const vkr_device *dev, uint32_t type, uint32_t rows,
     out->rows = rows;
     out->cols = cols;
     out->row_bytes = row_bytes;
+    out->buffer = buffer;
+    out->offset = offset;
     for (uint32_t r = 0; r < rows;) {
         uint64_t first = offset + (uint64_t)r * row_bytes;
         uint64_t start = first / align * align;
@@ -273,8 +277,9 @@ static uint32_t matvec_max_tokens(const vkr_device *dev)
 }
 
 /* Matrix-vector specialization {wg, rows, n_tokens} (the caller adds W_ALIGNED and X_VEC4):
- * wg invocations split the columns of `rows` rows for all tokens. */
-static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec[5])
+ * wg invocations split the columns of `rows` rows for all tokens; each output row reads
+ * w_rows rows of W (2 for GLU). */
+static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_rows, uint32_t spec[5])
 {
     const vkr_caps *c = &dev->caps;
     uint32_t sg = c->subgroup_size ? c->subgroup_size : 32;
@@ -298,10 +303,10 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec
     }
     if (wg > c->max_workgroup_size)
         wg = c->max_workgroup_size;
-    /* The reduction's shared memory: rows * n_tokens * wg floats. */
-    while (rows > 1 && (uint64_t)rows * n_tokens * wg * 4 > c->shared_memory_size)
+    /* The reduction's shared memory: w_rows * rows * n_tokens * wg floats. */
+    while (rows > 1 && (uint64_t)w_rows * rows * n_tokens * wg * 4 > c->shared_memory_size)
         rows--;
-    while (wg > 1 && (uint64_t)rows * n_tokens * wg * 4 > c->shared_memory_size)
+    while (wg > 1 && (uint64_t)w_rows * rows * n_tokens * wg * 4 > c->shared_memory_size)
         wg /= 2;
     spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
 }
@@ -314,7 +319,7 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t spec
  * workgroups leave cores idle: the choice minimizes ceil(workgroups / cores) * (rows + 2),
  * the +2 standing for the x loads. */
 static void matvec_lanes_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t total_rows,
-                               uint32_t spec[5])
+                               uint32_t w_rows, uint32_t spec[5])
 {
     const vkr_caps *c = &dev->caps;
     uint32_t wg = c->subgroup_size ? c->subgroup_size : 8, rows = 1;
@@ -323,7 +328,7 @@ static void matvec_lanes_shape(const vkr_device *dev, uint32_t n_tokens, uint32_
         uint64_t t = cores > 0 && cores < 1024 ? (uint64_t)cores : 1, best = UINT64_MAX;
         for (uint32_t r = n_tokens == 1 ? 16 : n_tokens == 2 ? 8 : 4; r >= 1; r /= 2) {
             uint64_t groups = (total_rows + (uint64_t)wg * r - 1) / ((uint64_t)wg * r);
-            uint64_t cost = (groups + t - 1) / t * (r + 2);
+            uint64_t cost = (groups + t - 1) / t * (w_rows * r + 2);
             if (cost < best)
                 best = cost, rows = r;
         }
@@ -371,6 +376,42 @@ static bool use_tiled(const vkr_device *dev)
            dev->caps.max_workgroup_size >= MATMUL_TILED_WG;
 }
 
+/* Weights and x go through texel views where both have them (caps.texel_weights) and any
+ * view of x holds at least one token's row (views start every texel_stride bytes). */
+static bool reads_texel(const op_weight *w, op_tensor x)
+{
+    return w->n_texel_chunks && x.buffer->n_texel_views && (uint64_t)w->cols * 4 <= x.buffer->texel_stride;
+}
+
+/* The matrix-vector pipeline for chunk ch of w and n_tokens tokens, and its grid over `rows`
+ * output rows. parts: outputs of a split product (1 = a plain one); glu: two rows of W per
+ * output row. */
+static vkllm_status matvec_pipeline(vkr_device *dev, const op_weight *w, const op_weight_chunk *ch, bool texel,
+                                    uint32_t n_tokens, uint32_t rows, bool x_vec4, uint32_t parts, bool glu,
+                                    vkr_pipeline **pipe, uint32_t *gx, uint32_t *gy)
+{
+    uint32_t spec[7];
+    if (texel)
+        matvec_lanes_shape(dev, n_tokens, rows, glu ? 2 : 1, spec);
+    else
+        matvec_shape(dev, n_tokens, glu ? 2 : 1, spec);
+    spec[3] = aligned_blocks(w, ch);
+    spec[4] = x_vec4;
+    spec[5] = parts;
+    spec[6] = glu;
+    char name[48];
+    const char *tname = op_weight_type_name(w->type);
+    if (texel)
+        snprintf(name, sizeof name, "matvec_%s_tx", tname);
+    else
+        snprintf(name, sizeof name, "matvec_%s%s", tname, dev->caps.subgroup_arithmetic ? "_sg" : "");
+    vkllm_status s = vkr_pipeline_get(dev, name, spec, 7, pipe);
+    uint32_t group_rows = texel ? spec[0] * spec[1] : spec[1];
+    if (!s)
+        vkr_grid(dev, (rows + group_rows - 1) / group_rows, gx, gy);
+    return s;
+}
+
 vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
                        uint32_t n_tokens, bool accumulate)
 {
@@ -381,10 +422,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
     if (!holds(x, (uint64_t)n_tokens * w->cols * 4) || !holds(y, (uint64_t)n_tokens * w->rows * 4))
         return vk_fail(VKLLM_ERR_INTERNAL, "matmul %ux%u, %u tokens: x or y too small", w->rows,
                        w->cols, n_tokens);
-    bool subgroup = dev->caps.subgroup_arithmetic;
-    /* Weights and x through texel views where both have them (caps.texel_weights) and any
-     * view of x holds at least one token's row (views start every texel_stride bytes). */
-    bool texel = w->n_texel_chunks && x.buffer->n_texel_views && (uint64_t)w->cols * 4 <= x.buffer->texel_stride;
+    bool texel = reads_texel(w, x);
     uint32_t n_chunks = texel ? w->n_texel_chunks : w->n_chunks;
     uint64_t x_row = (uint64_t)w->cols * 4;
 
@@ -436,21 +474,8 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
             vkr_pipeline *pipe;
             uint32_t gx, gy, gz = 1;
             if (tc <= matvec_max_tokens(dev)) {
-                uint32_t spec[5];
-                if (texel)
-                    matvec_lanes_shape(dev, tc, ch->row_count, spec);
-                else
-                    matvec_shape(dev, tc, spec);
-                spec[3] = aligned_blocks(w, ch);
-                spec[4] = x_vec4;
-                if (texel)
-                    snprintf(name, sizeof name, "matvec_%s_tx", tname);
-                else
-                    snprintf(name, sizeof name, "matvec_%s%s", tname, subgroup ? "_sg" : "");
-                if ((s = vkr_pipeline_get(dev, name, spec, 5, &pipe)))
+                if ((s = matvec_pipeline(dev, w, ch, texel, tc, ch->row_count, x_vec4, 1, false, &pipe, &gx, &gy)))
                     return s;
-                uint32_t group_rows = texel ? spec[0] * spec[1] : spec[1];
-                vkr_grid(dev, (ch->row_count + group_rows - 1) / group_rows, &gx, &gy);
             } else if (!texel && use_tiled(dev)) {
                 uint32_t spec[3] = {MATMUL_TILED_WG, aligned_blocks(w, ch), x_vec4};
                 snprintf(name, sizeof name, "matmul_tiled_%s", tname);
@@ -470,11 +495,107 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 vkr_grid(dev, (ch->row_count + tile_rows - 1) / tile_rows, &gx, &gy);
                 gz = (tc + tile_tokens - 1) / tile_tokens;
             }
-            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, texel ? &x_texel : NULL, &push,
+            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, 3, texel ? &x_texel : NULL, &push,
                                 sizeof push, gx, gy, gz);
         }
     }
     return s;
+}
+
+/* ---- several products of one x in one dispatch (decode) ----------------------------- */
+
+bool op_matvec_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, uint32_t n_tokens)
+{
+    const char *tname;
+    if (check_weight(w, "matvec", &tname) || n_tokens == 0 || n_tokens > matvec_max_tokens(dev) ||
+        !holds(x, (uint64_t)n_tokens * w->cols * 4))
+        return false;
+    bool texel = reads_texel(w, x);
+    if ((texel ? w->n_texel_chunks : w->n_chunks) != 1)
+        return false;
+    uint64_t fit_x;
+    if (texel) {
+        uint64_t start, end;
+        texel_view_at(x.buffer, x.offset, &start, &end);
+        fit_x = (end - x.offset) / (w->cols * 4ull);
+    } else {
+        fit_x = rows_fitting(dev, x, 0, w->cols, w->cols);
+    }
+    /* Every output (at most all rows of W per token) must fit one binding too. */
+    uint64_t y_bytes = (uint64_t)n_tokens * w->rows * 4 + activation_align(dev);
+    return fit_x >= n_tokens && y_bytes <= binding_limit(dev);
+}
+
+/* The common part of op_matvec_split and op_matvec_glu: push constants and bindings of x and
+ * the weight chunk, then the dispatch over `rows` output rows. */
+static vkllm_status record_fused_matvec(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
+                                        uint32_t n_tokens, uint32_t rows, uint32_t parts, bool glu,
+                                        matmul_push *push, vkr_binding bindings[5])
+{
+    bool texel = reads_texel(w, x);
+    const op_weight_chunk *ch = weight_chunk(w, texel, 0);
+    push->cols = w->cols;
+    push->n_tokens = n_tokens;
+    push->row_bytes = (uint32_t)w->row_bytes;
+    push->w_skip = ch->skip_bytes;
+    vkr_texel_binding x_texel = {0};
+    if (texel) {
+        uint64_t start, end;
+        uint32_t v = texel_view_at(x.buffer, x.offset, &start, &end);
+        push->x_skip = (uint32_t)((x.offset - start) / 4);
+        x_texel = texel_binding(x.buffer, v, VKR_TEXEL_RGBA32);
+    } else {
+        bindings[1] = span(dev, x, 0, (uint64_t)n_tokens * w->cols * 4, false, &push->x_skip);
+    }
+    bool x_vec4 = push->x_skip % 4 == 0 && w->cols % 4 == 0;
+    vkr_pipeline *pipe;
+    uint32_t gx, gy;
+    vkllm_status s = matvec_pipeline(dev, w, ch, texel, n_tokens, rows, x_vec4, parts, glu, &pipe, &gx, &gy);
+    if (!s)
+        s = dispatch_weight(cmd, pipe, w, texel, 0, bindings, 5, texel ? &x_texel : NULL, push, sizeof *push,
+                            gx, gy, 1);
+    return s;
+}
+
+vkllm_status op_matvec_split(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
+                             const op_matvec_part *parts, uint32_t n_parts, uint32_t n_tokens)
+{
+    if (!op_matvec_fusable(dev, w, x, n_tokens) || n_parts == 0 || n_parts > OP_MATVEC_MAX_PARTS)
+        return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: %u parts of a %ux%u weight, %u tokens: not one dispatch",
+                       n_parts, w ? w->rows : 0, w ? w->cols : 0, n_tokens);
+    uint64_t total = 0;
+    for (uint32_t j = 0; j < n_parts; j++) {
+        if (parts[j].rows == 0 || !holds(parts[j].y, (uint64_t)n_tokens * parts[j].rows * 4))
+            return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: part %u of %u rows: empty or y too small", j,
+                           parts[j].rows);
+        total += parts[j].rows;
+    }
+    if (total != w->rows)
+        return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: parts hold %llu rows, the weight %u",
+                       (unsigned long long)total, w->rows);
+    matmul_push push = {.rows = w->rows, .y_stride = parts[0].rows};
+    vkr_binding bindings[5] = {{0}};
+    uint32_t *skips[OP_MATVEC_MAX_PARTS] = {&push.y_skip, &push.y1_skip, &push.y2_skip};
+    for (uint32_t j = 0, row = 0; j < n_parts; row += parts[j].rows, j++) {
+        if (j > 0)
+            push.part_row[j - 1] = row;
+        bindings[2 + j] = span(dev, parts[j].y, 0, (uint64_t)n_tokens * parts[j].rows * 4, true, skips[j]);
+    }
+    return record_fused_matvec(cmd, dev, w, x, n_tokens, w->rows, n_parts, false, &push, bindings);
+}
+
+vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor out,
+                           uint32_t gate_row, uint32_t up_row, uint32_t n, uint32_t n_tokens)
+{
+    if (!op_matvec_fusable(dev, w, x, n_tokens) || n == 0 || (uint64_t)gate_row + n > w->rows ||
+        (uint64_t)up_row + n > w->rows || !holds(out, (uint64_t)n_tokens * n * 4))
+        return vk_fail(VKLLM_ERR_INTERNAL, "matvec_glu: gate rows %u and up rows %u (+%u) of a %ux%u weight, "
+                       "%u tokens: not one dispatch, or out too small", gate_row, up_row, n, w ? w->rows : 0,
+                       w ? w->cols : 0, n_tokens);
+    matmul_push push = {.rows = n, .y_stride = n, .glu_gate_row = gate_row, .glu_up_row = up_row};
+    vkr_binding bindings[5] = {{0}};
+    bindings[2] = span(dev, out, 0, (uint64_t)n_tokens * n * 4, true, &push.y_skip);
+    return record_fused_matvec(cmd, dev, w, x, n_tokens, n, 1, true, &push, bindings);
 }
 
 vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor ids,
@@ -529,7 +650,7 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
                 return s;
             uint32_t gx, gy;
             vkr_grid(dev, (uint32_t)((n * n_blocks + OP_WORKGROUP - 1) / OP_WORKGROUP), &gx, &gy);
-            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, NULL, &push, sizeof push, gx, gy, 1);
+            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, 3, NULL, &push, sizeof push, gx, gy, 1);
         }
     }
     return s;
