@@ -28,6 +28,10 @@
 //             one online-softmax rescale per chunk. No shared memory and no barriers. Keys
 //             past a query's position (or before its window) are masked with selects; the
 //             key loop is the only one whose length depends on the sizes.
+//  LANES:     decode on CPUs (with PREFILL's code): a workgroup is one subgroup per (token,
+//             query head), lane j takes keys j, j + WG, ... with its own online softmax, and
+//             the lanes' (max, sum, accumulator) are combined with subgroup operations. No
+//             shared memory and no barriers, which on llvmpipe cost more than the keys.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "reduce.glsl"
@@ -75,7 +79,11 @@ layout(push_constant) uniform Push {
     uint n_head_log2;
 } p;
 
-#ifdef PREFILL
+#if defined(PREFILL) || defined(LANES)
+#ifdef LANES
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 1) const uint D4 = 16; // head_dim / 4
 // Loops over the head's columns are unrolled (qv and acc stay in registers). The loops over
@@ -99,6 +107,95 @@ float alibi_slope(uint h)
                              : exp2(p.alibi_e1 * float(2u * (h - p.n_head_log2) + 1u));
 }
 
+// Online softmax of the query qv (already scaled) at position pos over the keys key_begin,
+// key_begin + stride, ... below keys_end; those before own_begin or after pos are masked.
+// m, l and acc carry the running max, sum of exp(score - m) and sum of exp(score - m) * v.
+void attend(vec4 qv[D4], uint key_begin, uint keys_end, uint stride, uint own_begin, uint pos, float slope,
+            uint row4, uint kv_base, inout float m, inout float l, inout vec4 acc[D4])
+{
+    for (uint key0 = key_begin; key0 < keys_end; key0 += KC * stride) {
+        float s[KC];
+        bool ok[KC];
+        float chunk_max = -1.0 / 0.0;
+        KEY_LOOP for (uint j = 0u; j < KC; j++) {
+            uint key = key0 + j * stride;
+            uint kb = (min(key, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
+            float d = 0.0;
+            HEAD_LOOP for (uint c = 0u; c < D4; c++)
+                d += dot(qv[c], load_k(kb + c));
+            ok[j] = key >= own_begin && key <= pos;
+            s[j] = d + slope * (float(key) - float(pos));
+            chunk_max = ok[j] ? max(chunk_max, s[j]) : chunk_max;
+        }
+        float m_new = max(m, chunk_max);
+        // While nothing was valid (m = -inf) acc and l are 0: any finite factor will do.
+        float rescale = m == m_new ? 1.0 : (isinf(m) ? 0.0 : exp(m - m_new));
+        l *= rescale;
+        HEAD_LOOP for (uint c = 0u; c < D4; c++)
+            acc[c] *= rescale;
+        KEY_LOOP for (uint j = 0u; j < KC; j++) {
+            float pj = ok[j] ? exp(s[j] - m_new) : 0.0;
+            l += pj;
+            uint vb = (min(key0 + j * stride, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
+            HEAD_LOOP for (uint c = 0u; c < D4; c++)
+                acc[c] += pj * load_v(vb + c);
+        }
+        m = m_new;
+    }
+}
+
+void store_head(uint t, uint h, vec4 acc[D4], float l)
+{
+    float inv = l > 0.0 ? 1.0 / l : 0.0;
+    uint ob = p.out_shift + (t * p.n_heads + h) * p.head_dim;
+    HEAD_LOOP for (uint c = 0u; c < D4; c++) {
+        vec4 o = acc[c] * inv;
+        result[ob + 4u * c] = o.x;
+        result[ob + 4u * c + 1u] = o.y;
+        result[ob + 4u * c + 2u] = o.z;
+        result[ob + 4u * c + 3u] = o.w;
+    }
+}
+
+void load_query(uint t, uint h, out vec4 qv[D4])
+{
+    uint qb = p.q_shift + (t * p.n_heads + h) * p.head_dim;
+    HEAD_LOOP for (uint c = 0u; c < D4; c++)
+        qv[c] = vec4(q[qb + 4u * c], q[qb + 4u * c + 1u], q[qb + 4u * c + 2u], q[qb + 4u * c + 3u]) * p.scale;
+}
+
+#ifdef LANES
+
+void main()
+{
+    const uint WG = gl_WorkGroupSize.x; // one subgroup (the host makes it so)
+    uint item = linear_group_id();
+    if (item >= p.n_tokens * p.n_heads)
+        return; // the whole workgroup
+    uint lane = gl_LocalInvocationID.x;
+    uint t = item / p.n_heads, h = item % p.n_heads;
+    uint hk = h / (p.n_heads / p.n_heads_kv);
+    uint pos = params.n_past + p.t0 + t;
+    uint own_begin = p.window != 0u && pos + 1u > p.window ? pos + 1u - p.window : 0u;
+    vec4 qv[D4], acc[D4];
+    load_query(t, h, qv);
+    HEAD_LOOP for (uint c = 0u; c < D4; c++)
+        acc[c] = vec4(0.0);
+    float m = -1.0 / 0.0, l = 0.0;
+    attend(qv, own_begin + lane, pos + 1u, WG, own_begin, pos, alibi_slope(h), p.n_heads_kv * D4, hk * D4, m, l,
+           acc);
+    // Lane 0 always has a key (own_begin), so the maximum is finite.
+    float m_all = subgroupMax(m);
+    float f = isinf(m) ? 0.0 : exp(m - m_all);
+    float l_all = subgroupAdd(l * f);
+    HEAD_LOOP for (uint c = 0u; c < D4; c++)
+        acc[c] = subgroupAdd(acc[c] * f);
+    if (lane == 0u)
+        store_head(t, h, acc, l_all);
+}
+
+#else // PREFILL
+
 void main()
 {
     const uint WG = gl_WorkGroupSize.x;
@@ -121,57 +218,17 @@ void main()
     uint keys_end = params.n_past + p.t0 + last + 1u;
     float slope = alibi_slope(h);
 
-    uint qb = p.q_shift + (t * p.n_heads + h) * p.head_dim;
     vec4 qv[D4], acc[D4];
-    HEAD_LOOP for (uint c = 0u; c < D4; c++) {
-        qv[c] = vec4(q[qb + 4u * c], q[qb + 4u * c + 1u], q[qb + 4u * c + 2u], q[qb + 4u * c + 3u]) *
-                p.scale;
+    load_query(t, h, qv);
+    HEAD_LOOP for (uint c = 0u; c < D4; c++)
         acc[c] = vec4(0.0);
-    }
     float m = -1.0 / 0.0, l = 0.0;
-
-    for (uint key0 = keys_begin; key0 < keys_end; key0 += KC) {
-        float s[KC];
-        bool ok[KC];
-        float chunk_max = -1.0 / 0.0;
-        KEY_LOOP for (uint j = 0u; j < KC; j++) {
-            uint key = key0 + j;
-            uint kb = (min(key, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
-            float d = 0.0;
-            HEAD_LOOP for (uint c = 0u; c < D4; c++)
-                d += dot(qv[c], load_k(kb + c));
-            ok[j] = key >= own_begin && key <= pos;
-            s[j] = d + slope * (float(key) - float(pos));
-            chunk_max = ok[j] ? max(chunk_max, s[j]) : chunk_max;
-        }
-        float m_new = max(m, chunk_max);
-        // While nothing was valid (m = -inf) acc and l are 0: any finite factor will do.
-        float rescale = m == m_new ? 1.0 : (isinf(m) ? 0.0 : exp(m - m_new));
-        l *= rescale;
-        HEAD_LOOP for (uint c = 0u; c < D4; c++)
-            acc[c] *= rescale;
-        KEY_LOOP for (uint j = 0u; j < KC; j++) {
-            float pj = ok[j] ? exp(s[j] - m_new) : 0.0;
-            l += pj;
-            uint vb = (min(key0 + j, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
-            HEAD_LOOP for (uint c = 0u; c < D4; c++)
-                acc[c] += pj * load_v(vb + c);
-        }
-        m = m_new;
-    }
-
-    if (has_token) {
-        float inv = l > 0.0 ? 1.0 / l : 0.0;
-        uint ob = p.out_shift + (t * p.n_heads + h) * p.head_dim;
-        HEAD_LOOP for (uint c = 0u; c < D4; c++) {
-            vec4 o = acc[c] * inv;
-            result[ob + 4u * c] = o.x;
-            result[ob + 4u * c + 1u] = o.y;
-            result[ob + 4u * c + 2u] = o.z;
-            result[ob + 4u * c + 3u] = o.w;
-        }
-    }
+    attend(qv, keys_begin, keys_end, 1u, own_begin, pos, slope, row4, kv_base, m, l, acc);
+    if (has_token)
+        store_head(t, h, acc, l);
 }
+
+#endif // LANES / PREFILL
 
 #else // one workgroup per (token, query head)
 

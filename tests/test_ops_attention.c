@@ -6,8 +6,9 @@
  * and 33, large logits (online softmax stability), sliding windows, ALiBi (ggml slopes,
  * non-power-of-two head count), q/out split across bindings, caches too large for one
  * binding (refused), and a recording of kv_store + attention replayed as n_past grows.
- * Every case runs through both shapes of the shader (VKLLM_ATTENTION=rows, =prefill), then
- * prompt-sized batches take the default choice. */
+ * Every case runs through the three shapes of the shader (VKLLM_ATTENTION=rows, =prefill and
+ * =lanes, the last on CPU devices with subgroups), then prompt-sized batches take the default
+ * choice. */
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,19 +279,21 @@ int main(void)
          * from 90,000-100,000 keys), so CPU devices refuse it; others run and check it */
         {1, 1, 1, 128, 100000, 99999, 1, 0, 0, 0, true},
     };
-    /* Both shapes of the shader on every case where the shape allows it: one workgroup per
-     * token and head ("rows"), and one invocation per token ("prefill", head_dim <= 128).
+    /* The shapes of the shader on every case where the shape allows it: one workgroup per
+     * token and head ("rows"), one invocation per token ("prefill", head_dim <= 128), and one
+     * subgroup per token and head ("lanes": CPU devices with subgroups, head_dim <= 128).
      * Under GPU-assisted validation (slow) the second shape skips the long contexts and
      * replays with many steps. */
     const char *gpu_av = getenv("VKLLM_GPU_AV");
     bool reduced = gpu_av && !strcmp(gpu_av, "1");
-    const char *modes[] = {"rows", "prefill"};
-    for (size_t m = 0; m < 2; m++) {
-        bool brief = reduced && m == 1;
+    const char *modes[] = {"rows", "prefill", "lanes"};
+    for (size_t m = 0; m < 3; m++) {
+        bool brief = reduced && m >= 1;
         setenv("VKLLM_ATTENTION", modes[m], 1);
         printf("-- VKLLM_ATTENTION=%s%s\n", modes[m], brief ? " (reduced set under gpu-av)" : "");
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
-            if (!brief || cases[i].n_ctx <= 400)
+            /* (each head size is a shader compile of 6-40 s under gpu-av: lanes checks two) */
+            if (!brief || (cases[i].n_ctx <= 400 && (m < 2 || cases[i].head_dim <= 64)))
                 check(dev, cases[i]);
         if (!brief)
             check_replay(dev, 1, 40);

@@ -61,7 +61,7 @@ static uint64_t prefill_trips(uint32_t d4, uint64_t n_keys)
 
 /* Whether a batch of n_tokens takes the PREFILL shape: enough tokens to fill half a
  * workgroup, a head that fits the registers, and (on llvmpipe) loops well inside its cut.
- * VKLLM_ATTENTION=prefill or =rows forces the choice where the shape allows (tests). */
+ * VKLLM_ATTENTION=prefill, =rows or =lanes forces the choice where the shape allows (tests). */
 static bool use_prefill(const vkr_device *dev, const op_attention_desc *d, uint32_t wg)
 {
     if (d->head_dim > ATTENTION_PREFILL_MAX_HEAD_DIM)
@@ -72,9 +72,28 @@ static bool use_prefill(const vkr_device *dev, const op_attention_desc *d, uint3
     const char *e = getenv("VKLLM_ATTENTION");
     if (e && !strcmp(e, "prefill"))
         return true;
-    if (e && !strcmp(e, "rows"))
+    if (e && (!strcmp(e, "rows") || !strcmp(e, "lanes")))
         return false;
     return (uint64_t)d->n_tokens * 2 >= wg;
+}
+
+/* The decode shape for CPUs (LANES in attention.comp): a workgroup of one subgroup per
+ * (token, head) whose lanes split the keys, combined with subgroup operations; it needs
+ * subgroup arithmetic, a head that fits the registers and loops well inside llvmpipe's cut.
+ * (On lavapipe it took a 256-position step of a 12-head layer from 910 us to 130 us: the
+ * per-row shape's barriers are context switches there.) VKLLM_ATTENTION=rows keeps the
+ * per-row shape; =lanes takes this one for prompts too (tests). */
+static bool use_lanes(const vkr_device *dev, const op_attention_desc *d)
+{
+    uint32_t sg = dev->caps.subgroup_size;
+    if (dev->caps.device_type != VKLLM_DEVICE_CPU || !dev->caps.subgroup_arithmetic || sg < 4 || sg > 64 ||
+        (sg & (sg - 1)) || sg > dev->caps.max_workgroup_size || d->head_dim > ATTENTION_PREFILL_MAX_HEAD_DIM)
+        return false;
+    uint64_t keys = (d->window && d->window < d->n_ctx ? d->window : d->n_ctx);
+    if (prefill_trips(d->head_dim / 4, (keys + sg - 1) / sg + ATTENTION_KC) > 48000)
+        return false;
+    const char *e = getenv("VKLLM_ATTENTION");
+    return !(e && !strcmp(e, "rows"));
 }
 
 vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor k_cache,
@@ -150,14 +169,16 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
     char shader[48];
     uint32_t prefill_wg = prefill_workgroup(dev);
     bool prefill = use_prefill(dev, d, prefill_wg);
+    bool lanes = !prefill && use_lanes(dev, d);
     bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
     snprintf(shader, sizeof shader, "attention%s%s",
              prefill ? (cpu ? "_prefill_rolled" : "_prefill")
-                     : dev->caps.subgroup_arithmetic ? "_subgroup" : "",
+             : lanes ? "_lanes"
+             : dev->caps.subgroup_arithmetic ? "_subgroup" : "",
              dev->caps.storage16 ? "_f16" : "_packed");
-    uint32_t spec[] = {prefill ? prefill_wg : wg, d4};
+    uint32_t spec[] = {prefill ? prefill_wg : lanes ? dev->caps.subgroup_size : wg, d4};
     vkr_pipeline *pipe;
-    vkllm_status s = vkr_pipeline_get(dev, shader, spec, prefill ? 2 : 1, &pipe);
+    vkllm_status s = vkr_pipeline_get(dev, shader, spec, prefill || lanes ? 2 : 1, &pipe);
     for (uint32_t begin = 0; begin < d->n_tokens && !s; begin += rows_per) {
         uint32_t count = d->n_tokens - begin < rows_per ? d->n_tokens - begin : rows_per;
         attention_push push = base;
@@ -177,7 +198,7 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
         uint32_t gx, gy;
         vkr_grid(dev, (uint32_t)n, &gx, &gy);
         s = vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy, 1,
-                             prefill ? "attention_prefill" : "attention");
+                             prefill ? "attention_prefill" : lanes ? "attention_lanes" : "attention");
     }
     return s;
 }
