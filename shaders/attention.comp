@@ -32,6 +32,7 @@
 //             query head), lane j takes keys j, j + WG, ... with its own online softmax, and
 //             the lanes' (max, sum, accumulator) are combined with subgroup operations. No
 //             shared memory and no barriers, which on llvmpipe cost more than the keys.
+//  KV_TEXEL:  (with LANES) the caches are read through texel views.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "reduce.glsl"
@@ -44,7 +45,20 @@
 #define KPT 4     // keys per invocation per tile
 
 layout(std430, binding = 0) readonly buffer Q { float q[]; };
-#ifdef STORAGE16
+#if defined(KV_TEXEL)
+// The caches through RGBA32UI texel views (lavapipe gathers those, where a storage-buffer
+// load is a loop over the lanes): a texel holds two vec4s of f16; k_skip / v_skip (push
+// constants) are the caches' distance from their view's start in vec4s.
+layout(binding = 8, rgba32ui) uniform readonly uimageBuffer ktex;
+layout(binding = 9, rgba32ui) uniform readonly uimageBuffer vtex;
+vec4 f16x4(uvec4 u, uint i)
+{
+    uvec2 w = (i & 1u) != 0u ? u.zw : u.xy;
+    return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
+}
+#define load_k(i) f16x4(imageLoad(ktex, int(((i) + p.k_skip) >> 1)), (i) + p.k_skip)
+#define load_v(i) f16x4(imageLoad(vtex, int(((i) + p.v_skip) >> 1)), (i) + p.v_skip)
+#elif defined(STORAGE16)
 layout(std430, binding = 1) readonly buffer K { f16vec4 k4[]; };
 layout(std430, binding = 2) readonly buffer V { f16vec4 v4[]; };
 vec4 load_k(uint i) { return vec4(k4[i]); }
@@ -77,6 +91,7 @@ layout(push_constant) uniform Push {
     float alibi_e0;  // log2 of ggml's m0 = -max_bias / n_head_log2
     float alibi_e1;  // log2 of m1 = -max_bias / 2 / n_head_log2
     uint n_head_log2;
+    uint k_skip, v_skip; // KV_TEXEL
 } p;
 
 #if defined(PREFILL) || defined(LANES)

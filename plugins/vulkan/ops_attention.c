@@ -17,7 +17,27 @@ typedef struct attention_push {
     uint32_t q_shift, out_shift, t0, window, alibi;
     float alibi_e0, alibi_e1;
     uint32_t n_head_log2;
+    uint32_t k_skip, v_skip; /* vec4s of f16 from the texel view's start to the cache's */
 } attention_push;
+
+/* The texel view (RGBA32, read by the LANES shape) that holds bytes [offset, offset + bytes)
+ * of t's buffer starting 16-byte aligned; false when there is none. *skip: the distance from the
+ * view's start in vec4s of f16. */
+static bool cache_texel_view(op_tensor t, uint64_t bytes, vkr_texel_binding *out, uint32_t *skip)
+{
+    const vkr_buffer *b = t.buffer;
+    if (!b->n_texel_views || t.offset % 16)
+        return false;
+    uint64_t v = t.offset / b->texel_stride;
+    if (v >= b->n_texel_views)
+        return false;
+    uint64_t start = v * b->texel_stride, end = start + b->texel_range < b->size ? start + b->texel_range : b->size;
+    if (t.offset + bytes > end || (t.offset - start) / 8 > 0xffffffffu)
+        return false;
+    *out = (vkr_texel_binding){b, b->texel_views[v * VKR_TEXEL_FORMATS + VKR_TEXEL_RGBA32], start, end - start};
+    *skip = (uint32_t)((t.offset - start) / 8);
+    return true;
+}
 
 /* Loop trips one invocation runs for a full context (see attention.comp): tiles of
  * KPT * wg keys, each with the score loop, the tile max and exp loops, the reduction and the
@@ -171,11 +191,15 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
     bool prefill = use_prefill(dev, d, prefill_wg);
     bool lanes = !prefill && use_lanes(dev, d);
     bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
+    /* The lanes shape reads the caches through texel views where they have them. */
+    vkr_texel_binding kv_texel[2];
+    bool texel = lanes && cache_texel_view(k_cache, cache_bytes, &kv_texel[0], &base.k_skip) &&
+                 cache_texel_view(v_cache, cache_bytes, &kv_texel[1], &base.v_skip);
     snprintf(shader, sizeof shader, "attention%s%s",
              prefill ? (cpu ? "_prefill_rolled" : "_prefill")
              : lanes ? "_lanes"
              : dev->caps.subgroup_arithmetic ? "_subgroup" : "",
-             dev->caps.storage16 ? "_f16" : "_packed");
+             texel ? "_tx" : dev->caps.storage16 ? "_f16" : "_packed");
     uint32_t spec[] = {prefill ? prefill_wg : lanes ? dev->caps.subgroup_size : wg, d4};
     vkr_pipeline *pipe;
     vkllm_status s = vkr_pipeline_get(dev, shader, spec, prefill || lanes ? 2 : 1, &pipe);
@@ -186,8 +210,8 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
         push.t0 = begin;
         vkr_binding bindings[] = {
             op_bind_span(dev, q, begin * row_bytes, count * row_bytes, 4, false, &push.q_shift),
-            op_bind_range(k_cache, 0, cache_bytes, false),
-            op_bind_range(v_cache, 0, cache_bytes, false),
+            texel ? (vkr_binding){0} : op_bind_range(k_cache, 0, cache_bytes, false),
+            texel ? (vkr_binding){0} : op_bind_range(v_cache, 0, cache_bytes, false),
             op_bind_range(params, 0, sizeof(vk_step_params), false),
             op_bind_span(dev, out, begin * row_bytes, count * row_bytes, 4, true, &push.out_shift),
         };
@@ -197,8 +221,9 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
             return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: %llu workgroups", (unsigned long long)n);
         uint32_t gx, gy;
         vkr_grid(dev, (uint32_t)n, &gx, &gy);
-        s = vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy, 1,
-                             prefill ? "attention_prefill" : lanes ? "attention_lanes" : "attention");
+        const char *label = prefill ? "attention_prefill" : lanes ? "attention_lanes" : "attention";
+        s = texel ? vkr_cmd_dispatch_texel(cmd, pipe, bindings, 5, kv_texel, 2, &push, sizeof push, gx, gy, 1, label)
+                  : vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy, 1, label);
     }
     return s;
 }
