@@ -32,7 +32,8 @@
 //             query head), lane j takes keys j, j + WG, ... with its own online softmax, and
 //             the lanes' (max, sum, accumulator) are combined with subgroup operations. No
 //             shared memory and no barriers, which on llvmpipe cost more than the keys.
-//  KV_TEXEL:  (with LANES) the caches are read through texel views.
+//  KV_TEXEL:  (with LANES or PREFILL and ROLLED, the CPU shapes) the caches are read
+//             through texel views.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "reduce.glsl"

@@ -191,9 +191,10 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
     bool prefill = use_prefill(dev, d, prefill_wg);
     bool lanes = !prefill && use_lanes(dev, d);
     bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
-    /* The lanes shape reads the caches through texel views where they have them. */
+    /* The CPU shapes (lanes, rolled prefill) read the caches through texel views where they
+     * have them. */
     vkr_texel_binding kv_texel[2];
-    bool texel = lanes && cache_texel_view(k_cache, cache_bytes, &kv_texel[0], &base.k_skip) &&
+    bool texel = (lanes || (prefill && cpu)) && cache_texel_view(k_cache, cache_bytes, &kv_texel[0], &base.k_skip) &&
                  cache_texel_view(v_cache, cache_bytes, &kv_texel[1], &base.v_skip);
     snprintf(shader, sizeof shader, "attention%s%s",
              prefill ? (cpu ? "_prefill_rolled" : "_prefill")
