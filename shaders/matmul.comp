@@ -15,6 +15,9 @@
 // op_matvec_glu): with PARTS > 1 rows from part_row[0] and part_row[1] on are stored to the
 // y1 and y2 bindings (Q, K and V of a layer); with GLU each output row r reads two rows of W,
 // glu_gate_row + r and glu_up_row + r, and stores silu(gate) * up (a SwiGLU MLP's gate and up).
+// With NORM they multiply RMSNorm(x) * nw instead of x: x is scaled by the norm weight nw as
+// it is read, its sum of squares gathered on the way, and the sums are scaled by
+// 1 / sqrt(mean(x^2) + eps) at the end (the RMSNorm before a layer's products).
 // MATVEC multiplies quants by x and applies the block's scale (and offset times sum(x)) once
 // per block and output, see blocks.glsl.
 // Per invocation the only loop that grows with the sizes walks one row's blocks (cols / 32,
@@ -36,6 +39,7 @@ layout(constant_id = 3) const bool W_ALIGNED = false; // see load_block (blocks.
 layout(constant_id = 4) const bool X_VEC4 = false;    // see load_x4
 layout(constant_id = 5) const uint PARTS = 1;         // outputs of a split product (1-3)
 layout(constant_id = 6) const uint GLU = 0;           // 1: gate and up rows, silu(gate) * up
+layout(constant_id = 7) const uint NORM = 0;          // 1: RMSNorm(x) * nw instead of x
 const uint NR = ROWS + GLU * ROWS; // rows of W read per workgroup (per invocation with WEIGHTS_TEXEL)
 #else
 layout(constant_id = 1) const uint WG_ROWS = 16; // invocations along rows
@@ -53,8 +57,10 @@ layout(constant_id = 5) const bool X_VEC4 = false;    // see load_x4
 // per texelFetch, measured 7-12 % slower; weights read as RGBA32UI texels slower still.)
 layout(binding = 8, r32ui) uniform readonly uimageBuffer wtex; // see blocks.glsl
 layout(binding = 9, rgba32ui) uniform readonly uimageBuffer xtex;
+layout(binding = 10, rgba32ui) uniform readonly uimageBuffer nwtex; // NORM: the norm's weight
 float xs_at(uint i) { return uintBitsToFloat(imageLoad(xtex, int(i >> 2))[i & 3u]); }
 vec4 x4_at(uint i) { return uintBitsToFloat(imageLoad(xtex, int(i))); } // floats 4i .. 4i+3
+#define NW4_AT(i) uintBitsToFloat(imageLoad(nwtex, int(p.nw_skip + (i))))
 #else
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; }; // see blocks.glsl
@@ -67,6 +73,10 @@ vec4 x4_at(uint i) { return x4[i]; }
 layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) writeonly buffer Y1 { float y1[]; }; // split parts 1 and 2
 layout(std430, binding = 4) writeonly buffer Y2 { float y2[]; };
+#ifndef WEIGHTS_TEXEL
+layout(std430, binding = 5) readonly buffer NW { vec4 nw4[]; }; // NORM: the norm's weight
+#define NW4_AT(i) nw4[i]
+#endif
 
 layout(push_constant) uniform Push {
     uint rows;       // rows of this chunk
@@ -83,6 +93,8 @@ layout(push_constant) uniform Push {
     uint y2_skip;
     uint glu_gate_row; // GLU: rows from the chunk's first row to gate row 0 and up row 0
     uint glu_up_row;
+    float norm_eps;    // NORM
+    uint nw_skip;      // NORM with WEIGHTS_TEXEL: texels from nwtex's start to the norm weight
 } p;
 
 #include "blocks.glsl"
@@ -146,8 +158,25 @@ uint w_row_at(uint row, uint s)
     return p.w_skip + r * p.row_bytes;
 }
 
-// The value output row slot r (< ROWS) of token t stores, from its NR * NT sums.
+// The value output row slot r (< ROWS) of token t stores, from its NR * NT sums (already
+// scaled by the norm).
 #define OUTPUT(acc, r, t) (GLU != 0u ? silu(acc[(r) * NT + (t)]) * acc[(ROWS + (r)) * NT + (t)] : acc[(r) * NT + (t)])
+
+// NORM: x[t][c .. c+3] times the norm weight; sq gathers x's squares.
+vec4 load_x4_normed(uint t, uint c, inout float sq)
+{
+    vec4 v = load_x4(t, c);
+    if (NORM == 0u)
+        return v;
+    sq += dot(v, v);
+    return v * NW4_AT(c >> 2);
+}
+
+// The RMSNorm scale of a row whose squares sum to sq.
+float norm_scale(float sq)
+{
+    return NORM != 0u ? inversesqrt(sq / float(p.cols) + p.norm_eps) : 1.0;
+}
 #endif
 
 #if defined(MATVEC) && defined(WEIGHTS_TEXEL)
@@ -166,6 +195,9 @@ void main()
     float acc[NR * NT];
     [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         acc[k] = 0.0;
+    float sq[NT];
+    [[unroll]] for (uint t = 0u; t < NT; t++)
+        sq[t] = 0.0;
 
     for (uint b = 0u; b < n_blocks; b++) {
         // x of this block for every token (the same for all invocations)
@@ -175,7 +207,7 @@ void main()
         [[unroll]] for (uint t = 0u; t < NT; t++) {
             vec4 s4 = vec4(0.0);
             [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
-                xv[t * BLOCK_GROUPS + g] = load_x4(t, col + 4u * g);
+                xv[t * BLOCK_GROUPS + g] = load_x4_normed(t, col + 4u * g, sq[t]);
                 s4 += xv[t * BLOCK_GROUPS + g];
             }
             xsum[t] = (s4.x + s4.y) + (s4.z + s4.w); // unused (and dropped) without an offset
@@ -197,6 +229,11 @@ void main()
             }
         }
     }
+    [[unroll]] for (uint t = 0u; t < NT; t++) {
+        float scale = norm_scale(sq[t]);
+        [[unroll]] for (uint r = 0u; r < NR; r++)
+            acc[r * NT + t] *= scale;
+    }
     [[unroll]] for (uint r = 0u; r < ROWS; r++)
         [[unroll]] for (uint t = 0u; t < NT; t++)
             if (row0 + WG * r < p.rows)
@@ -205,17 +242,20 @@ void main()
 
 #elif defined(MATVEC)
 
-// Partial sums of the invocations (one per subgroup with USE_SUBGROUP).
-shared float partial[NR * NT * WG];
+// Partial sums of the invocations (one per subgroup with USE_SUBGROUP): NR * NT products, then
+// (NORM) NT sums of x's squares.
+shared float partial[(NR + NORM) * NT * WG];
 
 void main()
 {
     uint tid = gl_LocalInvocationID.x;
     uint row0 = linear_group_id() * ROWS;
     uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
-    float acc[NR * NT];
+    float acc[NR * NT], sq[NT];
     [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         acc[k] = 0.0;
+    [[unroll]] for (uint t = 0u; t < NT; t++)
+        sq[t] = 0.0;
 
     for (uint b = tid; b < n_blocks; b += WG) {
         uint col = b * BLOCK_WEIGHTS;
@@ -239,7 +279,7 @@ void main()
             [[unroll]] for (uint r = 0u; r < NR; r++)
                 qv[r] = block_q4(blk[r], g);
             [[unroll]] for (uint t = 0u; t < NT; t++) {
-                vec4 xv = load_x4(t, col + 4u * g);
+                vec4 xv = load_x4_normed(t, col + 4u * g, sq[t]);
 #ifdef BLOCK_HAS_OFFSET
                 xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
 #endif
@@ -263,8 +303,13 @@ void main()
 #ifdef USE_SUBGROUP
     [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         acc[k] = subgroupAdd(acc[k]);
+    if (NORM != 0u)
+        [[unroll]] for (uint t = 0u; t < NT; t++)
+            sq[t] = subgroupAdd(sq[t]);
     if (gl_NumSubgroups == 1u) {
         if (tid == 0u) {
+            [[unroll]] for (uint k = 0u; k < NR * NT; k++)
+                acc[k] *= norm_scale(sq[k % NT]);
             [[unroll]] for (uint r = 0u; r < ROWS; r++)
                 [[unroll]] for (uint t = 0u; t < NT; t++)
                     if (row0 + r < p.rows)
@@ -272,26 +317,34 @@ void main()
         }
         return;
     }
-    if (subgroupElect()) {
-        [[unroll]] for (uint k = 0u; k < NR * NT; k++)
-            partial[k * WG + gl_SubgroupID] = acc[k];
-    }
+    uint part = subgroupElect() ? gl_SubgroupID : WG; // WG: this invocation stores nothing
     uint n_parts = gl_NumSubgroups;
 #else
-    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
-        partial[k * WG + tid] = acc[k];
+    uint part = tid;
     uint n_parts = WG;
 #endif
+    if (part < WG) {
+        [[unroll]] for (uint k = 0u; k < NR * NT; k++)
+            partial[k * WG + part] = acc[k];
+        if (NORM != 0u)
+            [[unroll]] for (uint t = 0u; t < NT; t++)
+                partial[(NR * NT + t) * WG + part] = sq[t];
+    }
     barrier();
     // One invocation per output sums the parts (a single barrier: on lavapipe each barrier
     // is a context switch, and the parts are few). With GLU it sums the up row's parts too.
     for (uint k = tid; k < ROWS * NT; k += WG) {
-        float s[2] = {0.0, 0.0};
+        float s[2] = {0.0, 0.0}, squares = 0.0;
         for (uint i = 0u; i < n_parts; i++) {
             s[0] += partial[k * WG + i];
             if (GLU != 0u)
                 s[1] += partial[(ROWS * NT + k) * WG + i];
+            if (NORM != 0u)
+                squares += partial[(NR * NT + k % NT) * WG + i];
         }
+        float scale = norm_scale(squares);
+        s[0] *= scale;
+        s[1] *= scale;
         if (row0 + k / NT < p.rows)
             store(k % NT, row0 + k / NT, GLU != 0u ? silu(s[0]) * s[1] : s[0]);
     }

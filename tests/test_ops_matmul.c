@@ -373,36 +373,56 @@ static void time_type(vkr_device *dev, uint32_t type)
  * adds a path), get_rows. */
 /* op_matvec_split and op_matvec_glu: several products of one x in one dispatch. parts[] lists
  * the row counts of W's parts (split), or for GLU two equal halves (gate_first: gate rows
- * first). Checked against the double-precision reference (split: as check_matmul; GLU: error
- * relative to sum|w x| of gate times |up| plus |silu(gate)| times sum|w x| of up), and against
- * op_matmul of each part (and op_swiglu) run separately, which the recorder swaps for them:
- * the count of bit-identical outputs is printed. */
+ * first); with_norm: of RMSNorm(x) * nw. Checked against the double-precision reference
+ * (split: as check_matmul; GLU: error relative to sum|w x| of gate times |up| plus |silu(gate)|
+ * times sum|w x| of up), and against op_rmsnorm and op_matmul of each part (and op_swiglu)
+ * run separately, which the recorder swaps for them: the count of bit-identical outputs is
+ * printed (with the norm the sums of squares add up in another order). */
 static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts, uint32_t n_parts, bool glu,
-                        bool gate_first, uint32_t n_tokens)
+                        bool gate_first, bool with_norm, uint32_t n_tokens)
 {
     uint32_t rows = tw->rows, cols = tw->cols;
     op_weight w = pass_weight(tw);
     size_t nx = (size_t)n_tokens * cols, ny = (size_t)n_tokens * rows;
     float *x = malloc(nx * sizeof *x), *got = malloc(ny * sizeof *got), *sep = malloc(ny * sizeof *sep);
+    float *nw = malloc(cols * sizeof *nw);
+    double *xr = malloc(nx * sizeof *xr); /* what the products multiply: x, or its norm */
+    const float eps = 1e-5f;
     t_fill_random(x, nx, n_tokens * 7 + rows);
-    op_tensor tx = t_tensor_from(dev, x, nx * sizeof *x);
+    t_fill_random(nw, cols, cols + 3);
+    for (uint32_t c = 0; c < cols; c++)
+        nw[c] += 1.5f; /* around 1.5, as trained norm weights are positive */
+    for (uint32_t t = 0; t < n_tokens; t++) {
+        double sq = 0;
+        for (uint32_t c = 0; c < cols; c++)
+            sq += (double)x[(size_t)t * cols + c] * x[(size_t)t * cols + c];
+        double scale = with_norm ? 1.0 / sqrt(sq / cols + eps) : 1.0;
+        for (uint32_t c = 0; c < cols; c++)
+            xr[(size_t)t * cols + c] = x[(size_t)t * cols + c] * (with_norm ? scale * nw[c] : 1.0);
+    }
+    op_tensor tx = t_tensor_from(dev, x, nx * sizeof *x), tnw = t_tensor_from(dev, nw, cols * sizeof *nw);
+    op_tensor txn = t_tensor(dev, nx * sizeof *x);
+    op_matvec_norm norm = {tnw, eps};
     char what[128];
-    snprintf(what, sizeof what, "%s %s %ux%u tokens %u%s", glu ? "matvec_glu" : "matvec_split",
-             ggml_traits(tw->type).name, rows, cols, n_tokens, glu ? (gate_first ? " gate|up" : " up|gate") : "");
+    snprintf(what, sizeof what, "%s%s %s %ux%u tokens %u%s", glu ? "matvec_glu" : "matvec_split",
+             with_norm ? " +norm" : "", ggml_traits(tw->type).name, rows, cols, n_tokens,
+             glu ? (gate_first ? " gate|up" : " up|gate") : "");
     if (!op_matvec_fusable(dev, &w, tx, n_tokens)) {
         /* only where the weight is split over bindings (small-range profile) */
         bool texel = w.n_texel_chunks && tx.buffer->n_texel_views && (uint64_t)cols * 4 <= tx.buffer->texel_stride;
         t_check((texel ? w.n_texel_chunks : w.n_chunks) > 1, "%s: not fusable, as the weight has %u chunks", what,
                 texel ? w.n_texel_chunks : w.n_chunks);
         t_tensor_free(dev, tx);
-        free(x), free(got), free(sep);
+        t_tensor_free(dev, tnw);
+        t_tensor_free(dev, txn);
+        free(x), free(got), free(sep), free(nw), free(xr);
         return;
     }
     /* separate products of each part (in one buffer, part after part) */
     op_tensor ty_sep = t_tensor(dev, ny * 4), ty[OP_MATVEC_MAX_PARTS], out = {0}, out_sep = {0};
     uint32_t n_out = glu ? parts[0] : 0;
     vkr_cmd *cmd = t_begin(dev);
-    vkllm_status s = VKLLM_OK;
+    vkllm_status s = with_norm ? op_rmsnorm(cmd, dev, tx, tnw, txn, cols, n_tokens, eps) : VKLLM_OK;
     for (uint32_t j = 0, row = 0; j < n_parts && !s; row += parts[j], j++) {
         op_weight pw;
         if ((s = op_weight_init(dev, w.type, parts[j], cols, w.buffer, w.offset + (VkDeviceSize)row * w.row_bytes,
@@ -411,7 +431,7 @@ static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts,
         if (ssbo_pass)
             pw.n_texel_chunks = 0;
         op_tensor part_y = {ty_sep.buffer, (VkDeviceSize)n_tokens * row * 4, (VkDeviceSize)n_tokens * parts[j] * 4};
-        s = op_matmul(cmd, dev, &pw, tx, part_y, n_tokens, false);
+        s = op_matmul(cmd, dev, &pw, with_norm ? txn : tx, part_y, n_tokens, false);
     }
     if (glu) {
         out = t_tensor(dev, (size_t)n_tokens * n_out * 4);
@@ -424,14 +444,15 @@ static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts,
     }
     uint32_t before = vkr_cmd_dispatch_count(cmd);
     if (!s && glu) {
-        s = op_matvec_glu(cmd, dev, &w, tx, out, gate_first ? 0 : n_out, gate_first ? n_out : 0, n_out, n_tokens);
+        s = op_matvec_glu(cmd, dev, &w, tx, with_norm ? &norm : NULL, out, gate_first ? 0 : n_out,
+                          gate_first ? n_out : 0, n_out, n_tokens);
     } else if (!s) {
         op_matvec_part p[OP_MATVEC_MAX_PARTS];
         for (uint32_t j = 0; j < n_parts; j++) {
             ty[j] = t_tensor(dev, (size_t)n_tokens * parts[j] * 4);
             p[j] = (op_matvec_part){parts[j], ty[j]};
         }
-        s = op_matvec_split(cmd, dev, &w, tx, p, n_parts, n_tokens);
+        s = op_matvec_split(cmd, dev, &w, tx, with_norm ? &norm : NULL, p, n_parts, n_tokens);
     }
     uint32_t fused_dispatches = vkr_cmd_dispatch_count(cmd) - before;
     if (s) {
@@ -461,7 +482,7 @@ static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts,
                     /* GLU: h 0 reads the gate row, h 1 the up row */
                     uint32_t wr = !glu ? row + r : (h == 0) == gate_first ? r : n_out + r;
                     for (uint32_t c = 0; c < cols; c++) {
-                        double pr = (double)tw->deq[(size_t)wr * cols + c] * x[(size_t)t * cols + c];
+                        double pr = (double)tw->deq[(size_t)wr * cols + c] * xr[(size_t)t * cols + c];
                         sum[h] += pr;
                         scale[h] += fabs(pr);
                     }
@@ -492,11 +513,14 @@ static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts,
     }
     t_tensor_free(dev, ty_sep);
     t_tensor_free(dev, tx);
-    free(x), free(got), free(sep);
+    t_tensor_free(dev, tnw);
+    t_tensor_free(dev, txn);
+    free(x), free(got), free(sep), free(nw), free(xr);
 }
 
 /* The fused cases of one type: Q, K, V-like parts (GQA: K and V narrower), two parts, and
- * GLU halves in both orders, for 1 and 2 tokens and the most the matrix-vector shape takes. */
+ * GLU halves in both orders, for 1 and 2 tokens and the most the matrix-vector shape takes;
+ * with and without the RMSNorm of x. */
 static void check_fused_cases(vkr_device *dev, uint32_t type, uint32_t cols, uint64_t offset, uint32_t seed)
 {
     const uint32_t qkv[] = {96, 32, 32}, all[] = {160}, two[] = {40, 24}, half[] = {72, 72};
@@ -507,17 +531,20 @@ static void check_fused_cases(vkr_device *dev, uint32_t type, uint32_t cols, uin
         free_weight(dev, &tw);
         return;
     }
-    for (size_t k = 0; k < 3; k++)
-        check_fused(dev, &tw, qkv, 3, false, false, token_counts[k]);
-    check_fused(dev, &tw, all, 1, false, false, 1); /* one part: a plain product */
+    for (size_t k = 0; k < 3; k++) {
+        check_fused(dev, &tw, qkv, 3, false, false, false, token_counts[k]);
+        check_fused(dev, &tw, qkv, 3, false, false, true, token_counts[k]);
+    }
+    check_fused(dev, &tw, all, 1, false, false, false, 1); /* one part: a plain product */
+    check_fused(dev, &tw, all, 1, false, false, true, 2);  /* the norm before an output head */
     free_weight(dev, &tw);
     if (make_weight(dev, type, 64, cols, offset, seed + 1, &tw) == VKLLM_OK)
-        check_fused(dev, &tw, two, 2, false, false, 2);
+        check_fused(dev, &tw, two, 2, false, false, false, 2);
     free_weight(dev, &tw);
     if (make_weight(dev, type, 144, cols, offset, seed + 2, &tw) == VKLLM_OK)
         for (size_t k = 0; k < 3; k++) {
-            check_fused(dev, &tw, half, 2, true, true, token_counts[k]);
-            check_fused(dev, &tw, half, 2, true, false, token_counts[k]);
+            check_fused(dev, &tw, half, 2, true, true, false, token_counts[k]);
+            check_fused(dev, &tw, half, 2, true, false, k == 1, token_counts[k]);
         }
     free_weight(dev, &tw);
     /* Past the matrix-vector shape's tokens, or with a part that does not cover W, it refuses. */
@@ -528,7 +555,7 @@ static void check_fused_cases(vkr_device *dev, uint32_t type, uint32_t cols, uin
                 ggml_traits(type).name);
         op_matvec_part p[2] = {{32, ty}, {16, ty}};
         vkr_cmd *cmd = t_begin(dev);
-        t_check(op_matvec_split(cmd, dev, &w, tx, p, 2, 1) != VKLLM_OK,
+        t_check(op_matvec_split(cmd, dev, &w, tx, NULL, p, 2, 1) != VKLLM_OK,
                 "%s: matvec_split refuses parts of 48 rows for a weight of 64: %s", ggml_traits(type).name,
                 vk_error_message());
         vkr_cmd_destroy(cmd);

@@ -50,14 +50,21 @@ vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch
         plan->node_single_row[i] = node->op == G_LAST_ROW ||
                                    (node->in[0] >= 0 && plan->node_single_row[node->in[0]]);
     }
-    /* The recorder may compute a SWIGLU in the same dispatch as the two products it reads
-     * (record_fused_matmuls): their input must not share storage with its output. */
+    /* The recorder may compute an RMSNorm, the products of its output and a SWIGLU of two of
+     * them in one dispatch (record_fused_matmuls): what that dispatch reads (the products'
+     * input, and the norm's) must not share storage with what it writes. */
     for (uint32_t i = 0; i < n; i++) {
         const g_node *node = &g->nodes[i];
-        for (int j = 0; j < 2 && node->op == G_SWIGLU; j++) {
-            const g_node *product = &g->nodes[node->in[j]];
-            if (product->op == G_MATMUL && product->in[0] >= 0 && last_use[product->in[0]] < (int32_t)i)
-                last_use[product->in[0]] = (int32_t)i;
+        for (int j = 0; j < G_MAX_INPUTS; j++) {
+            int32_t product = node->op == G_SWIGLU ? node->in[j] : node->op == G_MATMUL && j == 0 ? (int32_t)i : -1;
+            if (product < 0 || g->nodes[product].op != G_MATMUL || g->nodes[product].in[0] < 0)
+                continue;
+            int32_t x = g->nodes[product].in[0];
+            if (last_use[x] < (int32_t)i)
+                last_use[x] = (int32_t)i;
+            int32_t norm_in = g->nodes[x].op == G_RMSNORM ? g->nodes[x].in[0] : -1;
+            if (norm_in >= 0 && last_use[norm_in] < (int32_t)i)
+                last_use[norm_in] = (int32_t)i;
         }
     }
     /* An in-place chain keeps its storage alive until the chain's last reader. */
@@ -155,8 +162,9 @@ static bool fusion_off(void)
  * multiply the same x, none accumulating or adding a bias, whose matrices lie end to end in
  * one buffer (a weight group, model.c, or row ranges of one fused matrix) run as one
  * op_matvec_split dispatch; when a SWIGLU of exactly two of them follows and is their only
- * reader, as one op_matvec_glu dispatch that also computes it. *n_fused gets the nodes recorded
- * (0: none; record node i alone). */
+ * reader, as one op_matvec_glu dispatch that also computes it. When node i is an RMSNorm
+ * read only by such products (one or more) that follow it, the dispatch computes it too.
+ * *n_fused gets the nodes recorded (0: none; record node i alone). */
 static vkllm_status record_fused_matmuls(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,
                                          const dispatch_plan *plan, const dispatch_buffers *bufs,
                                          uint32_t n_tokens, uint32_t i, vkr_cmd *cmd, uint32_t *n_fused)
@@ -164,12 +172,16 @@ static vkllm_status record_fused_matmuls(vkr_device *dev, const struct vkllm_mod
     *n_fused = 0;
     if (fusion_off())
         return VKLLM_OK;
+    const g_node *norm = g->nodes[i].op == G_RMSNORM ? &g->nodes[i] : NULL;
+    uint32_t first = norm ? i + 1 : i;
+    if (first >= g->n_nodes || (norm && g->nodes[first].in[0] != (int32_t)i))
+        return VKLLM_OK;
     op_weight parts_w[OP_MATVEC_MAX_PARTS];
     uint32_t n = 0;
-    for (; n < OP_MATVEC_MAX_PARTS && i + n < g->n_nodes; n++) {
-        const g_node *node = &g->nodes[i + n];
-        if (node->op != G_MATMUL || node->accumulate || node->weight[1] || node->in[0] != g->nodes[i].in[0] ||
-            plan->node_single_row[i + n] != plan->node_single_row[i])
+    for (; n < OP_MATVEC_MAX_PARTS && first + n < g->n_nodes; n++) {
+        const g_node *node = &g->nodes[first + n];
+        if (node->op != G_MATMUL || node->accumulate || node->weight[1] || node->in[0] != g->nodes[first].in[0] ||
+            plan->node_single_row[first + n] != plan->node_single_row[first])
             break;
         vkllm_status s = node_matrix(dev, model, node, &parts_w[n]);
         if (s)
@@ -180,36 +192,49 @@ static vkllm_status record_fused_matmuls(vkr_device *dev, const struct vkllm_mod
                      parts_w[n].offset != prev->offset + (VkDeviceSize)prev->rows * prev->row_bytes))
             break;
     }
-    if (n < 2)
+    if (n < (norm ? 1 : 2))
         return VKLLM_OK;
-    uint32_t rows = plan->node_single_row[i] ? 1 : n_tokens, total = 0;
+    uint32_t rows = plan->node_single_row[first] ? 1 : n_tokens, total = 0;
     for (uint32_t k = 0; k < n; k++)
         total += parts_w[k].rows;
     op_weight whole_w;
-    op_tensor x = slot_tensor(plan, bufs, g, g->nodes[i].in[0], n_tokens);
+    op_tensor x = slot_tensor(plan, bufs, g, norm ? norm->in[0] : g->nodes[first].in[0], n_tokens);
     if (op_weight_init(dev, parts_w[0].type, total, parts_w[0].cols, parts_w[0].buffer, parts_w[0].offset,
                        &whole_w) ||
         !op_matvec_fusable(dev, &whole_w, x, rows))
         return VKLLM_OK; /* recorded node by node */
+    op_matvec_norm nm;
+    if (norm) {
+        const model_weight *nw;
+        vkllm_status s = weight_of(model, norm->weight[0], &nw);
+        if (s)
+            return s;
+        for (uint32_t j = 0; j < g->n_nodes; j++)
+            for (int k = 0; k < G_MAX_INPUTS; k++)
+                if (g->nodes[j].in[k] == (int32_t)i && (j < first || j >= first + n))
+                    return VKLLM_OK; /* the norm is read elsewhere too */
+        nm = (op_matvec_norm){nw->vector, norm->eps};
+        if (plan->node_single_row[i] != plan->node_single_row[first] || norm->width % 4 || nm.w.offset % 16)
+            return VKLLM_OK;
+    }
 
     /* gate and up, then silu(gate) * up */
-    const g_node *next = i + 2 < g->n_nodes ? &g->nodes[i + 2] : NULL;
+    const g_node *next = first + 2 < g->n_nodes ? &g->nodes[first + 2] : NULL;
+    int32_t p0 = (int32_t)first, p1 = p0 + 1;
     if (n == 2 && next && next->op == G_SWIGLU && parts_w[0].rows == parts_w[1].rows &&
-        next->width == parts_w[0].rows && !read_elsewhere(g, (int32_t)i, i + 2) &&
-        !read_elsewhere(g, (int32_t)i + 1, i + 2) &&
-        ((next->in[0] == (int32_t)i && next->in[1] == (int32_t)i + 1) ||
-         (next->in[0] == (int32_t)i + 1 && next->in[1] == (int32_t)i))) {
-        uint32_t gate = next->in[0] == (int32_t)i ? 0 : parts_w[0].rows;
+        next->width == parts_w[0].rows && !read_elsewhere(g, p0, first + 2) && !read_elsewhere(g, p1, first + 2) &&
+        ((next->in[0] == p0 && next->in[1] == p1) || (next->in[0] == p1 && next->in[1] == p0))) {
+        uint32_t gate = next->in[0] == p0 ? 0 : parts_w[0].rows;
         uint32_t up = gate ? 0 : parts_w[0].rows;
-        *n_fused = 3;
-        return op_matvec_glu(cmd, dev, &whole_w, x, slot_tensor(plan, bufs, g, (int32_t)i + 2, n_tokens), gate,
-                             up, parts_w[0].rows, rows);
+        *n_fused = (norm ? 1 : 0) + 3;
+        return op_matvec_glu(cmd, dev, &whole_w, x, norm ? &nm : NULL,
+                             slot_tensor(plan, bufs, g, (int32_t)first + 2, n_tokens), gate, up, parts_w[0].rows, rows);
     }
     op_matvec_part parts[OP_MATVEC_MAX_PARTS];
     for (uint32_t k = 0; k < n; k++)
-        parts[k] = (op_matvec_part){parts_w[k].rows, slot_tensor(plan, bufs, g, (int32_t)(i + k), n_tokens)};
-    *n_fused = n;
-    return op_matvec_split(cmd, dev, &whole_w, x, parts, n, rows);
+        parts[k] = (op_matvec_part){parts_w[k].rows, slot_tensor(plan, bufs, g, (int32_t)(first + k), n_tokens)};
+    *n_fused = (norm ? 1 : 0) + n;
+    return op_matvec_split(cmd, dev, &whole_w, x, norm ? &nm : NULL, parts, n, rows);
 }
 
 /* A layer's KV store in one dispatch (op_rope_kv_store), with the rope of q and k when node i
@@ -266,7 +291,7 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
     op_tensor params = whole(bufs->params);
     for (uint32_t i = 0; i < g->n_nodes && !s; i++) {
         uint32_t n_fused = 0;
-        if (g->nodes[i].op == G_MATMUL)
+        if (g->nodes[i].op == G_MATMUL || g->nodes[i].op == G_RMSNORM)
             s = record_fused_matmuls(dev, model, g, plan, bufs, n_tokens, i, cmd, &n_fused);
         else if (g->nodes[i].op == G_ROPE || g->nodes[i].op == G_KV_STORE)
             s = record_rope_kv_store(dev, g, plan, bufs, n_tokens, i, cmd, &n_fused);

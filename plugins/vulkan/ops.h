@@ -142,18 +142,26 @@ typedef struct op_matvec_part {
     uint32_t rows; /* rows of W in this part; the parts lie end to end from row 0 */
     op_tensor y;   /* [n_tokens][rows] */
 } op_matvec_part;
+/* An RMSNorm the products apply to x first: they multiply x / sqrt(mean(x^2) + eps) * w (w:
+ * cols f32, 16-byte aligned; cols a multiple of 4), as op_rmsnorm before them would. */
+typedef struct op_matvec_norm {
+    op_tensor w;
+    float eps;
+} op_matvec_norm;
 /* Whether w . x for n_tokens tokens fits one matrix-vector dispatch: few tokens (the
  * matrix-vector shape), w one chunk of the layout op_matmul would read, x and the outputs
  * within a binding. */
 bool op_matvec_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, uint32_t n_tokens);
 /* parts[j].y = (rows of part j of W) . x, for n_parts <= OP_MATVEC_MAX_PARTS parts holding all
- * of W's rows. Same results as op_matmul on each part. */
+ * of W's rows (x normed first when norm is not NULL). Same results as op_matmul on each part. */
 vkllm_status op_matvec_split(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
-                             const op_matvec_part *parts, uint32_t n_parts, uint32_t n_tokens);
-/* out[t][r] = silu(W[gate_row + r] . x[t]) * (W[up_row + r] . x[t]), r < n: the same as
- * op_matmul of the two row ranges followed by op_swiglu. */
-vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor out,
-                           uint32_t gate_row, uint32_t up_row, uint32_t n, uint32_t n_tokens);
+                             const op_matvec_norm *norm, const op_matvec_part *parts, uint32_t n_parts,
+                             uint32_t n_tokens);
+/* out[t][r] = silu(W[gate_row + r] . x[t]) * (W[up_row + r] . x[t]), r < n (x normed first when
+ * norm is not NULL): the same as op_matmul of the two row ranges followed by op_swiglu. */
+vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
+                           const op_matvec_norm *norm, op_tensor out, uint32_t gate_row, uint32_t up_row, uint32_t n,
+                           uint32_t n_tokens);
 
 /* Writes src [n_tokens][width] f32 into the f16 cache: position params.n_past + t goes to
  * row (params.n_past + t) % rows, rows = cache.size / (2 * width). */

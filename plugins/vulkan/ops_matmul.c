@@ -25,6 +25,8 @@ typedef struct matmul_push {
     uint32_t accumulate;
     uint32_t part_row[2], y1_skip, y2_skip; /* MATVEC split (op_matvec_split) */
     uint32_t glu_gate_row, glu_up_row;      /* MATVEC GLU (op_matvec_glu) */
+    float norm_eps;                         /* MATVEC NORM (op_matvec_norm) */
+    uint32_t nw_skip;
 } matmul_push;
 
 /* Must match shaders/get_rows.comp. */
@@ -104,20 +106,23 @@ static vkr_texel_binding texel_binding(const vkr_buffer *b, uint32_t v, uint32_t
 
 /* Records a dispatch whose weight is chunk c: bound as storage binding 0 over the chunk, or
  * (texel) as texel binding 0, the chunk's whole view (the shader clamps its reads to the view).
- * x_texel, when given, is texel binding 1. bindings[0] is filled in here. */
+ * x_texel, when given, is texel binding 1, and nw_texel (with x_texel; else x_texel again) binding
+ * 2. bindings[0] is filled in here. */
 static vkllm_status dispatch_weight(vkr_cmd *cmd, vkr_pipeline *pipe, const op_weight *w, bool texel,
                                     uint32_t c, vkr_binding *bindings, uint32_t n_bindings,
-                                    const vkr_texel_binding *x_texel, const void *push, uint32_t push_size,
-                                    uint32_t gx, uint32_t gy, uint32_t gz)
+                                    const vkr_texel_binding *x_texel, const vkr_texel_binding *nw_texel,
+                                    const void *push, uint32_t push_size, uint32_t gx, uint32_t gy, uint32_t gz)
 {
     const op_weight_chunk *ch = weight_chunk(w, texel, c);
     if (texel) {
-        vkr_texel_binding tb[2] = {texel_binding(ch->buffer, ch->view, VKR_TEXEL_R32)};
+        vkr_texel_binding tb[3] = {texel_binding(ch->buffer, ch->view, VKR_TEXEL_R32)};
         if (x_texel)
             tb[1] = *x_texel;
+        if (x_texel) /* the matrix-vector shader declares the norm weight's binding: never left empty */
+            tb[2] = nw_texel ? *nw_texel : *x_texel;
         bindings[0] = (vkr_binding){0};
-        return vkr_cmd_dispatch_texel(cmd, pipe, bindings, n_bindings, tb, x_texel ? 2 : 1, push, push_size,
-                                      gx, gy, gz, pipe->name);
+        return vkr_cmd_dispatch_texel(cmd, pipe, bindings, n_bindings, tb, x_texel ? 3 : 1, push, push_size, gx, gy,
+                                      gz, pipe->name);
     }
     uint64_t bytes = ch->skip_bytes + (uint64_t)ch->row_count * w->row_bytes;
     bindings[0] = (vkr_binding){ch->buffer, ch->offset, (bytes + 3) & ~(uint64_t)3, false};
@@ -303,10 +308,11 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_ro
     }
     if (wg > c->max_workgroup_size)
         wg = c->max_workgroup_size;
-    /* The reduction's shared memory: w_rows * rows * n_tokens * wg floats. */
-    while (rows > 1 && (uint64_t)w_rows * rows * n_tokens * wg * 4 > c->shared_memory_size)
+    /* The reduction's shared memory: (w_rows * rows + 1) * n_tokens * wg floats (the 1: x's
+     * squares, for a fused norm). */
+    while (rows > 1 && (uint64_t)(w_rows * rows + 1) * n_tokens * wg * 4 > c->shared_memory_size)
         rows--;
-    while (wg > 1 && (uint64_t)w_rows * rows * n_tokens * wg * 4 > c->shared_memory_size)
+    while (wg > 1 && (uint64_t)(w_rows * rows + 1) * n_tokens * wg * 4 > c->shared_memory_size)
         wg /= 2;
     spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
 }
@@ -388,9 +394,9 @@ static bool reads_texel(const op_weight *w, op_tensor x)
  * output row. */
 static vkllm_status matvec_pipeline(vkr_device *dev, const op_weight *w, const op_weight_chunk *ch, bool texel,
                                     uint32_t n_tokens, uint32_t rows, bool x_vec4, uint32_t parts, bool glu,
-                                    vkr_pipeline **pipe, uint32_t *gx, uint32_t *gy)
+                                    bool norm, vkr_pipeline **pipe, uint32_t *gx, uint32_t *gy)
 {
-    uint32_t spec[7];
+    uint32_t spec[8];
     if (texel)
         matvec_lanes_shape(dev, n_tokens, rows, glu ? 2 : 1, spec);
     else
@@ -399,13 +405,14 @@ static vkllm_status matvec_pipeline(vkr_device *dev, const op_weight *w, const o
     spec[4] = x_vec4;
     spec[5] = parts;
     spec[6] = glu;
+    spec[7] = norm;
     char name[48];
     const char *tname = op_weight_type_name(w->type);
     if (texel)
         snprintf(name, sizeof name, "matvec_%s_tx", tname);
     else
         snprintf(name, sizeof name, "matvec_%s%s", tname, dev->caps.subgroup_arithmetic ? "_sg" : "");
-    vkllm_status s = vkr_pipeline_get(dev, name, spec, 7, pipe);
+    vkllm_status s = vkr_pipeline_get(dev, name, spec, 8, pipe);
     uint32_t group_rows = texel ? spec[0] * spec[1] : spec[1];
     if (!s)
         vkr_grid(dev, (rows + group_rows - 1) / group_rows, gx, gy);
@@ -474,7 +481,8 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
             vkr_pipeline *pipe;
             uint32_t gx, gy, gz = 1;
             if (tc <= matvec_max_tokens(dev)) {
-                if ((s = matvec_pipeline(dev, w, ch, texel, tc, ch->row_count, x_vec4, 1, false, &pipe, &gx, &gy)))
+                if ((s = matvec_pipeline(dev, w, ch, texel, tc, ch->row_count, x_vec4, 1, false, false, &pipe, &gx,
+                                         &gy)))
                     return s;
             } else if (!texel && use_tiled(dev)) {
                 uint32_t spec[3] = {MATMUL_TILED_WG, aligned_blocks(w, ch), x_vec4};
@@ -495,7 +503,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 vkr_grid(dev, (ch->row_count + tile_rows - 1) / tile_rows, &gx, &gy);
                 gz = (tc + tile_tokens - 1) / tile_tokens;
             }
-            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, 3, texel ? &x_texel : NULL, &push,
+            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, 3, texel ? &x_texel : NULL, NULL, &push,
                                 sizeof push, gx, gy, gz);
         }
     }
@@ -526,13 +534,33 @@ bool op_matvec_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, u
     return fit_x >= n_tokens && y_bytes <= binding_limit(dev);
 }
 
-/* The common part of op_matvec_split and op_matvec_glu: push constants and bindings of x and
- * the weight chunk, then the dispatch over `rows` output rows. */
+/* The common part of op_matvec_split and op_matvec_glu: push constants and bindings of x, the
+ * norm (NULL: none) and the weight chunk, then the dispatch over `rows` output rows. */
 static vkllm_status record_fused_matvec(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
-                                        uint32_t n_tokens, uint32_t rows, uint32_t parts, bool glu,
-                                        matmul_push *push, vkr_binding bindings[5])
+                                        const op_matvec_norm *norm, uint32_t n_tokens, uint32_t rows,
+                                        uint32_t parts, bool glu, matmul_push *push, vkr_binding bindings[6])
 {
+    if (norm && (w->cols % 4 || !holds(norm->w, (uint64_t)w->cols * 4) || norm->w.offset % 16 ||
+                 !(norm->eps >= 0.0f)))
+        return vk_fail(VKLLM_ERR_INTERNAL, "matvec: norm weight of %llu bytes at %llu for %u columns (a multiple "
+                       "of 4, 16-byte aligned), eps %g", (unsigned long long)norm->w.size,
+                       (unsigned long long)norm->w.offset, w->cols, norm->eps);
     bool texel = reads_texel(w, x);
+    vkr_texel_binding nw_texel = {0};
+    if (norm) {
+        push->norm_eps = norm->eps;
+        uint64_t start, end;
+        uint32_t v = texel ? texel_view_at(norm->w.buffer, norm->w.offset, &start, &end) : 0;
+        if (texel && norm->w.offset + (uint64_t)w->cols * 4 <= end) { /* the weight's view holds it */
+            nw_texel = texel_binding(norm->w.buffer, v, VKR_TEXEL_RGBA32);
+            push->nw_skip = (uint32_t)((norm->w.offset - start) / 16);
+        } else {
+            if (texel)
+                return vk_fail(VKLLM_ERR_INTERNAL, "matvec: the norm weight lies across texel views");
+            bindings[5] = op_bind(norm->w, false);
+            bindings[5].range = (uint64_t)w->cols * 4;
+        }
+    }
     const op_weight_chunk *ch = weight_chunk(w, texel, 0);
     push->cols = w->cols;
     push->n_tokens = n_tokens;
@@ -550,15 +578,17 @@ static vkllm_status record_fused_matvec(vkr_cmd *cmd, vkr_device *dev, const op_
     bool x_vec4 = push->x_skip % 4 == 0 && w->cols % 4 == 0;
     vkr_pipeline *pipe;
     uint32_t gx, gy;
-    vkllm_status s = matvec_pipeline(dev, w, ch, texel, n_tokens, rows, x_vec4, parts, glu, &pipe, &gx, &gy);
+    vkllm_status s = matvec_pipeline(dev, w, ch, texel, n_tokens, rows, x_vec4, parts, glu, norm != NULL, &pipe,
+                                     &gx, &gy);
     if (!s)
-        s = dispatch_weight(cmd, pipe, w, texel, 0, bindings, 5, texel ? &x_texel : NULL, push, sizeof *push,
-                            gx, gy, 1);
+        s = dispatch_weight(cmd, pipe, w, texel, 0, bindings, 6, texel ? &x_texel : NULL, norm ? &nw_texel : NULL,
+                            push, sizeof *push, gx, gy, 1);
     return s;
 }
 
 vkllm_status op_matvec_split(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
-                             const op_matvec_part *parts, uint32_t n_parts, uint32_t n_tokens)
+                             const op_matvec_norm *norm, const op_matvec_part *parts, uint32_t n_parts,
+                             uint32_t n_tokens)
 {
     if (!op_matvec_fusable(dev, w, x, n_tokens) || n_parts == 0 || n_parts > OP_MATVEC_MAX_PARTS)
         return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: %u parts of a %ux%u weight, %u tokens: not one dispatch",
@@ -574,18 +604,19 @@ vkllm_status op_matvec_split(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, 
         return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: parts hold %llu rows, the weight %u",
                        (unsigned long long)total, w->rows);
     matmul_push push = {.rows = w->rows, .y_stride = parts[0].rows};
-    vkr_binding bindings[5] = {{0}};
+    vkr_binding bindings[6] = {{0}};
     uint32_t *skips[OP_MATVEC_MAX_PARTS] = {&push.y_skip, &push.y1_skip, &push.y2_skip};
     for (uint32_t j = 0, row = 0; j < n_parts; row += parts[j].rows, j++) {
         if (j > 0)
             push.part_row[j - 1] = row;
         bindings[2 + j] = span(dev, parts[j].y, 0, (uint64_t)n_tokens * parts[j].rows * 4, true, skips[j]);
     }
-    return record_fused_matvec(cmd, dev, w, x, n_tokens, w->rows, n_parts, false, &push, bindings);
+    return record_fused_matvec(cmd, dev, w, x, norm, n_tokens, w->rows, n_parts, false, &push, bindings);
 }
 
-vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor out,
-                           uint32_t gate_row, uint32_t up_row, uint32_t n, uint32_t n_tokens)
+vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
+                           const op_matvec_norm *norm, op_tensor out, uint32_t gate_row, uint32_t up_row, uint32_t n,
+                           uint32_t n_tokens)
 {
     if (!op_matvec_fusable(dev, w, x, n_tokens) || n == 0 || (uint64_t)gate_row + n > w->rows ||
         (uint64_t)up_row + n > w->rows || !holds(out, (uint64_t)n_tokens * n * 4))
@@ -593,9 +624,9 @@ vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
                        "%u tokens: not one dispatch, or out too small", gate_row, up_row, n, w ? w->rows : 0,
                        w ? w->cols : 0, n_tokens);
     matmul_push push = {.rows = n, .y_stride = n, .glu_gate_row = gate_row, .glu_up_row = up_row};
-    vkr_binding bindings[5] = {{0}};
+    vkr_binding bindings[6] = {{0}};
     bindings[2] = span(dev, out, 0, (uint64_t)n_tokens * n * 4, true, &push.y_skip);
-    return record_fused_matvec(cmd, dev, w, x, n_tokens, n, 1, true, &push, bindings);
+    return record_fused_matvec(cmd, dev, w, x, norm, n_tokens, n, 1, true, &push, bindings);
 }
 
 vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor ids,
@@ -650,7 +681,7 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
                 return s;
             uint32_t gx, gy;
             vkr_grid(dev, (uint32_t)((n * n_blocks + OP_WORKGROUP - 1) / OP_WORKGROUP), &gx, &gy);
-            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, 3, NULL, &push, sizeof push, gx, gy, 1);
+            s = dispatch_weight(cmd, pipe, w, texel, c, bindings, 3, NULL, NULL, &push, sizeof push, gx, gy, 1);
         }
     }
     return s;

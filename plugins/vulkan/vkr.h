@@ -172,7 +172,7 @@ vkllm_status vkr_buffer_read(vkr_device *dev, vkr_buffer *src, VkDeviceSize offs
  * buffers from binding VKR_TEXEL_BINDING on (see vkr_cmd_dispatch_texel). */
 #define VKR_MAX_BINDINGS 8
 #define VKR_TEXEL_BINDING 8
-#define VKR_MAX_TEXEL_BINDINGS 2
+#define VKR_MAX_TEXEL_BINDINGS 3
 #define VKR_PUSH_BYTES 128
 #define VKR_MAX_SPEC 8
 
