@@ -5,8 +5,8 @@
 # (default ./device-out): summary.txt (what the benchmarks and tests printed) and
 # logs.tar.gz (every test's output, the JSON results).
 #
-# STEPS (default "tests bench sweep") chooses what runs (sweep: matrix-vector shapes, SHAPES
-# overrides the list); MODELS_1B=0 and MODELS_7B=0 skip the 1.1B and 6.7B models;
+# STEPS (default "tests bench sweep") chooses what runs (sweep: decode without the fusion,
+# then matrix-vector shapes, SHAPES overrides the list); MODELS_1B=0 and MODELS_7B=0 skip the 1.1B and 6.7B models;
 # BENCH_ARGS (default "-p 512 -n 128 -r 3") goes to both vkllm-bench and llama-bench.
 # Each step has its own time limit, so one that hangs costs its limit, not the run.
 set -uo pipefail
@@ -142,7 +142,10 @@ if [[ " $steps " == *" sweep "* ]]; then
     # Matrix-vector shapes (VKLLM_MATVEC_SHAPE=WG,ROWS), decode only.
     for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-6.7B.Q4_0.gguf; do
         [ -f "$m" ] || continue
-        stamp "matvec shapes, $(basename "$m" .gguf)"
+        stamp "decode fusion off, then matvec shapes, $(basename "$m" .gguf)"
+        r=$(VKLLM_FUSE=off timeout 60 build-gpu/samples/vkllm-bench --plugin "$plugin" \
+            -m "$m" -p 0 -n 128 -r 3 --no-bandwidth 2>&1 | grep 'tg128 |' | cut -d'|' -f7)
+        say "  VKLLM_FUSE=off tg128 $r"
         for shape in ${SHAPES:-32,1 32,2 32,4 64,1 64,2 128,1 128,2 128,4 256,1}; do
             r=$(VKLLM_MATVEC_SHAPE=$shape timeout 60 build-gpu/samples/vkllm-bench --plugin "$plugin" \
                 -m "$m" -p 0 -n 128 -r 3 --no-bandwidth 2>&1 | grep 'tg128 |' | cut -d'|' -f7)
