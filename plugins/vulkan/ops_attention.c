@@ -25,16 +25,13 @@ typedef struct attention_push {
  * view's start in vec4s of f16. */
 static bool cache_texel_view(op_tensor t, uint64_t bytes, vkr_texel_binding *out, uint32_t *skip)
 {
-    const vkr_buffer *b = t.buffer;
-    if (!b->n_texel_views || t.offset % 16)
+    if (!t.buffer->n_texel_views || t.offset % 16)
         return false;
-    uint64_t v = t.offset / b->texel_stride;
-    if (v >= b->n_texel_views)
-        return false;
-    uint64_t start = v * b->texel_stride, end = start + b->texel_range < b->size ? start + b->texel_range : b->size;
+    uint64_t start, end;
+    uint32_t v = op_texel_view_at(t.buffer, t.offset, &start, &end);
     if (t.offset + bytes > end || (t.offset - start) / 8 > 0xffffffffu)
         return false;
-    *out = (vkr_texel_binding){b, b->texel_views[v * VKR_TEXEL_FORMATS + VKR_TEXEL_RGBA32], start, end - start};
+    *out = op_texel_binding(t.buffer, v, VKR_TEXEL_RGBA32);
     *skip = (uint32_t)((t.offset - start) / 8);
     return true;
 }

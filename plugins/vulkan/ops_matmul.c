@@ -85,25 +85,6 @@ static const op_weight_chunk *weight_chunk(const op_weight *w, bool texel, uint3
     return texel ? &w->texel_chunks[c] : &w->chunks[c];
 }
 
-/* The texel view of buffer b that starts at or below byte `first` and holds the most after
- * it: bytes [*start, *end) of b. */
-static uint32_t texel_view_at(const vkr_buffer *b, uint64_t first, uint64_t *start, uint64_t *end)
-{
-    uint64_t v = first / b->texel_stride;
-    if (v >= b->n_texel_views)
-        v = b->n_texel_views - 1;
-    *start = v * b->texel_stride;
-    *end = (*start + b->texel_range < b->size ? *start + b->texel_range : b->size) / 4 * 4;
-    return (uint32_t)v;
-}
-
-static vkr_texel_binding texel_binding(const vkr_buffer *b, uint32_t v, uint32_t format)
-{
-    uint64_t start, end;
-    texel_view_at(b, (uint64_t)v * b->texel_stride, &start, &end);
-    return (vkr_texel_binding){b, b->texel_views[v * VKR_TEXEL_FORMATS + format], start, end - start};
-}
-
 /* Records a dispatch whose weight is chunk c: bound as storage binding 0 over the chunk, or
  * (texel) as texel binding 0, the chunk's whole view (the shader clamps its reads to the view).
  * x_texel, when given, is texel binding 1, and nw_texel (with x_texel; else x_texel again) binding
@@ -115,11 +96,11 @@ static vkllm_status dispatch_weight(vkr_cmd *cmd, vkr_pipeline *pipe, const op_w
 {
     const op_weight_chunk *ch = weight_chunk(w, texel, c);
     if (texel) {
-        vkr_texel_binding tb[3] = {texel_binding(ch->buffer, ch->view, VKR_TEXEL_R32)};
-        if (x_texel)
+        vkr_texel_binding tb[3] = {op_texel_binding(ch->buffer, ch->view, VKR_TEXEL_R32)};
+        if (x_texel) { /* the matrix-vector shader declares the norm weight's binding: never left empty */
             tb[1] = *x_texel;
-        if (x_texel) /* the matrix-vector shader declares the norm weight's binding: never left empty */
             tb[2] = nw_texel ? *nw_texel : *x_texel;
+        }
         bindings[0] = (vkr_binding){0};
         return vkr_cmd_dispatch_texel(cmd, pipe, bindings, n_bindings, tb, x_texel ? 3 : 1, push, push_size, gx, gy,
                                       gz, pipe->name);
@@ -141,7 +122,7 @@ static void texel_layout(const vkr_buffer *buffer, VkDeviceSize offset, uint64_t
     uint32_t n_chunks = 0;
     for (uint32_t r = 0; r < out->rows;) {
         uint64_t first = offset + (uint64_t)r * out->row_bytes, start, end;
-        uint32_t v = texel_view_at(buffer, first, &start, &end);
+        uint32_t v = op_texel_view_at(buffer, first, &start, &end);
         uint64_t fit = end > first ? (end - first) / out->row_bytes : 0;
         /* byte offsets inside a view stay within uint32 in the shaders */
         if (fit == 0 || n_chunks == OP_MAX_CHUNKS || first - start > 0xffffffffu || end - start > 0xfffffffcu)
@@ -439,7 +420,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
         for (uint32_t t0 = 0; t0 < n_tokens && !s; t0 += tc) {
             /* As many tokens as fit the x and y bindings. */
             uint64_t x_first = x.offset + t0 * x_row, x_start = 0, x_end = 0;
-            uint32_t x_view = texel ? texel_view_at(x.buffer, x_first, &x_start, &x_end) : 0;
+            uint32_t x_view = texel ? op_texel_view_at(x.buffer, x_first, &x_start, &x_end) : 0;
             uint64_t fit_x = texel ? (x_end - x_first) / x_row
                                    : rows_fitting(dev, x, (uint64_t)t0 * w->cols, w->cols, w->cols);
             uint64_t fit_y = rows_fitting(dev, y, (uint64_t)t0 * w->rows + ch->row_begin, w->rows,
@@ -475,7 +456,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                                    false, &push.x_skip);
             bool x_vec4 = push.x_skip % 4 == 0 && w->cols % 4 == 0;
             if (texel)
-                x_texel = texel_binding(x.buffer, x_view, VKR_TEXEL_RGBA32);
+                x_texel = op_texel_binding(x.buffer, x_view, VKR_TEXEL_RGBA32);
 
             char name[48];
             vkr_pipeline *pipe;
@@ -524,7 +505,7 @@ bool op_matvec_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, u
     uint64_t fit_x;
     if (texel) {
         uint64_t start, end;
-        texel_view_at(x.buffer, x.offset, &start, &end);
+        op_texel_view_at(x.buffer, x.offset, &start, &end);
         fit_x = (end - x.offset) / (w->cols * 4ull);
     } else {
         fit_x = rows_fitting(dev, x, 0, w->cols, w->cols);
@@ -550,9 +531,9 @@ static vkllm_status record_fused_matvec(vkr_cmd *cmd, vkr_device *dev, const op_
     if (norm) {
         push->norm_eps = norm->eps;
         uint64_t start, end;
-        uint32_t v = texel ? texel_view_at(norm->w.buffer, norm->w.offset, &start, &end) : 0;
+        uint32_t v = texel ? op_texel_view_at(norm->w.buffer, norm->w.offset, &start, &end) : 0;
         if (texel && norm->w.offset + (uint64_t)w->cols * 4 <= end) { /* the weight's view holds it */
-            nw_texel = texel_binding(norm->w.buffer, v, VKR_TEXEL_RGBA32);
+            nw_texel = op_texel_binding(norm->w.buffer, v, VKR_TEXEL_RGBA32);
             push->nw_skip = (uint32_t)((norm->w.offset - start) / 16);
         } else {
             if (texel)
@@ -569,9 +550,9 @@ static vkllm_status record_fused_matvec(vkr_cmd *cmd, vkr_device *dev, const op_
     vkr_texel_binding x_texel = {0};
     if (texel) {
         uint64_t start, end;
-        uint32_t v = texel_view_at(x.buffer, x.offset, &start, &end);
+        uint32_t v = op_texel_view_at(x.buffer, x.offset, &start, &end);
         push->x_skip = (uint32_t)((x.offset - start) / 4);
-        x_texel = texel_binding(x.buffer, v, VKR_TEXEL_RGBA32);
+        x_texel = op_texel_binding(x.buffer, v, VKR_TEXEL_RGBA32);
     } else {
         bindings[1] = span(dev, x, 0, (uint64_t)n_tokens * w->cols * 4, false, &push->x_skip);
     }

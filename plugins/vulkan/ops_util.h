@@ -22,6 +22,26 @@ static inline const char *op_weight_type_name(uint32_t type)
     }
 }
 
+/* The texel view of buffer b (see vkr_buffer) that starts at or below byte `first` and holds
+ * the most after it: bytes [*start, *end) of b. */
+static inline uint32_t op_texel_view_at(const vkr_buffer *b, uint64_t first, uint64_t *start, uint64_t *end)
+{
+    uint64_t v = first / b->texel_stride;
+    if (v >= b->n_texel_views)
+        v = b->n_texel_views - 1;
+    *start = v * b->texel_stride;
+    *end = (*start + b->texel_range < b->size ? *start + b->texel_range : b->size) / 4 * 4;
+    return (uint32_t)v;
+}
+
+/* View v of buffer b in `format` (VKR_TEXEL_R32 or VKR_TEXEL_RGBA32), as a texel binding. */
+static inline vkr_texel_binding op_texel_binding(const vkr_buffer *b, uint32_t v, uint32_t format)
+{
+    uint64_t start, end;
+    op_texel_view_at(b, (uint64_t)v * b->texel_stride, &start, &end);
+    return (vkr_texel_binding){b, b->texel_views[v * VKR_TEXEL_FORMATS + format], start, end - start};
+}
+
 /* Default workgroup size for simple one-thread-per-element shaders. */
 #define OP_WORKGROUP 64u
 
