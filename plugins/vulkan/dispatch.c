@@ -142,12 +142,12 @@ static vkllm_status node_matrix(const vkr_device *dev, const struct vkllm_model_
     return s;
 }
 
-/* Whether node j is read by any node other than `reader`. */
-static bool read_elsewhere(const g_graph *g, int32_t j, uint32_t reader)
+/* Whether node j is read by any node outside [begin, end). */
+static bool read_outside(const g_graph *g, int32_t j, uint32_t begin, uint32_t end)
 {
     for (uint32_t i = 0; i < g->n_nodes; i++)
         for (int k = 0; k < G_MAX_INPUTS; k++)
-            if (i != reader && g->nodes[i].in[k] == j)
+            if ((i < begin || i >= end) && g->nodes[i].in[k] == j)
                 return true;
     return false;
 }
@@ -209,10 +209,8 @@ static vkllm_status record_fused_matmuls(vkr_device *dev, const struct vkllm_mod
         vkllm_status s = weight_of(model, norm->weight[0], &nw);
         if (s)
             return s;
-        for (uint32_t j = 0; j < g->n_nodes; j++)
-            for (int k = 0; k < G_MAX_INPUTS; k++)
-                if (g->nodes[j].in[k] == (int32_t)i && (j < first || j >= first + n))
-                    return VKLLM_OK; /* the norm is read elsewhere too */
+        if (read_outside(g, (int32_t)i, first, first + n))
+            return VKLLM_OK; /* the norm is read elsewhere too */
         nm = (op_matvec_norm){nw->vector, norm->eps};
         if (plan->node_single_row[i] != plan->node_single_row[first] || norm->width % 4 || nm.w.offset % 16)
             return VKLLM_OK;
@@ -222,7 +220,8 @@ static vkllm_status record_fused_matmuls(vkr_device *dev, const struct vkllm_mod
     const g_node *next = first + 2 < g->n_nodes ? &g->nodes[first + 2] : NULL;
     int32_t p0 = (int32_t)first, p1 = p0 + 1;
     if (n == 2 && next && next->op == G_SWIGLU && parts_w[0].rows == parts_w[1].rows &&
-        next->width == parts_w[0].rows && !read_elsewhere(g, p0, first + 2) && !read_elsewhere(g, p1, first + 2) &&
+        next->width == parts_w[0].rows && !read_outside(g, p0, first + 2, first + 3) &&
+        !read_outside(g, p1, first + 2, first + 3) &&
         ((next->in[0] == p0 && next->in[1] == p1) || (next->in[0] == p1 && next->in[1] == p0))) {
         uint32_t gate = next->in[0] == p0 ? 0 : parts_w[0].rows;
         uint32_t up = gate ? 0 : parts_w[0].rows;
@@ -249,7 +248,7 @@ static vkllm_status record_rope_kv_store(vkr_device *dev, const g_graph *g, cons
     const g_node *q = &g->nodes[i], *k = i + 1 < g->n_nodes ? &g->nodes[i + 1] : NULL;
     const g_node *store = i + 2 < g->n_nodes ? &g->nodes[i + 2] : NULL;
     bool with_rope = q->op == G_ROPE && k && k->op == G_ROPE && store && store->op == G_KV_STORE &&
-                     store->in[0] == (int32_t)i + 1 && !read_elsewhere(g, (int32_t)i + 1, i + 2) &&
+                     store->in[0] == (int32_t)i + 1 && !read_outside(g, (int32_t)i + 1, i + 2, i + 3) &&
                      q->rope.head_dim == k->rope.head_dim && q->rope.n_rot == k->rope.n_rot &&
                      q->rope.mode == k->rope.mode && q->rope.freq_base == k->rope.freq_base &&
                      q->rope.freq_scale == k->rope.freq_scale &&
