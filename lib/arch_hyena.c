@@ -245,21 +245,7 @@ vkllm_status g_build_hyena(const gguf_file *f, int last_row_only, g_graph *g)
     for (uint32_t l = 0; l < hp->n_layer; l++)
         if ((s = hp->n_head_kv_layer[l] ? build_attention(&b, l, &x) : build_hyena(&b, l, &x)))
             return s;
-    if (last_row_only &&
-        (s = g_add(b.g, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = E, .label = "last_row"}, &x)))
+    if ((s = g_expect_vector(f, "output_norm.weight", E)))
         return s;
-    int32_t h = -1, logits = -1;
-    const char *out_norm = "output_norm.weight";
-    if ((s = g_expect_vector(f, out_norm, E)) ||
-        (s = g_add(b.g, (g_node){.op = b.eps_outside ? G_HYENA_NORM : G_RMSNORM, .in = {x, -1},
-                                 .weight = {out_norm}, .width = E, .eps = hp->norm_eps, .label = out_norm},
-                        &h)) ||
-        (s = g_add(b.g, (g_node){.op = G_MATMUL, .in = {h, -1}, .weight = {output}, .width = hp->n_vocab,
-                                 .label = output},
-                        &logits)) ||
-        (s = g_add(b.g, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"},
-                        NULL)))
-        return s;
-    g->logits_node = logits;
-    return VKLLM_OK;
+    return g_add_output_head(g, x, last_row_only, b.eps_outside ? G_HYENA_NORM : G_RMSNORM, output);
 }

@@ -131,19 +131,5 @@ vkllm_status g_build_mamba(const gguf_file *f, int last_row_only, g_graph *g)
     for (uint32_t l = 0; l < hp->n_layer; l++)
         if ((s = build_layer(&b, l, &x)))
             return s;
-    if (last_row_only &&
-        (s = g_add(b.g, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = E, .label = "last_row"}, &x)))
-        return s;
-    int32_t h = -1, logits = -1;
-    if ((s = g_add(b.g, (g_node){.op = G_RMSNORM, .in = {x, -1}, .weight = {"output_norm.weight"}, .width = E,
-                                 .eps = hp->norm_eps, .label = "output_norm.weight"},
-                        &h)) ||
-        (s = g_add(b.g, (g_node){.op = G_MATMUL, .in = {h, -1}, .weight = {output}, .width = hp->n_vocab,
-                                 .label = output},
-                        &logits)) ||
-        (s = g_add(b.g, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"},
-                        NULL)))
-        return s;
-    g->logits_node = logits;
-    return VKLLM_OK;
+    return g_add_output_head(g, x, last_row_only, G_RMSNORM, output);
 }

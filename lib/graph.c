@@ -168,6 +168,25 @@ vkllm_status g_layer_name(g_graph *g, const char **out, const char *fmt, uint32_
     return *out ? VKLLM_OK : vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
 }
 
+vkllm_status g_add_output_head(g_graph *g, int32_t x, int last_row_only, g_op norm_op, const char *output)
+{
+    const g_hparams *hp = &g->hp;
+    int32_t h = -1, logits = -1;
+    vkllm_status s = VKLLM_OK;
+    if ((last_row_only &&
+         (s = g_add(g, (g_node){.op = G_LAST_ROW, .in = {x, -1}, .width = hp->n_embd, .label = "last_row"}, &x))) ||
+        (s = g_add(g, (g_node){.op = norm_op, .in = {x, -1}, .weight = {"output_norm.weight"}, .width = hp->n_embd,
+                               .eps = hp->norm_eps, .label = "output_norm.weight"},
+                   &h)) ||
+        (s = g_add(g, (g_node){.op = G_MATMUL, .in = {h, -1}, .weight = {output}, .width = hp->n_vocab,
+                               .label = output},
+                   &logits)) ||
+        (s = g_add(g, (g_node){.op = G_OUTPUT, .in = {logits, -1}, .width = hp->n_vocab, .label = "logits"}, NULL)))
+        return s;
+    g->logits_node = logits;
+    return VKLLM_OK;
+}
+
 vkllm_status g_build(const gguf_file *f, int last_row_only, g_graph *out)
 {
     memset(out, 0, sizeof *out);

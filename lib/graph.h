@@ -169,6 +169,10 @@ vkllm_status g_add(g_graph *g, g_node node, int32_t *out);
 vkllm_status g_add_layer_matmul(g_graph *g, const gguf_file *f, int32_t x, const char *what, uint32_t l,
                                 uint32_t cols, uint32_t row_begin, uint32_t rows, uint32_t total_rows,
                                 int32_t acc, int32_t *out);
+/* The end of the recurrent builders' graphs: the last token's row when last_row_only, then
+ * logits = output . norm(x) with "output_norm.weight" (norm_op: G_RMSNORM or G_HYENA_NORM,
+ * eps hp.norm_eps), marked as the graph's logits. */
+vkllm_status g_add_output_head(g_graph *g, int32_t x, int last_row_only, g_op norm_op, const char *output);
 /* *out = fmt with the layer number l, allocated in the graph. */
 vkllm_status g_layer_name(g_graph *g, const char **out, const char *fmt, uint32_t l);
 
