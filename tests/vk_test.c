@@ -1,4 +1,5 @@
 #include "vk_test.h"
+#include "check.h"
 
 #include <stdarg.h>
 
@@ -159,9 +160,7 @@ void t_check(int cond, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    printf("%s ", cond ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
+    check_print(cond, fmt, ap);
     va_end(ap);
     if (!cond)
         t_failures++;
