@@ -62,6 +62,12 @@ typedef enum g_activation {
 #define G_MAX_EXPERTS 4096    /* mixture of experts: experts per layer */
 #define G_MAX_EXPERTS_USED 8  /* and per token */
 
+/* G_ROPE: rotary position embedding of n_heads heads. */
+typedef struct g_rope {
+    uint32_t n_heads, head_dim, n_rot, mode; /* mode: 0 adjacent pairs, 1 half split */
+    float freq_base, freq_scale;
+} g_rope;
+
 typedef struct g_node {
     g_op op;
     int32_t in[G_MAX_INPUTS];           /* node indices, -1 = none */
@@ -75,10 +81,7 @@ typedef struct g_node {
     struct {
         uint32_t begin, count;          /* MATMUL: rows of weight[0] used (count 0 = all) */
     } rows;
-    struct {
-        uint32_t n_heads, head_dim, n_rot, mode; /* mode: 0 adjacent pairs, 1 half split */
-        float freq_base, freq_scale;
-    } rope;
+    g_rope rope;
     struct {
         uint32_t n_heads, n_heads_kv, head_dim;
         float scale;

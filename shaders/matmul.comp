@@ -18,6 +18,11 @@
 // With NORM they multiply RMSNorm(x) * nw instead of x: x is scaled by the norm weight nw as
 // it is read, its sum of squares gathered on the way, and the sums are scaled by
 // 1 / sqrt(mean(x^2) + eps) at the end (the RMSNorm before a layer's products).
+// With ROPE_KV (and PARTS = 3: Q, K and V of a layer) the products go on to the attention's
+// inputs: q and k rotated (adjacent pairs, as ggml's rope), q stored to y, k and v stored as
+// f16 pairs into the KV cache rows of their positions (bindings 3 and 4 are the caches then).
+// An invocation owns both rows of each rotation pair: it computes pairs of adjacent rows.
+// The bits are those of op_rope_kv_store after the split product (rope.glsl).
 // MATVEC multiplies quants by x and applies the block's scale (and offset times sum(x)) once
 // per block and output, see blocks.glsl.
 // Per invocation the only loop that grows with the sizes walks one row's blocks (cols / 32,
@@ -40,6 +45,7 @@ layout(constant_id = 4) const bool X_VEC4 = false;    // see load_x4
 layout(constant_id = 5) const uint PARTS = 1;         // outputs of a split product (1-3)
 layout(constant_id = 6) const uint GLU = 0;           // 1: gate and up rows, silu(gate) * up
 layout(constant_id = 7) const uint NORM = 0;          // 1: RMSNorm(x) * nw instead of x
+layout(constant_id = 8) const uint ROPE_KV = 0;       // 1: rope q and k, store k and v to the cache
 const uint NR = ROWS + GLU * ROWS; // rows of W read per workgroup (per invocation with WEIGHTS_TEXEL)
 #else
 layout(constant_id = 1) const uint WG_ROWS = 16; // invocations along rows
@@ -73,6 +79,12 @@ vec4 x4_at(uint i) { return x4[i]; }
 layout(std430, binding = 2) buffer Y { float y[]; };
 layout(std430, binding = 3) writeonly buffer Y1 { float y1[]; }; // split parts 1 and 2
 layout(std430, binding = 4) writeonly buffer Y2 { float y2[]; };
+#ifdef MATVEC
+// ROPE_KV: the K and V caches in place of y1 and y2, f16 pairs; the step's first position.
+layout(std430, binding = 3) writeonly buffer KCache { uint k_cache[]; };
+layout(std430, binding = 4) writeonly buffer VCache { uint v_cache[]; };
+layout(std430, binding = 6) readonly buffer Params { uint n_past; } params;
+#endif
 #ifndef WEIGHTS_TEXEL
 layout(std430, binding = 5) readonly buffer NW { vec4 nw4[]; }; // NORM: the norm's weight
 #define NW4_AT(i) nw4[i]
@@ -95,9 +107,17 @@ layout(push_constant) uniform Push {
     uint glu_up_row;
     float norm_eps;    // NORM
     uint nw_skip;      // NORM with WEIGHTS_TEXEL: texels from nwtex's start to the norm weight
+    uint head_dim;     // ROPE_KV: dims per head, of which the first n_rot rotate
+    uint n_rot;
+    float theta_scale;
+    float freq_scale;
+    uint n_ctx;        // ROPE_KV: rows of each cache (position pos goes to row pos % n_ctx)
 } p;
 
 #include "blocks.glsl"
+#ifdef MATVEC
+#include "rope.glsl"
+#endif
 
 // x[t][c .. c+3], zeros past the end of the row (which only plain types can reach).
 // Uniform choices are specialization constants, not push constants, and the tail is handled
@@ -177,21 +197,53 @@ float norm_scale(float sq)
 {
     return NORM != 0u ? inversesqrt(sq / float(p.cols) + p.norm_eps) : 1.0;
 }
+
+// ROPE_KV: output rows r and r + 1 (r even) of token t, whose products are v0 and v1: a
+// rotation pair of q (stored to y) or of k (into the K cache), or two values of v.
+void store_pair_rope_kv(uint t, uint r, float v0, float v1)
+{
+    uint pos = params.n_past + t;
+    bool is_v = r >= p.part_row[1];
+    uint d = (r < p.part_row[0] ? r : r - p.part_row[0]) % p.head_dim;
+    if (!is_v && d < p.n_rot) {
+        float s, c;
+        rope_sincos(pos, d / 2u, p.theta_scale, p.freq_scale, s, c);
+        vec2 rotated = rope_rotate(v0, v1, s, c);
+        v0 = rotated.x;
+        v1 = rotated.y;
+    }
+    if (r < p.part_row[0]) {
+        store(t, r, v0);
+        store(t, r + 1u, v1);
+        return;
+    }
+    uint width = p.part_row[1] - p.part_row[0]; // of k and of v
+    uint at = pos % p.n_ctx * (width / 2u) + (r - (is_v ? p.part_row[1] : p.part_row[0])) / 2u;
+    if (is_v)
+        v_cache[at] = packHalf2x16(vec2(v0, v1));
+    else
+        k_cache[at] = packHalf2x16(vec2(v0, v1));
+}
 #endif
 
 #if defined(MATVEC) && defined(WEIGHTS_TEXEL)
 
-// Invocation `lane` computes rows row0 + lane + WG * r (r < ROWS) for all NT tokens.
+// Output row r (< ROWS) of this invocation: row0 + lane + WG * r, or with ROPE_KV (ROWS even)
+// adjacent rows in pairs, row0 + 2 lane + r % 2 + 2 WG (r / 2), for all NT tokens.
 // (Reading two blocks at a time, where their alignment alternates, saves 6 % of the JIT
 // instructions for q4_0 and q8_0 but measured no faster.)
+uint out_row(uint r)
+{
+    uint lane = gl_LocalInvocationID.x, row0 = linear_group_id() * (WG * ROWS);
+    return ROPE_KV != 0u ? row0 + 2u * lane + r % 2u + 2u * WG * (r / 2u) : row0 + lane + WG * r;
+}
+
 void main()
 {
-    uint lane = gl_LocalInvocationID.x;
-    uint row0 = linear_group_id() * (WG * ROWS) + lane;
     uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
     uint at[NR];
     [[unroll]] for (uint s = 0u; s < NR; s++)
-        at[s] = w_row_at(row0 + WG * (s % ROWS), s);
+        at[s] = w_row_at(out_row(s % ROWS), s);
     float acc[NR * NT];
     [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         acc[k] = 0.0;
@@ -234,10 +286,17 @@ void main()
         [[unroll]] for (uint r = 0u; r < NR; r++)
             acc[r * NT + t] *= scale;
     }
+    if (ROPE_KV != 0u) {
+        [[unroll]] for (uint r = 0u; r < ROWS; r += 2u)
+            [[unroll]] for (uint t = 0u; t < NT; t++)
+                if (out_row(r) < p.rows)
+                    store_pair_rope_kv(t, out_row(r), acc[r * NT + t], acc[min(r + 1u, NR - 1u) * NT + t]);
+        return;
+    }
     [[unroll]] for (uint r = 0u; r < ROWS; r++)
         [[unroll]] for (uint t = 0u; t < NT; t++)
-            if (row0 + WG * r < p.rows)
-                store(t, row0 + WG * r, OUTPUT(acc, r, t));
+            if (out_row(r) < p.rows)
+                store(t, out_row(r), OUTPUT(acc, r, t));
 }
 
 #elif defined(MATVEC)
@@ -312,8 +371,12 @@ void main()
                 acc[k] *= norm_scale(sq[k % NT]);
             [[unroll]] for (uint r = 0u; r < ROWS; r++)
                 [[unroll]] for (uint t = 0u; t < NT; t++)
-                    if (row0 + r < p.rows)
-                        store(t, row0 + r, OUTPUT(acc, r, t));
+                    if (row0 + r < p.rows) {
+                        if (ROPE_KV == 0u)
+                            store(t, row0 + r, OUTPUT(acc, r, t));
+                        else if (r % 2u == 0u) // ROWS and row0 are even (the min: ROWS odd never runs)
+                            store_pair_rope_kv(t, row0 + r, acc[r * NT + t], acc[min(r + 1u, NR - 1u) * NT + t]);
+                    }
         }
         return;
     }
@@ -332,21 +395,29 @@ void main()
     }
     barrier();
     // One invocation per output sums the parts (a single barrier: on lavapipe each barrier
-    // is a context switch, and the parts are few). With GLU it sums the up row's parts too.
-    for (uint k = tid; k < ROWS * NT; k += WG) {
+    // is a context switch, and the parts are few). With GLU it sums the up row's parts too,
+    // with ROPE_KV the next row's (one invocation per rotation pair).
+    uint n_outputs = ROPE_KV != 0u ? ROWS / 2u * NT : ROWS * NT;
+    for (uint j = tid; j < n_outputs; j += WG) {
+        uint k = ROPE_KV != 0u ? j / NT * 2u * NT + j % NT : j; // output index: row * NT + token
+        uint k2 = GLU != 0u ? ROWS * NT + k : k + NT;          // the second sum's
         float s[2] = {0.0, 0.0}, squares = 0.0;
         for (uint i = 0u; i < n_parts; i++) {
             s[0] += partial[k * WG + i];
-            if (GLU != 0u)
-                s[1] += partial[(ROWS * NT + k) * WG + i];
+            if (GLU != 0u || ROPE_KV != 0u)
+                s[1] += partial[k2 * WG + i];
             if (NORM != 0u)
                 squares += partial[(NR * NT + k % NT) * WG + i];
         }
         float scale = norm_scale(squares);
         s[0] *= scale;
         s[1] *= scale;
-        if (row0 + k / NT < p.rows)
-            store(k % NT, row0 + k / NT, GLU != 0u ? silu(s[0]) * s[1] : s[0]);
+        if (row0 + k / NT < p.rows) {
+            if (ROPE_KV != 0u)
+                store_pair_rope_kv(k % NT, row0 + k / NT, s[0], s[1]);
+            else
+                store(k % NT, row0 + k / NT, GLU != 0u ? silu(s[0]) * s[1] : s[0]);
+        }
     }
 }
 

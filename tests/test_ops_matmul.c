@@ -452,7 +452,7 @@ static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts,
             ty[j] = t_tensor(dev, (size_t)n_tokens * parts[j] * 4);
             p[j] = (op_matvec_part){parts[j], ty[j]};
         }
-        s = op_matvec_split(cmd, dev, &w, tx, with_norm ? &norm : NULL, p, n_parts, n_tokens);
+        s = op_matvec_split(cmd, dev, &w, tx, with_norm ? &norm : NULL, p, n_parts, NULL, n_tokens);
     }
     uint32_t fused_dispatches = vkr_cmd_dispatch_count(cmd) - before;
     if (s) {
@@ -518,6 +518,99 @@ static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts,
     free(x), free(got), free(sep), free(nw), free(xr);
 }
 
+/* op_matvec_split with op_matvec_rope_kv: Q, K and V products (parts qkv[]: heads of
+ * head_dim), then the rope of q and k and the KV store, in one dispatch, against
+ * op_matvec_split followed by op_rope_kv_store (which the recorder swaps for it; that one is
+ * tested against separate rope and KV stores, and those against C references). q and both
+ * whole caches (rows not written included) must be bit-identical. The cache has 8 rows and
+ * the step starts at position 13, so that a 4-token step wraps around it. */
+static void check_fused_rope_kv(vkr_device *dev, test_weight *tw, const uint32_t qkv[3], uint32_t head_dim,
+                                uint32_t n_rot, bool with_norm, uint32_t n_tokens)
+{
+    const uint32_t n_ctx = 8, n_past = 13;
+    uint32_t cols = tw->cols, kv = qkv[1];
+    op_weight w = pass_weight(tw);
+    size_t nx = (size_t)n_tokens * cols, nq = (size_t)n_tokens * qkv[0], cache_bytes = (size_t)n_ctx * kv * 2;
+    float *x = malloc(nx * sizeof *x), *nw = malloc(cols * sizeof *nw);
+    float *q_got = malloc(nq * 4), *q_want = malloc(nq * 4);
+    uint8_t *cache_init = malloc(cache_bytes), *got[2] = {malloc(cache_bytes), malloc(cache_bytes)},
+            *want[2] = {malloc(cache_bytes), malloc(cache_bytes)};
+    t_fill_random(x, nx, n_tokens * 5 + n_rot);
+    t_fill_random(nw, cols, cols + 5);
+    for (size_t i = 0; i < cache_bytes; i++)
+        cache_init[i] = (uint8_t)(i * 37 + 11); /* rows nobody writes keep this */
+    vk_step_params params = {n_past, n_tokens, {0, 0}};
+    op_tensor tx = t_tensor_from(dev, x, nx * 4), tnw = t_tensor_from(dev, nw, cols * 4);
+    op_tensor tp = t_tensor_from(dev, &params, sizeof params);
+    op_tensor caches[2][2], ty[2][3];
+    for (int path = 0; path < 2; path++) /* 0: separate (want), 1: fused (got) */
+        for (int j = 0; j < 3; j++) {
+            if (j < 2)
+                caches[path][j] = t_tensor_from(dev, cache_init, cache_bytes);
+            ty[path][j] = t_tensor(dev, (size_t)n_tokens * qkv[j] * 4);
+        }
+    op_matvec_norm norm = {tnw, 1e-5f};
+    op_matvec_rope_kv rkv = {caches[1][0], caches[1][1], tp, head_dim, n_rot, 10000.0f, 0.5f};
+    op_rope_kv_desc d = {
+        .q = ty[0][0], .k = ty[0][1], .v = ty[0][2], .k_cache = caches[0][0], .v_cache = caches[0][1],
+        .params = tp, .n_tokens = n_tokens, .n_heads = qkv[0] / head_dim, .n_heads_kv = kv / head_dim,
+        .head_dim = head_dim, .n_rot = n_rot, .mode = OP_ROPE_ADJACENT, .freq_base = rkv.freq_base,
+        .freq_scale = rkv.freq_scale,
+    };
+    char what[128];
+    snprintf(what, sizeof what, "matvec_split%s +rope_kv %s %ux%u, heads of %u (%u rotated), tokens %u",
+             with_norm ? " +norm" : "", ggml_traits(tw->type).name, tw->rows, cols, head_dim, n_rot, n_tokens);
+    op_matvec_part p[2][3];
+    for (int path = 0; path < 2; path++)
+        for (int j = 0; j < 3; j++)
+            p[path][j] = (op_matvec_part){qkv[j], ty[path][j]};
+    vkr_cmd *cmd = t_begin(dev);
+    vkllm_status s = op_matvec_split(cmd, dev, &w, tx, with_norm ? &norm : NULL, p[0], 3, NULL, n_tokens);
+    if (!s)
+        s = op_rope_kv_store(cmd, dev, &d);
+    uint32_t before = vkr_cmd_dispatch_count(cmd);
+    if (!s)
+        s = op_matvec_split(cmd, dev, &w, tx, with_norm ? &norm : NULL, p[1], 3, &rkv, n_tokens);
+    uint32_t fused_dispatches = vkr_cmd_dispatch_count(cmd) - before;
+    if (s) {
+        t_check(0, "%s record: %s", what, vk_error_message());
+        vkr_cmd_destroy(cmd);
+    } else {
+        const char *label = "";
+        run_labelled(cmd, &label);
+        t_read(dev, ty[1][0], q_got, nq * 4);
+        t_read(dev, ty[0][0], q_want, nq * 4);
+        for (int j = 0; j < 2; j++) {
+            t_read(dev, caches[1][j], got[j], cache_bytes);
+            t_read(dev, caches[0][j], want[j], cache_bytes);
+        }
+        size_t q_same = 0, k_same = 0, v_same = 0, rotated = 0;
+        for (size_t i = 0; i < nq; i++)
+            q_same += memcmp(&q_got[i], &q_want[i], 4) == 0;
+        for (size_t i = 0; i < cache_bytes; i += 2) {
+            k_same += memcmp(got[0] + i, want[0] + i, 2) == 0;
+            v_same += memcmp(got[1] + i, want[1] + i, 2) == 0;
+            rotated += memcmp(want[0] + i, cache_init + i, 2) != 0;
+        }
+        bool ok = s == VKLLM_OK && fused_dispatches == 1 && q_same == nq && k_same == cache_bytes / 2 &&
+                  v_same == cache_bytes / 2 && rotated > 0;
+        t_check(ok, "%s: %u dispatch; bit-identical to the separate ops: q %zu of %zu, K cache %zu and V cache %zu "
+                "of %zu (%zu K values written)", what, fused_dispatches, q_same, nq, k_same, v_same,
+                cache_bytes / 2, rotated);
+    }
+    for (int path = 0; path < 2; path++)
+        for (int j = 0; j < 3; j++) {
+            if (j < 2)
+                t_tensor_free(dev, caches[path][j]);
+            t_tensor_free(dev, ty[path][j]);
+        }
+    t_tensor_free(dev, tx);
+    t_tensor_free(dev, tnw);
+    t_tensor_free(dev, tp);
+    free(x), free(nw), free(q_got), free(q_want), free(cache_init);
+    free(got[0]), free(got[1]), free(want[0]), free(want[1]);
+}
+
 /* The fused cases of one type: Q, K, V-like parts (GQA: K and V narrower), two parts, and
  * GLU halves in both orders, for 1 and 2 tokens and the most the matrix-vector shape takes;
  * with and without the RMSNorm of x. */
@@ -537,6 +630,15 @@ static void check_fused_cases(vkr_device *dev, uint32_t type, uint32_t cols, uin
     }
     check_fused(dev, &tw, all, 1, false, false, false, 1); /* one part: a plain product */
     check_fused(dev, &tw, all, 1, false, false, true, 2);  /* the norm before an output head */
+    /* with the rope and KV store: 6 q heads over 2 KV heads of 16, all or half rotated */
+    for (size_t k = 0; k < 3; k++) {
+        op_weight w = pass_weight(&tw);
+        op_tensor probe = t_tensor(dev, (size_t)token_counts[k] * cols * 4);
+        bool fusable = op_matvec_fusable(dev, &w, probe, token_counts[k]); /* as check_fused says */
+        t_tensor_free(dev, probe);
+        if (fusable)
+            check_fused_rope_kv(dev, &tw, qkv, 16, k == 1 ? 8 : 16, k != 0, token_counts[k]);
+    }
     free_weight(dev, &tw);
     if (make_weight(dev, type, 64, cols, offset, seed + 1, &tw) == VKLLM_OK)
         check_fused(dev, &tw, two, 2, false, false, false, 2);
@@ -555,7 +657,7 @@ static void check_fused_cases(vkr_device *dev, uint32_t type, uint32_t cols, uin
                 ggml_traits(type).name);
         op_matvec_part p[2] = {{32, ty}, {16, ty}};
         vkr_cmd *cmd = t_begin(dev);
-        t_check(op_matvec_split(cmd, dev, &w, tx, NULL, p, 2, 1) != VKLLM_OK,
+        t_check(op_matvec_split(cmd, dev, &w, tx, NULL, p, 2, NULL, 1) != VKLLM_OK,
                 "%s: matvec_split refuses parts of 48 rows for a weight of 64: %s", ggml_traits(type).name,
                 vk_error_message());
         vkr_cmd_destroy(cmd);

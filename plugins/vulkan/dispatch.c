@@ -158,13 +158,35 @@ static bool fusion_off(void)
     return env && !strcmp(env, "off");
 }
 
+/* Whether the three products from node `first` on (q, k, v) are followed by what
+ * op_matvec_rope_kv does: the rope of q and of k in adjacent pairs, then the KV store of that
+ * k and v, with k, v and the rotated k read by nothing else. */
+static bool rope_kv_follows(const g_graph *g, uint32_t first)
+{
+    if (first + 5 >= g->n_nodes)
+        return false;
+    int32_t q = (int32_t)first, k = q + 1, v = q + 2;
+    const g_node *rope_q = &g->nodes[first + 3], *rope_k = &g->nodes[first + 4], *store = &g->nodes[first + 5];
+    if (rope_q->op != G_ROPE || rope_q->in[0] != q || rope_k->op != G_ROPE || rope_k->in[0] != k ||
+        store->op != G_KV_STORE || store->in[0] != k + 3 || store->in[1] != v)
+        return false;
+    const g_rope *a = &rope_q->rope, *b = &rope_k->rope;
+    return a->mode == 0 && b->mode == 0 && a->head_dim == b->head_dim && a->n_rot == b->n_rot &&
+           a->freq_base == b->freq_base && a->freq_scale == b->freq_scale &&
+           g->nodes[q].width == a->n_heads * a->head_dim && store->width == b->n_heads * b->head_dim &&
+           g->nodes[k].width == store->width && g->nodes[v].width == store->width &&
+           !read_outside(g, q, first + 3, first + 4) && !read_outside(g, k, first + 4, first + 5) &&
+           !read_outside(g, k + 3, first + 5, first + 6) && !read_outside(g, v, first + 5, first + 6);
+}
+
 /* Decode fusion (VKLLM_FUSE=off turns it off): consecutive MATMUL nodes from node i on that
  * multiply the same x, none accumulating or adding a bias, whose matrices lie end to end in
  * one buffer (a weight group, model.c, or row ranges of one fused matrix) run as one
  * op_matvec_split dispatch; when a SWIGLU of exactly two of them follows and is their only
- * reader, as one op_matvec_glu dispatch that also computes it. When node i is an RMSNorm
- * read only by such products (one or more) that follow it, the dispatch computes it too.
- * *n_fused gets the nodes recorded (0: none; record node i alone). */
+ * reader, as one op_matvec_glu dispatch that also computes it; when they are a layer's Q, K
+ * and V and the rope and KV store follow (rope_kv_follows), as one dispatch that does those
+ * too. When node i is an RMSNorm read only by such products (one or more) that follow it, the
+ * dispatch computes it too. *n_fused gets the nodes recorded (0: none; record node i alone). */
 static vkllm_status record_fused_matmuls(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,
                                          const dispatch_plan *plan, const dispatch_buffers *bufs,
                                          uint32_t n_tokens, uint32_t i, vkr_cmd *cmd, uint32_t *n_fused)
@@ -233,7 +255,21 @@ static vkllm_status record_fused_matmuls(vkr_device *dev, const struct vkllm_mod
     for (uint32_t k = 0; k < n; k++)
         parts[k] = (op_matvec_part){parts_w[k].rows, slot_tensor(plan, bufs, g, (int32_t)(first + k), n_tokens)};
     *n_fused = (norm ? 1 : 0) + n;
-    return op_matvec_split(cmd, dev, &whole_w, x, norm ? &nm : NULL, parts, n, rows);
+    if (n == 3 && rope_kv_follows(g, first)) {
+        const g_node *rope = &g->nodes[first + 3], *store = &g->nodes[first + 5];
+        op_matvec_rope_kv rkv = {
+            .k_cache = whole(&bufs->k_cache[store->layer]),
+            .v_cache = whole(&bufs->v_cache[store->layer]),
+            .params = whole(bufs->params),
+            .head_dim = rope->rope.head_dim,
+            .n_rot = rope->rope.n_rot,
+            .freq_base = rope->rope.freq_base,
+            .freq_scale = rope->rope.freq_scale,
+        };
+        *n_fused += 3;
+        return op_matvec_split(cmd, dev, &whole_w, x, norm ? &nm : NULL, parts, n, &rkv, rows);
+    }
+    return op_matvec_split(cmd, dev, &whole_w, x, norm ? &nm : NULL, parts, n, NULL, rows);
 }
 
 /* A layer's KV store in one dispatch (op_rope_kv_store), with the rope of q and k when node i

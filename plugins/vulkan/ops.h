@@ -152,11 +152,24 @@ typedef struct op_matvec_norm {
  * matrix-vector shape), w one chunk of the layout op_matmul would read, x and the outputs
  * within a binding. */
 bool op_matvec_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, uint32_t n_tokens);
+/* The rope and KV store that follow a layer's Q, K and V products (op_matvec_split with
+ * three parts: q, k, v of head_dim-dim heads), done by the same dispatch: the bits of
+ * op_rope_kv_store (adjacent pairs) after op_matvec_split. q is rotated before it is stored to
+ * parts[0].y; k rotated and v go into the f16 caches (as op_rope_kv_store's: the same number
+ * of rows of k's width) at row (params.n_past + t) % n_ctx, and parts[1].y and parts[2].y are
+ * not written. */
+typedef struct op_matvec_rope_kv {
+    op_tensor k_cache, v_cache;
+    op_tensor params; /* vk_step_params */
+    uint32_t head_dim, n_rot; /* n_rot even, <= head_dim; 0: no rotation */
+    float freq_base, freq_scale;
+} op_matvec_rope_kv;
 /* parts[j].y = (rows of part j of W) . x, for n_parts <= OP_MATVEC_MAX_PARTS parts holding all
- * of W's rows (x normed first when norm is not NULL). Same results as op_matmul on each part. */
+ * of W's rows (x normed first when norm is not NULL). Same results as op_matmul on each part.
+ * rope_kv (not NULL) goes on to the rope and KV store, see op_matvec_rope_kv. */
 vkllm_status op_matvec_split(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
                              const op_matvec_norm *norm, const op_matvec_part *parts, uint32_t n_parts,
-                             uint32_t n_tokens);
+                             const op_matvec_rope_kv *rope_kv, uint32_t n_tokens);
 /* out[t][r] = silu(W[gate_row + r] . x[t]) * (W[up_row + r] . x[t]), r < n (x normed first when
  * norm is not NULL): the same as op_matmul of the two row ranges followed by op_swiglu. */
 vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,

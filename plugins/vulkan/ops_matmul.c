@@ -13,6 +13,7 @@
 #include "ops_util.h"
 #include "quant.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,9 @@ typedef struct matmul_push {
     uint32_t glu_gate_row, glu_up_row;      /* MATVEC GLU (op_matvec_glu) */
     float norm_eps;                         /* MATVEC NORM (op_matvec_norm) */
     uint32_t nw_skip;
+    uint32_t head_dim, n_rot;               /* MATVEC ROPE_KV (op_matvec_rope_kv) */
+    float theta_scale, freq_scale;
+    uint32_t n_ctx;
 } matmul_push;
 
 /* Must match shaders/get_rows.comp. */
@@ -264,8 +268,8 @@ static uint32_t matvec_max_tokens(const vkr_device *dev)
 
 /* Matrix-vector specialization {wg, rows, n_tokens} (the caller adds W_ALIGNED and X_VEC4):
  * wg invocations split the columns of `rows` rows for all tokens; each output row reads
- * w_rows rows of W (2 for GLU). */
-static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_rows, uint32_t spec[5])
+ * w_rows rows of W (2 for GLU). pairs: rows must be even (ROPE_KV). */
+static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_rows, bool pairs, uint32_t spec[5])
 {
     const vkr_caps *c = &dev->caps;
     uint32_t sg = c->subgroup_size ? c->subgroup_size : 32;
@@ -291,8 +295,11 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_ro
         wg = c->max_workgroup_size;
     /* The reduction's shared memory: (w_rows * rows + 1) * n_tokens * wg floats (the 1: x's
      * squares, for a fused norm). */
-    while (rows > 1 && (uint64_t)(w_rows * rows + 1) * n_tokens * wg * 4 > c->shared_memory_size)
-        rows--;
+    if (pairs)
+        rows = rows < 2 ? 2 : rows & ~1u;
+    uint32_t least = pairs ? 2 : 1, step = pairs ? 2 : 1;
+    while (rows > least && (uint64_t)(w_rows * rows + 1) * n_tokens * wg * 4 > c->shared_memory_size)
+        rows -= step;
     while (wg > 1 && (uint64_t)(w_rows * rows + 1) * n_tokens * wg * 4 > c->shared_memory_size)
         wg /= 2;
     spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
@@ -306,14 +313,14 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_ro
  * workgroups leave cores idle: the choice minimizes ceil(workgroups / cores) * (rows + 2),
  * the +2 standing for the x loads. */
 static void matvec_lanes_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t total_rows,
-                               uint32_t w_rows, uint32_t spec[5])
+                               uint32_t w_rows, bool pairs, uint32_t spec[5])
 {
     const vkr_caps *c = &dev->caps;
-    uint32_t wg = c->subgroup_size ? c->subgroup_size : 8, rows = 1;
+    uint32_t wg = c->subgroup_size ? c->subgroup_size : 8, rows = pairs ? 2 : 1;
     if (cpu_shapes(dev)) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         uint64_t t = cores > 0 && cores < 1024 ? (uint64_t)cores : 1, best = UINT64_MAX;
-        for (uint32_t r = n_tokens == 1 ? 16 : n_tokens == 2 ? 8 : 4; r >= 1; r /= 2) {
+        for (uint32_t r = n_tokens == 1 ? 16 : n_tokens == 2 ? 8 : 4; r >= rows; r /= 2) {
             uint64_t groups = (total_rows + (uint64_t)wg * r - 1) / ((uint64_t)wg * r);
             uint64_t cost = (groups + t - 1) / t * (w_rows * r + 2);
             if (cost < best)
@@ -372,28 +379,29 @@ static bool reads_texel(const op_weight *w, op_tensor x)
 
 /* The matrix-vector pipeline for chunk ch of w and n_tokens tokens, and its grid over `rows`
  * output rows. parts: outputs of a split product (1 = a plain one); glu: two rows of W per
- * output row. */
+ * output row; rope_kv: the rope and KV store after a Q, K, V split. */
 static vkllm_status matvec_pipeline(vkr_device *dev, const op_weight *w, const op_weight_chunk *ch, bool texel,
                                     uint32_t n_tokens, uint32_t rows, bool x_vec4, uint32_t parts, bool glu,
-                                    bool norm, vkr_pipeline **pipe, uint32_t *gx, uint32_t *gy)
+                                    bool norm, bool rope_kv, vkr_pipeline **pipe, uint32_t *gx, uint32_t *gy)
 {
-    uint32_t spec[8];
+    uint32_t spec[9];
     if (texel)
-        matvec_lanes_shape(dev, n_tokens, rows, glu ? 2 : 1, spec);
+        matvec_lanes_shape(dev, n_tokens, rows, glu ? 2 : 1, rope_kv, spec);
     else
-        matvec_shape(dev, n_tokens, glu ? 2 : 1, spec);
+        matvec_shape(dev, n_tokens, glu ? 2 : 1, rope_kv, spec);
     spec[3] = aligned_blocks(w, ch);
     spec[4] = x_vec4;
     spec[5] = parts;
     spec[6] = glu;
     spec[7] = norm;
+    spec[8] = rope_kv;
     char name[48];
     const char *tname = op_weight_type_name(w->type);
     if (texel)
         snprintf(name, sizeof name, "matvec_%s_tx", tname);
     else
         snprintf(name, sizeof name, "matvec_%s%s", tname, dev->caps.subgroup_arithmetic ? "_sg" : "");
-    vkllm_status s = vkr_pipeline_get(dev, name, spec, 8, pipe);
+    vkllm_status s = vkr_pipeline_get(dev, name, spec, 9, pipe);
     uint32_t group_rows = texel ? spec[0] * spec[1] : spec[1];
     if (!s)
         vkr_grid(dev, (rows + group_rows - 1) / group_rows, gx, gy);
@@ -462,8 +470,8 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
             vkr_pipeline *pipe;
             uint32_t gx, gy, gz = 1;
             if (tc <= matvec_max_tokens(dev)) {
-                if ((s = matvec_pipeline(dev, w, ch, texel, tc, ch->row_count, x_vec4, 1, false, false, &pipe, &gx,
-                                         &gy)))
+                if ((s = matvec_pipeline(dev, w, ch, texel, tc, ch->row_count, x_vec4, 1, false, false, false,
+                                         &pipe, &gx, &gy)))
                     return s;
             } else if (!texel && use_tiled(dev)) {
                 uint32_t spec[3] = {MATMUL_TILED_WG, aligned_blocks(w, ch), x_vec4};
@@ -519,7 +527,8 @@ bool op_matvec_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, u
  * norm (NULL: none) and the weight chunk, then the dispatch over `rows` output rows. */
 static vkllm_status record_fused_matvec(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
                                         const op_matvec_norm *norm, uint32_t n_tokens, uint32_t rows,
-                                        uint32_t parts, bool glu, matmul_push *push, vkr_binding bindings[6])
+                                        uint32_t parts, bool glu, bool rope_kv, matmul_push *push,
+                                        vkr_binding bindings[7])
 {
     if (norm && (w->cols % 4 || !holds(norm->w, (uint64_t)w->cols * 4) || norm->w.offset % 16 ||
                  !(norm->eps >= 0.0f)))
@@ -559,17 +568,48 @@ static vkllm_status record_fused_matvec(vkr_cmd *cmd, vkr_device *dev, const op_
     bool x_vec4 = push->x_skip % 4 == 0 && w->cols % 4 == 0;
     vkr_pipeline *pipe;
     uint32_t gx, gy;
-    vkllm_status s = matvec_pipeline(dev, w, ch, texel, n_tokens, rows, x_vec4, parts, glu, norm != NULL, &pipe,
-                                     &gx, &gy);
+    vkllm_status s = matvec_pipeline(dev, w, ch, texel, n_tokens, rows, x_vec4, parts, glu, norm != NULL, rope_kv,
+                                     &pipe, &gx, &gy);
     if (!s)
-        s = dispatch_weight(cmd, pipe, w, texel, 0, bindings, 6, texel ? &x_texel : NULL, norm ? &nw_texel : NULL,
+        s = dispatch_weight(cmd, pipe, w, texel, 0, bindings, 7, texel ? &x_texel : NULL, norm ? &nw_texel : NULL,
                             push, sizeof *push, gx, gy, 1);
     return s;
 }
 
+/* Binds op_matvec_rope_kv's caches and params in place of y1 and y2 (bindings 3, 4 and 6) and
+ * sets its push constants, for q, k and v parts of q_rows, kv_rows and kv_rows. */
+static vkllm_status bind_rope_kv(const vkr_device *dev, const op_matvec_rope_kv *r, uint32_t q_rows,
+                                 uint32_t kv_rows, matmul_push *push, vkr_binding bindings[7])
+{
+    uint64_t cache_row = (uint64_t)kv_rows * 2, n_ctx = r->k_cache.size / cache_row;
+    if (r->head_dim == 0 || q_rows % r->head_dim || kv_rows % r->head_dim || r->head_dim % 2 || r->n_rot % 2 ||
+        r->n_rot > r->head_dim || (r->n_rot && (!(r->freq_base > 0.0f) || !isfinite(r->freq_scale))))
+        return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: rope of %u of %u dims (base %g, scale %g) over q and k "
+                       "of %u and %u rows", r->n_rot, r->head_dim, r->freq_base, r->freq_scale, q_rows, kv_rows);
+    if (n_ctx == 0 || n_ctx > 0xffffffffu || r->v_cache.size / cache_row != n_ctx ||
+        !holds(r->params, sizeof(vk_step_params)))
+        return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: caches of %llu and %llu bytes must hold the same number "
+                       "(>= 1) of rows of %u f16, params a vk_step_params", (unsigned long long)r->k_cache.size,
+                       (unsigned long long)r->v_cache.size, kv_rows);
+    /* The rows written depend on n_past, known only at run time: the whole caches are bound. */
+    if (n_ctx * cache_row > binding_limit(dev))
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "matvec_split: a cache (%llu rows x %u f16) exceeds a binding",
+                       (unsigned long long)n_ctx, kv_rows);
+    bindings[3] = op_bind_range(r->k_cache, 0, n_ctx * cache_row, true);
+    bindings[4] = op_bind_range(r->v_cache, 0, n_ctx * cache_row, true);
+    bindings[6] = op_bind_range(r->params, 0, sizeof(vk_step_params), false);
+    push->head_dim = r->head_dim;
+    push->n_rot = r->n_rot;
+    /* As op_rope (ggml): theta_scale = powf(freq_base, -2.0f / n_dims), in float on the host. */
+    push->theta_scale = r->n_rot ? powf(r->freq_base, -2.0f / (float)r->n_rot) : 1.0f;
+    push->freq_scale = r->freq_scale;
+    push->n_ctx = (uint32_t)n_ctx;
+    return VKLLM_OK;
+}
+
 vkllm_status op_matvec_split(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
                              const op_matvec_norm *norm, const op_matvec_part *parts, uint32_t n_parts,
-                             uint32_t n_tokens)
+                             const op_matvec_rope_kv *rope_kv, uint32_t n_tokens)
 {
     if (!op_matvec_fusable(dev, w, x, n_tokens) || n_parts == 0 || n_parts > OP_MATVEC_MAX_PARTS)
         return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: %u parts of a %ux%u weight, %u tokens: not one dispatch",
@@ -584,15 +624,23 @@ vkllm_status op_matvec_split(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, 
     if (total != w->rows)
         return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: parts hold %llu rows, the weight %u",
                        (unsigned long long)total, w->rows);
+    if (rope_kv && (n_parts != 3 || parts[1].rows != parts[2].rows))
+        return vk_fail(VKLLM_ERR_INTERNAL, "matvec_split: the rope and KV store need q, k and v parts (k and v "
+                       "of one width)");
     matmul_push push = {.rows = w->rows, .y_stride = parts[0].rows};
-    vkr_binding bindings[6] = {{0}};
+    vkr_binding bindings[7] = {{0}};
     uint32_t *skips[OP_MATVEC_MAX_PARTS] = {&push.y_skip, &push.y1_skip, &push.y2_skip};
     for (uint32_t j = 0, row = 0; j < n_parts; row += parts[j].rows, j++) {
         if (j > 0)
             push.part_row[j - 1] = row;
-        bindings[2 + j] = span(dev, parts[j].y, 0, (uint64_t)n_tokens * parts[j].rows * 4, true, skips[j]);
+        if (j == 0 || !rope_kv)
+            bindings[2 + j] = span(dev, parts[j].y, 0, (uint64_t)n_tokens * parts[j].rows * 4, true, skips[j]);
     }
-    return record_fused_matvec(cmd, dev, w, x, norm, n_tokens, w->rows, n_parts, false, &push, bindings);
+    vkllm_status s = rope_kv ? bind_rope_kv(dev, rope_kv, parts[0].rows, parts[1].rows, &push, bindings) : VKLLM_OK;
+    if (!s)
+        s = record_fused_matvec(cmd, dev, w, x, norm, n_tokens, w->rows, n_parts, false, rope_kv != NULL, &push,
+                                bindings);
+    return s;
 }
 
 vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
@@ -605,9 +653,9 @@ vkllm_status op_matvec_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
                        "%u tokens: not one dispatch, or out too small", gate_row, up_row, n, w ? w->rows : 0,
                        w ? w->cols : 0, n_tokens);
     matmul_push push = {.rows = n, .y_stride = n, .glu_gate_row = gate_row, .glu_up_row = up_row};
-    vkr_binding bindings[6] = {{0}};
+    vkr_binding bindings[7] = {{0}};
     bindings[2] = span(dev, out, 0, (uint64_t)n_tokens * n * 4, true, &push.y_skip);
-    return record_fused_matvec(cmd, dev, w, x, norm, n_tokens, n, 1, true, &push, bindings);
+    return record_fused_matvec(cmd, dev, w, x, norm, n_tokens, n, 1, true, false, &push, bindings);
 }
 
 vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor ids,
