@@ -9,6 +9,7 @@
 #include "sampling.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,6 +252,9 @@ static vkllm_status check_params(const vkllm_sampler_params *p)
     return VKLLM_OK;
 }
 
+static vkllm_status sample_candidates(float *logit, int32_t *ids, size_t n, bool ranked, float min_logit,
+                                      const vkllm_sampler_params *params, vk_rng *rng, int32_t *out);
+
 vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sampler_params *params,
                        const int32_t *history, size_t n_history, vk_rng *rng,
                        vk_sampler_scratch *scratch, int32_t *out)
@@ -315,24 +319,33 @@ vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sample
 
     /* candidates: the top-k, or every token that is not impossible */
     size_t n = 0;
-    int32_t best = -1;
     float min_logit = INFINITY;
-    const int use_top_k = params->top_k > 0 && (uint32_t)params->top_k < n_vocab;
-    if (use_top_k) {
+    if (params->top_k > 0 && (uint32_t)params->top_k < n_vocab) {
         select_top_k(logit, n_vocab, (size_t)params->top_k, ids, &n);
-        if (n > 0)
-            best = ids[0];
-    } else {
-        for (uint32_t i = 0; i < n_vocab; i++) {
-            float x = logit[i];
-            if (x == -INFINITY)
-                continue;
-            ids[n++] = (int32_t)i;
-            if (best < 0 || x > logit[best])
-                best = (int32_t)i; /* strict >: the lowest id wins ties */
-            min_logit = x < min_logit ? x : min_logit;
-        }
+        return sample_candidates(logit, ids, n, true, min_logit, params, rng, out);
     }
+    for (uint32_t i = 0; i < n_vocab; i++) {
+        float x = logit[i];
+        if (x == -INFINITY)
+            continue;
+        ids[n++] = (int32_t)i;
+        min_logit = x < min_logit ? x : min_logit;
+    }
+    return sample_candidates(logit, ids, n, false, min_logit, params, rng, out);
+}
+
+/* The chain after the candidates (top-p, min-p, temperature, draw) over ids[0, n): the top-k in
+ * rank order (ranked), or every finite token in id order (min_logit their lowest logit). logit
+ * is indexed by id; the candidates' entries are overwritten. */
+static vkllm_status sample_candidates(float *logit, int32_t *ids, size_t n, bool ranked, float min_logit,
+                                      const vkllm_sampler_params *params, vk_rng *rng, int32_t *out)
+{
+    int32_t best = -1;
+    if (ranked && n > 0)
+        best = ids[0];
+    for (size_t i = 0; !ranked && i < n; i++)
+        if (best < 0 || logit[ids[i]] > logit[best])
+            best = ids[i]; /* strict >: the lowest id wins ties */
     if (n == 0)
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
                        "sample: every logit is -inf, there is no token to pick");
@@ -344,7 +357,7 @@ vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sample
 
     /* top-p on the temperature-1 distribution (temperature comes later in the chain) */
     if (params->top_p < 1.0f) {
-        if (use_top_k) { /* a short list already in rank order */
+        if (ranked) { /* a short list already in rank order */
             double z = 0.0, cum = 0.0;
             for (size_t i = 0; i < n; i++)
                 z += (double)expf(logit[ids[i]] - max_logit);
@@ -403,4 +416,48 @@ vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sample
     }
     *out = pick;
     return VKLLM_OK;
+}
+
+vkllm_status vk_sample_top(const int32_t *ids, const float *values, size_t n, uint32_t n_vocab,
+                           const vkllm_sampler_params *params, const int32_t *history, size_t n_history,
+                           vk_rng *rng, vk_sampler_scratch *scratch, int32_t *out, bool *done)
+{
+    *done = false;
+    if (!ids || !values || !params || !scratch || !out || n_vocab == 0 || !scratch->probs || !scratch->ids ||
+        scratch->n_vocab < n_vocab)
+        return VKLLM_OK; /* vk_sample reports it */
+    vkllm_status st = check_params(params);
+    if (st != VKLLM_OK) {
+        *done = true;
+        return st;
+    }
+    const bool greedy = !(params->temperature > 0.0f);
+    size_t n_window = n_history;
+    if (params->repeat_last_n >= 0 && (size_t)params->repeat_last_n < n_window)
+        n_window = (size_t)params->repeat_last_n;
+    /* The candidates stand for the row only when nothing else is read: no penalty in effect,
+     * greedy or a top-k among them, no NaN or +inf (those rank first), a rng to draw with. */
+    if ((n_window > 0 && params->repeat_penalty != 1.0f) || n == 0 || (!greedy && !rng) ||
+        (!greedy && !(params->top_k > 0 && (uint32_t)params->top_k < n_vocab && (size_t)params->top_k <= n)) ||
+        !(values[0] < INFINITY))
+        return VKLLM_OK;
+    const int32_t *window = n_window > 0 ? history + (n_history - n_window) : NULL;
+    for (size_t i = 0; i < n_window; i++)
+        if (window[i] < 0 || (uint32_t)window[i] >= n_vocab)
+            return VKLLM_OK; /* vk_sample reports it */
+    /* the best-ranked finite ones (they come first; -inf and padding end the list) */
+    size_t k = greedy ? 1 : (size_t)params->top_k, m = 0;
+    while (m < k && m < n && ids[m] >= 0 && (uint32_t)ids[m] < n_vocab && values[m] != -INFINITY) {
+        scratch->ids[m] = ids[m];
+        scratch->probs[ids[m]] = values[m];
+        m++;
+    }
+    *done = true;
+    if (greedy) {
+        if (m == 0)
+            return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "sample: every logit is -inf, there is no token to pick");
+        *out = ids[0];
+        return VKLLM_OK;
+    }
+    return sample_candidates(scratch->probs, scratch->ids, m, true, INFINITY, params, rng, out);
 }

@@ -3,6 +3,7 @@
 #ifndef VKLLM_SAMPLING_H
 #define VKLLM_SAMPLING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,5 +33,16 @@ void vk_sampler_scratch_free(vk_sampler_scratch *s);
 vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sampler_params *params,
                        const int32_t *history, size_t n_history, vk_rng *rng,
                        vk_sampler_scratch *scratch, int32_t *out);
+
+/* vk_sample when the caller holds only the best-ranked candidates of the row: ids[i] with
+ * values[i], i < n, in rank order (higher logit first, lower id first on equal logits; -inf
+ * entries and ids outside the vocabulary end the list), as op_top_k gives them. When that is
+ * all vk_sample would read (greedy, or 0 < top_k <= n, top_k < n_vocab; no repetition penalty
+ * in effect; the best candidate neither NaN nor +inf) it sets *done and picks the same token,
+ * drawing the same random numbers, or fails as vk_sample would; otherwise *done is false and
+ * nothing is drawn: sample the whole row. */
+vkllm_status vk_sample_top(const int32_t *ids, const float *values, size_t n, uint32_t n_vocab,
+                           const vkllm_sampler_params *params, const int32_t *history, size_t n_history,
+                           vk_rng *rng, vk_sampler_scratch *scratch, int32_t *out, bool *done);
 
 #endif

@@ -602,6 +602,91 @@ static void test_edges(void)
     printf("edges: one finite logit, all -inf, NaN, +inf, n_vocab 1, bad history, bad params\n");
 }
 
+/* vk_sample_top against vk_sample: rows of random logits (ties, -0 and +0, -inf; rows shorter
+ * than the candidates), their 64 best-ranked as candidates (as op_top_k gives them, -0 as +0),
+ * over greedy and top-k settings with top-p, min-p and temperature: where it says it can, it
+ * must pick the same token and leave the generator in the same state; it must decline where
+ * the whole row is needed (top-k off or past the candidates, a penalty, a NaN or +inf). */
+static void test_sample_top(void)
+{
+    enum { K = 64 };
+    const uint32_t vocabs[] = {10, 64, 100, 1000, 32000};
+    const int32_t top_ks[] = {1, 2, 5, 40, 64, 65, 0};
+    int same = 0, declined = 0, compared = 0;
+    vk_rng g;
+    vk_rng_seed(&g, 99);
+    for (size_t vi = 0; vi < sizeof vocabs / sizeof *vocabs; vi++) {
+        uint32_t V = vocabs[vi];
+        float *row = malloc(V * sizeof *row);
+        int *order = malloc(V * sizeof *order);
+        for (int trial = 0; trial < 40; trial++) {
+            for (uint32_t i = 0; i < V; i++) {
+                double u = vk_rng_uniform(&g);
+                row[i] = trial % 3 == 0 ? (float)(int)(u * 6.0) - 3.0f : (float)(u * 12.0 - 6.0); /* ties */
+                if (trial % 5 == 1 && i % 4 == 0)
+                    row[i] = -INFINITY;
+                if (trial % 3 == 0 && i % 11 == 0)
+                    row[i] = i % 2 ? -0.0f : 0.0f;
+            }
+            if (trial == 7)
+                row[V / 2] = NAN;
+            if (trial == 8)
+                row[V - 1] = INFINITY;
+            for (uint32_t i = 0; i < V; i++)
+                order[i] = (int)i;
+            g_sort_logits = row;
+            if (trial != 7) /* (qsort with a NaN has no order; the candidates only need it first) */
+                qsort(order, V, sizeof *order, cmp_rank);
+            int32_t ids[K];
+            float values[K];
+            for (int i = 0; i < K; i++) {
+                ids[i] = i < (int)V ? order[i] : -1;
+                values[i] = i < (int)V ? row[order[i]] + 0.0f : -INFINITY; /* -0 comes back +0 */
+            }
+            if (trial == 7)
+                ids[0] = (int32_t)(V / 2), values[0] = NAN;
+            for (size_t ki = 0; ki < sizeof top_ks / sizeof *top_ks; ki++) {
+                vkllm_sampler_params p = params_off();
+                p.top_k = top_ks[ki];
+                p.temperature = ki == 0 && trial % 2 ? 0.0f : 0.5f + 0.25f * (float)(trial % 4);
+                p.top_p = trial % 4 == 3 ? 1.0f : 0.9f;
+                p.min_p = trial % 3 == 1 ? 0.05f : 0.0f;
+                int32_t hist[3] = {1, 2, 3};
+                if (trial == 9)
+                    p.repeat_penalty = 1.3f;
+                uint64_t seed = 1000 + (uint64_t)trial * 10 + ki;
+                vk_rng r_full, r_top;
+                vk_rng_seed(&r_full, seed);
+                vk_rng_seed(&r_top, seed);
+                int32_t t_full = -1, t_top = -2;
+                bool done = false;
+                vkllm_status s_top = vk_sample_top(ids, values, K, V, &p, hist, 3, &r_top, &scratch, &t_top, &done);
+                vkllm_status s_full = vk_sample(row, V, &p, hist, 3, &r_full, &scratch, &t_full);
+                bool need_row = trial == 7 || trial == 8 || trial == 9 ||
+                                (p.temperature > 0.0f && !(p.top_k > 0 && (uint32_t)p.top_k < V && p.top_k <= K));
+                if (!done) {
+                    declined++;
+                    CHECK(need_row, "V %u trial %d top_k %d temp %g: vk_sample_top declined", V, trial, p.top_k,
+                          (double)p.temperature);
+                    continue;
+                }
+                compared++;
+                CHECK(!need_row, "V %u trial %d top_k %d: vk_sample_top answered where the row is needed", V,
+                      trial, p.top_k);
+                bool ok = s_top == s_full && (s_full != VKLLM_OK || t_top == t_full) &&
+                          vk_rng_next(&r_top) == vk_rng_next(&r_full);
+                same += ok;
+                CHECK(ok, "V %u trial %d top_k %d temp %g: candidates %d (status %d), row %d (status %d)", V,
+                      trial, p.top_k, (double)p.temperature, t_top, s_top, t_full, s_full);
+            }
+        }
+        free(row);
+        free(order);
+    }
+    printf("sample_top: %d of %d answers as vk_sample's (token and generator state), %d declined\n", same,
+           compared, declined);
+}
+
 int main(void)
 {
     if (vk_sampler_scratch_init(&scratch, 151936) != VKLLM_OK) {
@@ -616,6 +701,7 @@ int main(void)
     test_large_vocab();
     test_repeat_penalty();
     test_edges();
+    test_sample_top();
     vk_sampler_scratch_free(&scratch);
     if (failures) {
         printf("%d check(s) failed\n", failures);
