@@ -280,4 +280,13 @@ vkllm_status op_hyena_iir(vkr_cmd *cmd, vkr_device *dev, op_tensor z, op_tensor 
                           op_tensor d, op_tensor state, op_tensor out, uint32_t n_tokens, uint32_t width,
                           uint32_t n_modes);
 
+/* The OP_TOP_K best-ranked of a row of n logits (higher logit first, lower id first on equal
+ * logits, -0 equal to +0: lib/sampling.c's order; a NaN ranks first of all), written to out as
+ * OP_TOP_K pairs of (value bits, id), best first; past the row's end ids are 0xffffffff. Rows
+ * longer than a workgroup's chunk (1024 on most devices) take more than one dispatch, through
+ * scratch (op_top_k_scratch_bytes; 0 for a short row). */
+#define OP_TOP_K 64u
+uint64_t op_top_k_scratch_bytes(const vkr_device *dev, uint32_t n);
+vkllm_status op_top_k(vkr_cmd *cmd, vkr_device *dev, op_tensor logits, uint32_t n, op_tensor scratch, op_tensor out);
+
 #endif
