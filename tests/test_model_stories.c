@@ -125,6 +125,87 @@ static void bad_inputs(vkllm_instance inst, vkllm_model model, const char *dir)
     api->context_free(ctx);
 }
 
+/* Sampling from the GPU's candidates (VKLLM_GPU_SAMPLING=on) against the host sampler over
+ * whole rows (=off), 40 tokens from the same seed for each setting: the same tokens. With the
+ * candidates no logits row reaches the host, unless the setting needs the whole row (a
+ * repetition penalty, top-k off) or logits() asks, which then gives the same row. */
+static void gpu_candidates(vkllm_model model, const vkllm_token *prompt, size_t n_prompt)
+{
+    const struct {
+        float temperature;
+        int32_t top_k;
+        float top_p, min_p, repeat_penalty;
+        bool needs_row;
+    } settings[] = {
+        {0.0f, 40, 1.0f, 0.0f, 1.0f, false},   /* greedy */
+        {0.8f, 40, 0.95f, 0.05f, 1.0f, false}, /* llama.cpp's defaults without the penalty */
+        {1.5f, 64, 1.0f, 0.0f, 1.0f, false},   /* top-k as far as the candidates go */
+        {0.8f, 40, 0.95f, 0.05f, 1.1f, true},  /* a penalty reads the history's logits */
+        {0.8f, 0, 0.9f, 0.0f, 1.0f, true},     /* top-k off */
+    };
+    const char *saved = getenv("VKLLM_GPU_SAMPLING");
+    char saved_copy[16] = "";
+    if (saved)
+        snprintf(saved_copy, sizeof saved_copy, "%s", saved);
+    enum { N = 40 };
+    for (size_t k = 0; k < sizeof settings / sizeof *settings; k++) {
+        vkllm_token out[2][N];
+        uint64_t reads[2] = {0, 0};
+        float *last_row[2] = {NULL, NULL};
+        uint32_t n_vocab = 0;
+        for (int on = 0; on < 2; on++) {
+            setenv("VKLLM_GPU_SAMPLING", on ? "on" : "off", 1);
+            vkllm_context ctx;
+            vkllm_context_params cp;
+            api->context_params_defaults(&cp, sizeof cp);
+            cp.n_ctx = 128;
+            cp.seed = 4242 + k;
+            vkllm_sampler_params sp;
+            api->sampler_params_defaults(&sp, sizeof sp);
+            sp.temperature = settings[k].temperature;
+            sp.top_k = settings[k].top_k;
+            sp.top_p = settings[k].top_p;
+            sp.min_p = settings[k].min_p;
+            sp.repeat_penalty = settings[k].repeat_penalty;
+            vkllm_status s = api->context_create(model, &cp, &ctx);
+            if (!s)
+                s = api->decode(ctx, prompt, n_prompt, 0);
+            for (int i = 0; i < N && !s; i++)
+                if (!(s = api->sample(ctx, &sp, &out[on][i])))
+                    s = api->decode(ctx, &out[on][i], 1, 0);
+            const float *row;
+            uint32_t rows;
+            if (!s && !(s = api->logits(ctx, &row, &rows, &n_vocab))) {
+                last_row[on] = malloc(n_vocab * sizeof(float));
+                memcpy(last_row[on], row, n_vocab * sizeof(float));
+            }
+            vkllm_context_stats st = {.size = sizeof st};
+            api->context_stats(ctx, &st);
+            reads[on] = st.logits_reads;
+            check(s == VKLLM_OK, "GPU sampling %s, setting %zu: %s", on ? "on" : "off", k,
+                  s ? api->context_error(ctx) : "ok");
+            api->context_free(ctx);
+        }
+        uint64_t want_reads = settings[k].needs_row ? N : 0;
+        check(!memcmp(out[0], out[1], sizeof out[0]),
+              "setting %zu (temperature %.1f, top-k %d, penalty %.1f): %d tokens from the GPU's candidates as "
+              "from whole rows", k, (double)settings[k].temperature, settings[k].top_k,
+              (double)settings[k].repeat_penalty, N);
+        check(reads[1] == want_reads + 1 && reads[0] == N + 1,
+              "setting %zu: logits rows read back: %llu with candidates (want %llu: %s, and 1 for logits()), "
+              "%llu without (want %d)", k, (unsigned long long)reads[1], (unsigned long long)want_reads + 1,
+              settings[k].needs_row ? "each sample needs the row" : "none", (unsigned long long)reads[0], N + 1);
+        check(last_row[0] && last_row[1] && !memcmp(last_row[0], last_row[1], n_vocab * sizeof(float)),
+              "setting %zu: logits() gives the same last row either way", k);
+        free(last_row[0]);
+        free(last_row[1]);
+    }
+    if (saved)
+        setenv("VKLLM_GPU_SAMPLING", saved_copy, 1);
+    else
+        unsetenv("VKLLM_GPU_SAMPLING");
+}
+
 int main(int argc, char **argv)
 {
     const char *shared = getenv("VKLLM_SHARED_DIR");
@@ -231,12 +312,20 @@ int main(int argc, char **argv)
     {
         const char *fuse = getenv("VKLLM_FUSE");
         bool fused = !(fuse && !strcmp(fuse, "off"));
-        uint32_t count = 0, want = fused ? 5 * info.n_layer + 2 : 15 * info.n_layer + 3;
+        uint32_t count = 0, want = fused ? 5 * info.n_layer + 2 : 15 * info.n_layer + 3, top_k = 0;
         const char *label;
         double ms;
         s = api->profile_entry(ctx, 0, &label, &ms, &count);
-        check((s == VKLLM_OK || s == VKLLM_ERR_UNSUPPORTED) && count == want,
-              "one decode step (%s): %u dispatches (want %u)", fused ? "fused" : "VKLLM_FUSE=off", count, want);
+        /* where the GPU picks sampling candidates (GPUs, VKLLM_GPU_SAMPLING=on): one more */
+        for (uint32_t i = 0; i < count && s == VKLLM_OK; i++) {
+            label = NULL;
+            if (api->profile_entry(ctx, i, &label, &ms, &(uint32_t){0}) == VKLLM_OK && label &&
+                !strcmp(label, "top_k"))
+                top_k++;
+        }
+        check((s == VKLLM_OK || s == VKLLM_ERR_UNSUPPORTED) && count - top_k == want && top_k <= 1,
+              "one decode step (%s): %u dispatches (want %u) and %u picking sampling candidates",
+              fused ? "fused" : "VKLLM_FUSE=off", count - top_k, want, top_k);
         s = VKLLM_OK;
     }
     vkllm_context_stats st = {.size = sizeof st};
@@ -292,6 +381,7 @@ int main(int argc, char **argv)
     api->context_free(ctx3);
     api->context_free(ctx);
 
+    gpu_candidates(model, toks, n_tok);
     bad_inputs(inst, model, dir);
 
     check(api->model_free(model) == VKLLM_OK, "model freed");

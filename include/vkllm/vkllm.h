@@ -218,6 +218,11 @@ typedef struct vkllm_context_stats {
     uint64_t tokens_prompt;    /* tokens processed in batches of more than one */
     uint64_t tokens_decoded;   /* tokens processed one at a time */
     double gpu_ms_last;        /* GPU time of the last decode call, from timestamps */
+    /* Decode calls whose logits reached the host. Every call's do, except where the GPU
+     * picks sampling candidates (GPUs; VKLLM_GPU_SAMPLING): there the last row is read back
+     * only when logits() asks for it or sample() needs more than the candidates (top-k off
+     * or above 64, a repetition penalty). */
+    uint64_t logits_reads;
 } vkllm_context_stats;
 
 /* ---- the function table ------------------------------------------------------------ */

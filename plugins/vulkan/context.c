@@ -30,15 +30,20 @@ struct vkllm_context_t {
     vkr_buffer *k_cache, *v_cache;
     vkr_buffer *conv_state, *ssm_state; /* recurrent models (Mamba), per layer; NULL otherwise */
     vkr_buffer params, tokens, logits_last, logits_all;
+    /* Sampling candidates (op_top_k) of the last-token graph, where the GPU picks them:
+     * logits_last is then device-local and read back only when the row is needed. */
+    bool gpu_candidates;
+    vkr_buffer top_k, top_k_scratch;
     vkr_buffer positions; /* n_past + t per batch row, for learned positions (OPT) */
     recording recordings[MAX_RECORDINGS];
     uint64_t use_clock;
 
     uint32_t n_past;
     int32_t *history; /* the tokens in the cache */
-    float *logits;    /* host copy when several batches contribute rows */
+    float *logits;    /* host copy when several batches contribute rows, or of logits_last */
     uint32_t logits_rows;
     const float *logits_ptr;
+    bool logits_pending; /* decoded, the row still on the device (gpu_candidates) */
     vkr_cmd *last_cmd; /* the last recording submitted, for profiles */
 
     vk_rng rng;
@@ -88,6 +93,8 @@ void context_free(vkllm_context ctx)
     vkr_buffer_destroy(dev, &ctx->positions);
     vkr_buffer_destroy(dev, &ctx->logits_last);
     vkr_buffer_destroy(dev, &ctx->logits_all);
+    vkr_buffer_destroy(dev, &ctx->top_k);
+    vkr_buffer_destroy(dev, &ctx->top_k_scratch);
     dispatch_plan_free(&ctx->plan_last);
     dispatch_plan_free(&ctx->plan_all);
     g_free(&ctx->graph_last);
@@ -183,6 +190,39 @@ static vkllm_status create_recurrent_state(vkllm_context ctx)
     return reset_recurrent_state(ctx);
 }
 
+/* Whether the GPU picks the sampling candidates: VKLLM_GPU_SAMPLING=on|off, by default on
+ * GPUs (on a CPU device the logits are in host memory anyway, and the host sampler is faster
+ * than the sort there), and only where op_top_k takes the row. */
+static bool use_gpu_candidates(const vkr_device *dev, uint32_t n_vocab)
+{
+    const char *e = getenv("VKLLM_GPU_SAMPLING");
+    bool on = e && !strcmp(e, "on") ? true : e && !strcmp(e, "off") ? false
+                                                                      : dev->caps.device_type != VKLLM_DEVICE_CPU;
+    return on && (uint64_t)n_vocab * 4 <= dev->caps.max_storage_buffer_range;
+}
+
+/* The last token's logits row: host-visible, or with GPU candidates device-local beside the
+ * candidates (host-visible) and a host copy for when the row is read after all. */
+static vkllm_status create_logits_last(vkllm_context ctx)
+{
+    vkr_device *dev = dev_of(ctx);
+    uint32_t n_vocab = ctx->graph_last.hp.n_vocab;
+    VkDeviceSize bytes = (VkDeviceSize)n_vocab * sizeof(float);
+    ctx->gpu_candidates = use_gpu_candidates(dev, n_vocab);
+    if (!ctx->gpu_candidates)
+        return vkr_buffer_create(dev, bytes, VKR_MEMORY_HOST, &ctx->logits_last);
+    uint64_t scratch = op_top_k_scratch_bytes(dev, n_vocab);
+    vkllm_status s;
+    if ((s = vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->logits_last)) ||
+        (s = vkr_buffer_create(dev, OP_TOP_K * 8, VKR_MEMORY_HOST, &ctx->top_k)) ||
+        (s = vkr_buffer_create(dev, scratch > 16 ? scratch : 16, VKR_MEMORY_DEVICE, &ctx->top_k_scratch)))
+        return s;
+    ctx->logits = malloc(bytes);
+    if (!ctx->logits)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory for a logits row");
+    return VKLLM_OK;
+}
+
 vkllm_status context_create(vkllm_model model, const vkllm_context_params *params, vkllm_context *out)
 {
     vkr_device *dev = model->inst->dev;
@@ -261,8 +301,7 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
     if ((s = vkr_buffer_create(dev, sizeof(vk_step_params), VKR_MEMORY_HOST, &ctx->params)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->tokens)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->positions)) ||
-        (s = vkr_buffer_create(dev, (VkDeviceSize)hp->n_vocab * sizeof(float), VKR_MEMORY_HOST,
-                               &ctx->logits_last)) ||
+        (s = create_logits_last(ctx)) ||
         (s = vkr_buffer_create(dev, (VkDeviceSize)hp->n_vocab * sizeof(float) * ctx->n_batch,
                                VKR_MEMORY_HOST, &ctx->logits_all)) ||
         (s = vk_sampler_scratch_init(&ctx->scratch, hp->n_vocab)))
@@ -307,6 +346,8 @@ static vkllm_status get_recording(vkllm_context ctx, uint32_t n_tokens, bool all
         .tokens = &ctx->tokens,
         .positions = &ctx->positions,
         .logits = all ? &ctx->logits_all : &ctx->logits_last,
+        .top_k = !all && ctx->gpu_candidates ? &ctx->top_k : NULL,
+        .top_k_scratch = &ctx->top_k_scratch,
         .n_ctx = ctx->cache_rows,
     };
     vkllm_status s = VKLLM_OK;
@@ -352,6 +393,7 @@ vkllm_status context_decode(vkllm_context ctx, const vkllm_token *tokens, size_t
         ctx->logits = grown;
     }
     ctx->logits_ptr = NULL;
+    ctx->logits_pending = false;
     double gpu_ms = 0;
     for (size_t done = 0; done < n;) {
         uint32_t batch = (uint32_t)(n - done < ctx->n_batch ? n - done : ctx->n_batch);
@@ -381,19 +423,39 @@ vkllm_status context_decode(vkllm_context ctx, const vkllm_token *tokens, size_t
                    (size_t)batch * n_vocab * sizeof(float));
         done += batch;
     }
-    if (want_all && n > 1) {
+    ctx->logits_rows = want_all ? (uint32_t)n : 1;
+    if (want_all && n > 1)
         ctx->logits_ptr = ctx->logits;
-        ctx->logits_rows = (uint32_t)n;
-    } else {
+    else if (want_all || !ctx->gpu_candidates)
         ctx->logits_ptr = (const float *)(want_all ? ctx->logits_all.mapped : ctx->logits_last.mapped);
-        ctx->logits_rows = 1;
-    }
+    else
+        ctx->logits_pending = true; /* sample() may need only the candidates */
+    if (ctx->logits_ptr)
+        ctx->stats.logits_reads++;
     ctx->stats.gpu_ms_last = gpu_ms;
+    return VKLLM_OK;
+}
+
+/* Reads the pending logits row back (GPU candidates: only when it is needed). */
+static vkllm_status host_logits(vkllm_context ctx)
+{
+    if (!ctx->logits_pending)
+        return VKLLM_OK;
+    uint32_t n_vocab = ctx->graph_last.hp.n_vocab;
+    vkllm_status s = vkr_buffer_read(dev_of(ctx), &ctx->logits_last, 0, ctx->logits, (VkDeviceSize)n_vocab * sizeof(float));
+    if (s)
+        return s;
+    ctx->logits_ptr = ctx->logits;
+    ctx->logits_pending = false;
+    ctx->stats.logits_reads++;
     return VKLLM_OK;
 }
 
 vkllm_status context_logits(vkllm_context ctx, const float **out, uint32_t *n_rows, uint32_t *n_vocab)
 {
+    vkllm_status s = host_logits(ctx);
+    if (s)
+        return s;
     if (!ctx->logits_ptr)
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "logits: nothing decoded yet");
     *out = ctx->logits_ptr;
@@ -404,9 +466,26 @@ vkllm_status context_logits(vkllm_context ctx, const float **out, uint32_t *n_ro
 
 vkllm_status context_sample(vkllm_context ctx, const vkllm_sampler_params *params, vkllm_token *out)
 {
+    uint32_t n_vocab = ctx->graph_last.hp.n_vocab;
+    if (ctx->logits_pending) { /* the GPU's candidates, when they are all the sampler reads */
+        const uint32_t *pairs = (const uint32_t *)ctx->top_k.mapped;
+        int32_t ids[OP_TOP_K];
+        float values[OP_TOP_K];
+        for (uint32_t i = 0; i < OP_TOP_K; i++) {
+            memcpy(&values[i], &pairs[2 * i], sizeof(float));
+            ids[i] = pairs[2 * i + 1] < n_vocab ? (int32_t)pairs[2 * i + 1] : -1;
+        }
+        bool done;
+        vkllm_status s = vk_sample_top(ids, values, OP_TOP_K, n_vocab, params, ctx->history, ctx->n_past, &ctx->rng,
+                                       &ctx->scratch, out, &done);
+        if (done)
+            return s;
+    }
+    vkllm_status s = host_logits(ctx);
+    if (s)
+        return s;
     if (!ctx->logits_ptr)
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "sample: nothing decoded yet");
-    uint32_t n_vocab = ctx->graph_last.hp.n_vocab;
     const float *row = ctx->logits_ptr + (size_t)(ctx->logits_rows - 1) * n_vocab;
     return vk_sample(row, n_vocab, params, ctx->history, ctx->n_past, &ctx->rng, &ctx->scratch, out);
 }
@@ -490,6 +569,7 @@ vkllm_status context_kv_truncate(vkllm_context ctx, uint32_t n_keep)
                        ctx->n_past - droppable, n_keep);
     ctx->n_past = n_keep;
     ctx->logits_ptr = NULL;
+    ctx->logits_pending = false;
     return VKLLM_OK;
 }
 

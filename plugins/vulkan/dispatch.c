@@ -506,6 +506,9 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
             break;
         case G_OUTPUT:
             s = vkr_cmd_copy(cmd, in0.buffer, 0, bufs->logits, 0, in0.size);
+            /* The candidates the host samples from, when it need not read the row. */
+            if (!s && bufs->top_k && in0.size == (VkDeviceSize)node->width * sizeof(float))
+                s = op_top_k(cmd, dev, in0, node->width, whole(bufs->top_k_scratch), whole(bufs->top_k));
             break;
         }
         if (s)

@@ -20,7 +20,10 @@ typedef struct dispatch_buffers {
     vkr_buffer *k_cache, *v_cache; /* one per layer, f16 [n_ctx][n_head_kv * head_dim] */
     vkr_buffer *params;       /* vk_step_params, host-visible */
     vkr_buffer *tokens;       /* int32 [max_tokens], host-visible */
-    vkr_buffer *logits;       /* f32 logits rows, host-visible */
+    vkr_buffer *logits;       /* f32 logits rows (device-local where top_k is set) */
+    /* Sampling candidates (op_top_k) of a one-row output: OP_TOP_K pairs, host-visible, and
+     * the op's scratch. NULL: none. */
+    vkr_buffer *top_k, *top_k_scratch;
     uint32_t n_ctx;           /* rows of each cache: position k lives in row k % n_ctx */
     /* Recurrent models (Mamba), one per layer, f32: conv state [d_inner][d_conv - 1] and
      * SSM state [d_inner][d_state]. NULL for models without G_SSM_* nodes. */

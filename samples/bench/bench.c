@@ -6,8 +6,10 @@
  *        has one, then random ids from a fixed seed); t/s = N / wall time of the call.
  *   tgN  a context holding one token (BOS, or a random id), then N decode() calls of one
  *        token each. Like llama-bench the tokens are fed, not sampled (random ids from a
- *        fixed seed): each step's logits are computed and read back but nothing samples
- *        from them, so the figure is the forward pass. t/s = N / wall time of the N calls.
+ *        fixed seed): each step's logits are computed (on GPUs with the sampling
+ *        candidates, the row staying on the device; on lavapipe read back) but nothing
+ *        samples from them, so the figure is the forward pass. t/s = N / wall time of the
+ *        N calls.
  *
  * Each test runs once untimed first (lavapipe compiles shaders at the first dispatch and
  * the plugin records a command buffer per batch size), then -r times on the same context,
