@@ -369,6 +369,20 @@ static void time_type(vkr_device *dev, uint32_t type)
     free_weight(dev, &tw);
 }
 
+/* Runs a recording whose recording returned s, or (s failed) counts the failure and drops it.
+ * Whether it ran. */
+static bool run_recorded(vkr_cmd *cmd, vkllm_status s, const char *what)
+{
+    if (s) {
+        t_check(0, "%s record: %s", what, vk_error_message());
+        vkr_cmd_destroy(cmd);
+        return false;
+    }
+    const char *label = "";
+    run_labelled(cmd, &label);
+    return true;
+}
+
 /* One weight: layout, matmul for each token count (with and without accumulation where it
  * adds a path), get_rows. */
 /* op_matvec_split and op_matvec_glu: several products of one x in one dispatch. parts[] lists
@@ -455,13 +469,7 @@ static void check_fused(vkr_device *dev, test_weight *tw, const uint32_t *parts,
         s = op_matvec_split(cmd, dev, &w, tx, with_norm ? &norm : NULL, p, n_parts, NULL, n_tokens);
     }
     uint32_t fused_dispatches = vkr_cmd_dispatch_count(cmd) - before;
-    if (s) {
-        t_check(0, "%s record: %s", what, vk_error_message());
-        vkr_cmd_destroy(cmd);
-    } else {
-        const char *label = "";
-        run_labelled(cmd, &label);
-    }
+    run_recorded(cmd, s, what);
     /* y as [part][token][row of part], the layout of both ty_sep and the split outputs */
     size_t n_got = glu ? (size_t)n_tokens * n_out : ny;
     if (glu) {
@@ -572,12 +580,7 @@ static void check_fused_rope_kv(vkr_device *dev, test_weight *tw, const uint32_t
     if (!s)
         s = op_matvec_split(cmd, dev, &w, tx, with_norm ? &norm : NULL, p[1], 3, &rkv, n_tokens);
     uint32_t fused_dispatches = vkr_cmd_dispatch_count(cmd) - before;
-    if (s) {
-        t_check(0, "%s record: %s", what, vk_error_message());
-        vkr_cmd_destroy(cmd);
-    } else {
-        const char *label = "";
-        run_labelled(cmd, &label);
+    if (run_recorded(cmd, s, what)) {
         t_read(dev, ty[1][0], q_got, nq * 4);
         t_read(dev, ty[0][0], q_want, nq * 4);
         for (int j = 0; j < 2; j++) {
