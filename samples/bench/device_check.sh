@@ -153,6 +153,19 @@ if [[ " $steps " == *" sweep "* ]]; then
             say "  VKLLM_MATVEC_SHAPE=$shape tg128 $r"
         done
     done
+    # Sampling candidates on the GPU (the default there) against the host sampler over the
+    # read-back row: vkllm-run's generation speed, which includes sampling (the bench's does not).
+    for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-134M.Q4_0.gguf; do
+        [ -f "$m" ] || continue
+        stamp "GPU sampling on/off, $(basename "$m" .gguf)"
+        for mode in on off; do
+            for args in "--temp 0" "--temp 0.8 --top-k 40 --top-p 0.95 --min-p 0.05"; do
+                r=$(VKLLM_GPU_SAMPLING=$mode timeout 60 build-gpu/samples/vkllm-run --plugin "$plugin" -m "$m" \
+                    -n 256 -s 1 $args 2>&1 >/dev/null | grep '^generation:')
+                say "  VKLLM_GPU_SAMPLING=$mode $args: $r"
+            done
+        done
+    done
 fi
 stamp "done"
 tar -czf "$out/logs.tar.gz" -C "$out" logs && rm -rf "$out/logs"
