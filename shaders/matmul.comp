@@ -3,7 +3,8 @@
 // and one group of tokens. Shapes, chosen by define:
 //  - MATVEC (few tokens, decode): a workgroup computes ROWS rows for all NT tokens; its
 //    invocations split the row's blocks and the partial sums are reduced at the end
-//    (subgroupAdd with USE_SUBGROUP, else through shared memory).
+//    (subgroupAdd with USE_SUBGROUP, else through shared memory). With SUBGROUP_ROWS each
+//    subgroup computes ROWS rows of its own instead, and a workgroup several such groups.
 //  - MATVEC with WEIGHTS_TEXEL (lavapipe): each invocation computes ROWS whole rows for all
 //    NT tokens, a workgroup WG * ROWS rows. On lavapipe that is cheaper: no reduction across
 //    invocations (subgroupAdd and the stores after it cost as much as a dozen blocks), and
@@ -46,6 +47,7 @@ layout(constant_id = 5) const uint PARTS = 1;         // outputs of a split prod
 layout(constant_id = 6) const uint GLU = 0;           // 1: gate and up rows, silu(gate) * up
 layout(constant_id = 7) const uint NORM = 0;          // 1: RMSNorm(x) * nw instead of x
 layout(constant_id = 8) const uint ROPE_KV = 0;       // 1: rope q and k, store k and v to the cache
+layout(constant_id = 9) const uint SUBGROUP_ROWS = 0; // storage MATVEC with subgroups: see main_subgroup_rows
 const uint NR = ROWS + GLU * ROWS; // rows of W read per workgroup (per invocation with WEIGHTS_TEXEL)
 #else
 layout(constant_id = 1) const uint WG_ROWS = 16; // invocations along rows
@@ -305,59 +307,120 @@ void main()
 // (NORM) NT sums of x's squares.
 shared float partial[(NR + NORM) * NT * WG];
 
-void main()
+// This invocation's sums: NR * NT products (row slot r, token t at r * NT + t) and (NORM) NT
+// sums of x's squares. (Globals: arrays sized by specialization constants do not pass well as
+// function arguments.)
+float acc[NR * NT], sq[NT];
+
+void clear_sums()
 {
-    uint tid = gl_LocalInvocationID.x;
-    uint row0 = linear_group_id() * ROWS;
-    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
-    float acc[NR * NT], sq[NT];
     [[unroll]] for (uint k = 0u; k < NR * NT; k++)
         acc[k] = 0.0;
     [[unroll]] for (uint t = 0u; t < NT; t++)
         sq[t] = 0.0;
+}
 
-    for (uint b = tid; b < n_blocks; b += WG) {
-        uint col = b * BLOCK_WEIGHTS;
-        wblock blk[NR];
-        [[unroll]] for (uint r = 0u; r < NR; r++)
-            blk[r] = load_block(w_row_at(row0 + r % ROWS, r) + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
+// Adds block b of rows row0 .. row0 + ROWS - 1 (and their GLU up rows) times x, for every token,
+// to acc; with NORM x's squares to sq.
+void add_block(uint b, uint row0)
+{
+    uint col = b * BLOCK_WEIGHTS;
+    wblock blk[NR];
+    [[unroll]] for (uint r = 0u; r < NR; r++)
+        blk[r] = load_block(w_row_at(row0 + r % ROWS, r) + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
 #ifdef PLAIN_WEIGHTS
 #define qdot acc // d = 1 and no offset: accumulate directly
 #else
-        float qdot[NR * NT];
-        [[unroll]] for (uint k = 0u; k < NR * NT; k++)
-            qdot[k] = 0.0;
+    float qdot[NR * NT];
+    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
+        qdot[k] = 0.0;
 #endif
 #ifdef BLOCK_HAS_OFFSET
-        float xsum[NT];
-        [[unroll]] for (uint t = 0u; t < NT; t++)
-            xsum[t] = 0.0;
+    float xsum[NT];
+    [[unroll]] for (uint t = 0u; t < NT; t++)
+        xsum[t] = 0.0;
 #endif
-        [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
-            vec4 qv[NR];
+    [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+        vec4 qv[NR];
+        [[unroll]] for (uint r = 0u; r < NR; r++)
+            qv[r] = block_q4(blk[r], g);
+        [[unroll]] for (uint t = 0u; t < NT; t++) {
+            vec4 xv = load_x4_normed(t, col + 4u * g, sq[t]);
+#ifdef BLOCK_HAS_OFFSET
+            xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
+#endif
             [[unroll]] for (uint r = 0u; r < NR; r++)
-                qv[r] = block_q4(blk[r], g);
-            [[unroll]] for (uint t = 0u; t < NT; t++) {
-                vec4 xv = load_x4_normed(t, col + 4u * g, sq[t]);
-#ifdef BLOCK_HAS_OFFSET
-                xsum[t] += (xv.x + xv.y) + (xv.z + xv.w);
-#endif
-                [[unroll]] for (uint r = 0u; r < NR; r++)
-                    qdot[r * NT + t] += dot(qv[r], xv);
-            }
+                qdot[r * NT + t] += dot(qv[r], xv);
         }
+    }
 #ifdef PLAIN_WEIGHTS
 #undef qdot
 #else
-        [[unroll]] for (uint r = 0u; r < NR; r++)
-            [[unroll]] for (uint t = 0u; t < NT; t++)
+    [[unroll]] for (uint r = 0u; r < NR; r++)
+        [[unroll]] for (uint t = 0u; t < NT; t++)
 #ifdef BLOCK_HAS_OFFSET
-                acc[r * NT + t] += blk[r].d * qdot[r * NT + t] + blk[r].m * xsum[t];
+            acc[r * NT + t] += blk[r].d * qdot[r * NT + t] + blk[r].m * xsum[t];
 #else
-                acc[r * NT + t] += blk[r].d * qdot[r * NT + t];
+            acc[r * NT + t] += blk[r].d * qdot[r * NT + t];
 #endif
 #endif
+}
+
+// Stores rows row0 .. row0 + ROWS - 1 from their whole sums in acc (GLU: and the up rows'; NORM:
+// sq whole too).
+void store_rows(uint row0)
+{
+    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
+        acc[k] *= norm_scale(sq[k % NT]);
+    [[unroll]] for (uint r = 0u; r < ROWS; r++)
+        [[unroll]] for (uint t = 0u; t < NT; t++)
+            if (row0 + r < p.rows) {
+                if (ROPE_KV == 0u)
+                    store(t, row0 + r, OUTPUT(acc, r, t));
+                else if (r % 2u == 0u) // ROWS and row0 are even (the min: ROWS odd never runs)
+                    store_pair_rope_kv(t, row0 + r, acc[r * NT + t], acc[min(r + 1u, NR - 1u) * NT + t]);
+            }
+}
+
+#ifdef USE_SUBGROUP
+// SUBGROUP_ROWS (the host's subgroup size, not 0): each subgroup computes ROWS rows alone, its
+// lanes splitting the blocks and one subgroupAdd summing them; a workgroup covers WG /
+// SUBGROUP_ROWS such row groups. No shared memory or barrier. A device whose subgroups are
+// larger than the host assumed has fewer of them: each then takes several row groups.
+void main_subgroup_rows()
+{
+    uint slots = WG / SUBGROUP_ROWS;
+    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
+    for (uint slot = gl_SubgroupID; slot < slots; slot += gl_NumSubgroups) {
+        uint row0 = (linear_group_id() * slots + slot) * ROWS;
+        clear_sums();
+        for (uint b = gl_SubgroupInvocationID; b < n_blocks; b += gl_SubgroupSize)
+            add_block(b, row0);
+        [[unroll]] for (uint k = 0u; k < NR * NT; k++)
+            acc[k] = subgroupAdd(acc[k]);
+        if (NORM != 0u)
+            [[unroll]] for (uint t = 0u; t < NT; t++)
+                sq[t] = subgroupAdd(sq[t]);
+        if (subgroupElect())
+            store_rows(row0);
     }
+}
+#endif
+
+void main()
+{
+#ifdef USE_SUBGROUP
+    if (SUBGROUP_ROWS != 0u) {
+        main_subgroup_rows();
+        return;
+    }
+#endif
+    uint tid = gl_LocalInvocationID.x;
+    uint row0 = linear_group_id() * ROWS;
+    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
+    clear_sums();
+    for (uint b = tid; b < n_blocks; b += WG)
+        add_block(b, row0);
 
 #ifdef USE_SUBGROUP
     [[unroll]] for (uint k = 0u; k < NR * NT; k++)
@@ -366,18 +429,8 @@ void main()
         [[unroll]] for (uint t = 0u; t < NT; t++)
             sq[t] = subgroupAdd(sq[t]);
     if (gl_NumSubgroups == 1u) {
-        if (tid == 0u) {
-            [[unroll]] for (uint k = 0u; k < NR * NT; k++)
-                acc[k] *= norm_scale(sq[k % NT]);
-            [[unroll]] for (uint r = 0u; r < ROWS; r++)
-                [[unroll]] for (uint t = 0u; t < NT; t++)
-                    if (row0 + r < p.rows) {
-                        if (ROPE_KV == 0u)
-                            store(t, row0 + r, OUTPUT(acc, r, t));
-                        else if (r % 2u == 0u) // ROWS and row0 are even (the min: ROWS odd never runs)
-                            store_pair_rope_kv(t, row0 + r, acc[r * NT + t], acc[min(r + 1u, NR - 1u) * NT + t]);
-                    }
-        }
+        if (tid == 0u)
+            store_rows(row0);
         return;
     }
     uint part = subgroupElect() ? gl_SubgroupID : WG; // WG: this invocation stores nothing

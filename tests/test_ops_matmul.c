@@ -784,6 +784,15 @@ int main(void)
             setenv("VKLLM_MATVEC_SHAPE", "32,2", 1);
             check_weight_case(dev, GGML_Q4_0, 127, 96, 34, 10, token_counts, 3);
             check_weight_case(dev, GGML_F16, 4097, 64, 0, 11, token_counts, 3);
+            /* each subgroup its own rows (where the device has subgroup arithmetic) */
+            const char *sg_shapes[] = {"32,2,sg", "64,3,sg"};
+            for (size_t k = 0; k < 2 && dev->caps.subgroup_arithmetic; k++) {
+                setenv("VKLLM_MATVEC_SHAPE", sg_shapes[k], 1);
+                printf("-- VKLLM_MATVEC_SHAPE=%s\n", sg_shapes[k]);
+                check_weight_case(dev, GGML_Q4_0, 127, 96, 34, 12, token_counts, 3);
+                check_weight_case(dev, GGML_F16, 4097, 64, 0, 13, token_counts, 3);
+                check_weight_case(dev, GGML_Q8_0, 33, 2048, 0, 14, token_counts, 2);
+            }
             unsetenv("VKLLM_MATVEC_SHAPE");
             for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types; ti++) {
                 bool plain = ggml_traits(all_types[ti]).block_size == 1;
@@ -809,6 +818,12 @@ int main(void)
             printf("-- fused, with VKLLM_MATMUL_SHAPES=gpu\n");
             check_fused_cases(dev, GGML_Q4_0, 96, 34, 50);
             check_fused_cases(dev, GGML_F16, 64, 0, 51);
+            if (dev->caps.subgroup_arithmetic) {
+                setenv("VKLLM_MATVEC_SHAPE", "32,4,sg", 1);
+                printf("-- fused, with VKLLM_MATVEC_SHAPE=32,4,sg\n");
+                check_fused_cases(dev, GGML_Q4_1, 96, 34, 52);
+                unsetenv("VKLLM_MATVEC_SHAPE");
+            }
             unsetenv("VKLLM_MATMUL_SHAPES");
         }
     }

@@ -268,12 +268,16 @@ static uint32_t matvec_max_tokens(const vkr_device *dev)
 
 /* Matrix-vector specialization {wg, rows, n_tokens} (the caller adds W_ALIGNED and X_VEC4):
  * wg invocations split the columns of `rows` rows for all tokens; each output row reads
- * w_rows rows of W (2 for GLU). pairs: rows must be even (ROPE_KV). */
-static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_rows, bool pairs, uint32_t spec[5])
+ * w_rows rows of W (2 for GLU). pairs: rows must be even (ROPE_KV). *sg_rows (SUBGROUP_ROWS):
+ * 0, or the subgroup size when each subgroup computes `rows` rows alone (a workgroup then
+ * covers wg / sg_rows times as many). */
+static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_rows, bool pairs, uint32_t spec[5],
+                         uint32_t *sg_rows)
 {
     const vkr_caps *c = &dev->caps;
     uint32_t sg = c->subgroup_size ? c->subgroup_size : 32;
     uint32_t wg, rows;
+    *sg_rows = 0;
     if (cpu_shapes(dev)) {
         /* One subgroup per workgroup: no shared memory or barrier. Many rows share each x
          * load. */
@@ -284,12 +288,17 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_ro
          * 9 shapes): 128 invocations over 4 rows beat 32 over 2 by 10 % and 32 %. */
         wg = sg > 128 ? sg : 128;
         rows = 4;
-        /* VKLLM_MATVEC_SHAPE=WG,ROWS overrides (for measuring shapes on a device). */
+        /* VKLLM_MATVEC_SHAPE=WG,ROWS overrides (for measuring shapes on a device); WG,ROWS,sg
+         * gives each subgroup ROWS rows of its own (needs subgroup arithmetic). */
         const char *e = getenv("VKLLM_MATVEC_SHAPE");
         unsigned ew, er;
-        if (e && sscanf(e, "%u,%u", &ew, &er) == 2 && ew >= sg && ew % sg == 0 && ew <= 1024 &&
-            er >= 1 && er <= 16)
+        char mode[4] = "";
+        int got = e ? sscanf(e, "%u,%u,%3s", &ew, &er, mode) : 0;
+        if (got >= 2 && ew >= sg && ew % sg == 0 && ew <= 1024 && er >= 1 && er <= 16) {
             wg = ew, rows = er;
+            if (got == 3 && !strcmp(mode, "sg") && c->subgroup_arithmetic && c->subgroup_size)
+                *sg_rows = sg;
+        }
     }
     if (wg > c->max_workgroup_size)
         wg = c->max_workgroup_size;
@@ -302,6 +311,8 @@ static void matvec_shape(const vkr_device *dev, uint32_t n_tokens, uint32_t w_ro
         rows -= step;
     while (wg > 1 && (uint64_t)(w_rows * rows + 1) * n_tokens * wg * 4 > c->shared_memory_size)
         wg /= 2;
+    if (wg < *sg_rows)
+        *sg_rows = 0;
     spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
 }
 
@@ -384,25 +395,26 @@ static vkllm_status matvec_pipeline(vkr_device *dev, const op_weight *w, const o
                                     uint32_t n_tokens, uint32_t rows, bool x_vec4, uint32_t parts, bool glu,
                                     bool norm, bool rope_kv, vkr_pipeline **pipe, uint32_t *gx, uint32_t *gy)
 {
-    uint32_t spec[9];
+    uint32_t spec[10], sg_rows = 0;
     if (texel)
         matvec_lanes_shape(dev, n_tokens, rows, glu ? 2 : 1, rope_kv, spec);
     else
-        matvec_shape(dev, n_tokens, glu ? 2 : 1, rope_kv, spec);
+        matvec_shape(dev, n_tokens, glu ? 2 : 1, rope_kv, spec, &sg_rows);
     spec[3] = aligned_blocks(w, ch);
     spec[4] = x_vec4;
     spec[5] = parts;
     spec[6] = glu;
     spec[7] = norm;
     spec[8] = rope_kv;
+    spec[9] = sg_rows;
     char name[48];
     const char *tname = op_weight_type_name(w->type);
     if (texel)
         snprintf(name, sizeof name, "matvec_%s_tx", tname);
     else
         snprintf(name, sizeof name, "matvec_%s%s", tname, dev->caps.subgroup_arithmetic ? "_sg" : "");
-    vkllm_status s = vkr_pipeline_get(dev, name, spec, 9, pipe);
-    uint32_t group_rows = texel ? spec[0] * spec[1] : spec[1];
+    vkllm_status s = vkr_pipeline_get(dev, name, spec, 10, pipe);
+    uint32_t group_rows = texel ? spec[0] * spec[1] : sg_rows ? spec[0] / sg_rows * spec[1] : spec[1];
     if (!s)
         vkr_grid(dev, (rows + group_rows - 1) / group_rows, gx, gy);
     return s;

@@ -174,7 +174,7 @@ vkllm_status vkr_buffer_read(vkr_device *dev, vkr_buffer *src, VkDeviceSize offs
 #define VKR_TEXEL_BINDING 8
 #define VKR_MAX_TEXEL_BINDINGS 3
 #define VKR_PUSH_BYTES 128
-#define VKR_MAX_SPEC 9
+#define VKR_MAX_SPEC 10
 
 struct vkr_pipeline {
     char name[64];

@@ -140,14 +140,15 @@ if [[ " $steps " == *" bench "* ]]; then
 fi
 if [[ " $steps " == *" sweep "* ]]; then
     # Matrix-vector shapes (VKLLM_MATVEC_SHAPE=WG,ROWS), decode only. Session 2's H200 sweep
-    # found 4 rows best of 1, 2 and 4 at every workgroup size: this one looks past 4.
+    # found 4 rows best of 1, 2 and 4 at every workgroup size: this one looks past 4, and at
+    # subgroups with rows of their own (WG,ROWS,sg: no shared memory, every lane busy).
     for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-6.7B.Q4_0.gguf; do
         [ -f "$m" ] || continue
         stamp "decode fusion off, then matvec shapes, $(basename "$m" .gguf)"
         r=$(VKLLM_FUSE=off timeout 60 build-gpu/samples/vkllm-bench --plugin "$plugin" \
             -m "$m" -p 0 -n 128 -r 3 --no-bandwidth 2>&1 | grep 'tg128 |' | cut -d'|' -f7)
         say "  VKLLM_FUSE=off tg128 $r"
-        for shape in ${SHAPES:-32,4 64,4 64,8 128,4 128,8 128,16 256,4 256,8}; do
+        for shape in ${SHAPES:-128,4 128,8 256,8 32,2,sg 32,4,sg 64,4,sg 128,4,sg 128,8,sg}; do
             r=$(VKLLM_MATVEC_SHAPE=$shape timeout 60 build-gpu/samples/vkllm-bench --plugin "$plugin" \
                 -m "$m" -p 0 -n 128 -r 3 --no-bandwidth 2>&1 | grep 'tg128 |' | cut -d'|' -f7)
             say "  VKLLM_MATVEC_SHAPE=$shape tg128 $r"
