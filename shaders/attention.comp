@@ -33,7 +33,7 @@
 //             the lanes' (max, sum, accumulator) are combined with subgroup operations. No
 //             shared memory and no barriers, which on llvmpipe cost more than the keys.
 //  KV_TEXEL:  (with LANES or PREFILL and ROLLED, the CPU shapes) the caches are read
-//             through texel views.
+//             through texel views, each texel of a row once (load_row_texels).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "reduce.glsl"
@@ -116,6 +116,36 @@ layout(constant_id = 1) const uint D4 = 16; // head_dim / 4
 #endif
 #define KC 4 // keys per chunk: one rescale of the accumulator per chunk
 
+#ifdef KV_TEXEL
+// A cache row's D4 vec4s starting at vec4 index i of a view: the D4 / 2 + 1 texels that cover
+// it, each read once (a texel holds two vec4s; the row starts in either half). Returns whether
+// it starts in a texel's second half. The last texel, unused when it does not, is clamped
+// into the view.
+const uint ROW_TEXELS = D4 / 2u + 1u;
+#define load_row_texels(tex, i, row) load_row_texels_##tex(i, row)
+bool load_row_texels_ktex(uint i, out uvec4 row[ROW_TEXELS])
+{
+    uint last = uint(imageSize(ktex)) - 1u;
+    HEAD_LOOP for (uint t = 0u; t < ROW_TEXELS; t++)
+        row[t] = imageLoad(ktex, int(min((i >> 1) + t, last)));
+    return (i & 1u) != 0u;
+}
+bool load_row_texels_vtex(uint i, out uvec4 row[ROW_TEXELS])
+{
+    uint last = uint(imageSize(vtex)) - 1u;
+    HEAD_LOOP for (uint t = 0u; t < ROW_TEXELS; t++)
+        row[t] = imageLoad(vtex, int(min((i >> 1) + t, last)));
+    return (i & 1u) != 0u;
+}
+// vec4 c of the row: half (c + odd) % 2 of texel (c + odd) / 2.
+vec4 row_vec4(uvec4 row[ROW_TEXELS], bool odd, uint c)
+{
+    uvec2 w = odd ? ((c & 1u) == 0u ? row[c >> 1].zw : row[(c + 1u) >> 1].xy)
+                  : ((c & 1u) == 0u ? row[c >> 1].xy : row[c >> 1].zw);
+    return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
+}
+#endif
+
 float alibi_slope(uint h)
 {
     // ggml's ALiBi slope: m0^(h+1) for the first n_head_log2 heads, m1^(2(h-n)+1) after.
@@ -139,8 +169,15 @@ void attend(vec4 qv[D4], uint key_begin, uint keys_end, uint stride, uint own_be
             uint key = key0 + j * stride;
             uint kb = (min(key, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
             float d = 0.0;
+#ifdef KV_TEXEL
+            uvec4 row[ROW_TEXELS];
+            bool odd = load_row_texels(ktex, kb + p.k_skip, row);
+            HEAD_LOOP for (uint c = 0u; c < D4; c++)
+                d += dot(qv[c], row_vec4(row, odd, c));
+#else
             HEAD_LOOP for (uint c = 0u; c < D4; c++)
                 d += dot(qv[c], load_k(kb + c));
+#endif
             ok[j] = key >= own_begin && key <= pos;
             s[j] = d + slope * (float(key) - float(pos));
             chunk_max = ok[j] ? max(chunk_max, s[j]) : chunk_max;
@@ -155,8 +192,15 @@ void attend(vec4 qv[D4], uint key_begin, uint keys_end, uint stride, uint own_be
             float pj = ok[j] ? exp(s[j] - m_new) : 0.0;
             l += pj;
             uint vb = (min(key0 + j * stride, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
+#ifdef KV_TEXEL
+            uvec4 row[ROW_TEXELS];
+            bool odd = load_row_texels(vtex, vb + p.v_skip, row);
+            HEAD_LOOP for (uint c = 0u; c < D4; c++)
+                acc[c] += pj * row_vec4(row, odd, c);
+#else
             HEAD_LOOP for (uint c = 0u; c < D4; c++)
                 acc[c] += pj * load_v(vb + c);
+#endif
         }
         m = m_new;
     }
