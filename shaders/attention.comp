@@ -49,16 +49,10 @@ layout(std430, binding = 0) readonly buffer Q { float q[]; };
 #if defined(KV_TEXEL)
 // The caches through RGBA32UI texel views (lavapipe gathers those, where a storage-buffer
 // load is a loop over the lanes): a texel holds two vec4s of f16; k_skip / v_skip (push
-// constants) are the caches' distance from their view's start in vec4s.
+// constants) are the caches' distance from their view's start in vec4s. Rows are read whole
+// (load_row_texels, with the LANES and PREFILL code).
 layout(binding = 8, rgba32ui) uniform readonly uimageBuffer ktex;
 layout(binding = 9, rgba32ui) uniform readonly uimageBuffer vtex;
-vec4 f16x4(uvec4 u, uint i)
-{
-    uvec2 w = (i & 1u) != 0u ? u.zw : u.xy;
-    return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
-}
-#define load_k(i) f16x4(imageLoad(ktex, int(((i) + p.k_skip) >> 1)), (i) + p.k_skip)
-#define load_v(i) f16x4(imageLoad(vtex, int(((i) + p.v_skip) >> 1)), (i) + p.v_skip)
 #elif defined(STORAGE16)
 layout(std430, binding = 1) readonly buffer K { f16vec4 k4[]; };
 layout(std430, binding = 2) readonly buffer V { f16vec4 v4[]; };
@@ -117,24 +111,18 @@ layout(constant_id = 1) const uint D4 = 16; // head_dim / 4
 #define KC 4 // keys per chunk: one rescale of the accumulator per chunk
 
 #ifdef KV_TEXEL
-// A cache row's D4 vec4s starting at vec4 index i of a view: the D4 / 2 + 1 texels that cover
-// it, each read once (a texel holds two vec4s; the row starts in either half). Returns whether
-// it starts in a texel's second half. The last texel, unused when it does not, is clamped
-// into the view.
+// A cache row's D4 vec4s from vec4 index i of the K (or V) view on: the D4 / 2 + 1 texels
+// that cover it, each read once (a texel holds two vec4s; the row starts in either half).
+// Returns whether it starts in a texel's second half. The last texel, unused when it does
+// not, is clamped into the view.
 const uint ROW_TEXELS = D4 / 2u + 1u;
-#define load_row_texels(tex, i, row) load_row_texels_##tex(i, row)
-bool load_row_texels_ktex(uint i, out uvec4 row[ROW_TEXELS])
+bool load_row_texels(bool v_cache, uint i, out uvec4 row[ROW_TEXELS])
 {
-    uint last = uint(imageSize(ktex)) - 1u;
-    HEAD_LOOP for (uint t = 0u; t < ROW_TEXELS; t++)
-        row[t] = imageLoad(ktex, int(min((i >> 1) + t, last)));
-    return (i & 1u) != 0u;
-}
-bool load_row_texels_vtex(uint i, out uvec4 row[ROW_TEXELS])
-{
-    uint last = uint(imageSize(vtex)) - 1u;
-    HEAD_LOOP for (uint t = 0u; t < ROW_TEXELS; t++)
-        row[t] = imageLoad(vtex, int(min((i >> 1) + t, last)));
+    uint last = uint(v_cache ? imageSize(vtex) : imageSize(ktex)) - 1u;
+    HEAD_LOOP for (uint t = 0u; t < ROW_TEXELS; t++) {
+        int at = int(min((i >> 1) + t, last));
+        row[t] = v_cache ? imageLoad(vtex, at) : imageLoad(ktex, at);
+    }
     return (i & 1u) != 0u;
 }
 // vec4 c of the row: half (c + odd) % 2 of texel (c + odd) / 2.
@@ -171,7 +159,7 @@ void attend(vec4 qv[D4], uint key_begin, uint keys_end, uint stride, uint own_be
             float d = 0.0;
 #ifdef KV_TEXEL
             uvec4 row[ROW_TEXELS];
-            bool odd = load_row_texels(ktex, kb + p.k_skip, row);
+            bool odd = load_row_texels(false, kb + p.k_skip, row);
             HEAD_LOOP for (uint c = 0u; c < D4; c++)
                 d += dot(qv[c], row_vec4(row, odd, c));
 #else
@@ -194,7 +182,7 @@ void attend(vec4 qv[D4], uint key_begin, uint keys_end, uint stride, uint own_be
             uint vb = (min(key0 + j * stride, keys_end - 1u) % p.n_ctx) * row4 + kv_base;
 #ifdef KV_TEXEL
             uvec4 row[ROW_TEXELS];
-            bool odd = load_row_texels(vtex, vb + p.v_skip, row);
+            bool odd = load_row_texels(true, vb + p.v_skip, row);
             HEAD_LOOP for (uint c = 0u; c < D4; c++)
                 acc[c] += pj * row_vec4(row, odd, c);
 #else
