@@ -148,8 +148,7 @@ vkllm_status op_rope_kv_store(vkr_cmd *cmd, vkr_device *dev, const op_rope_kv_de
         return vk_fail(VKLLM_ERR_UNSUPPORTED,
                        "rope_kv_store: a token of %u (q) or %u (KV) heads x %u exceeds a binding",
                        d->n_heads, d->n_heads_kv, d->head_dim);
-    /* As op_rope (ggml): theta_scale = powf(freq_base, -2.0f / n_dims), in float on the host. */
-    float theta_scale = d->n_rot ? powf(d->freq_base, -2.0f / (float)d->n_rot) : 1.0f;
+    float theta_scale = op_rope_theta_scale(d->freq_base, d->n_rot);
     uint64_t per_token = (uint64_t)q_heads * (d->n_rot / 2) + 2 * (s16 ? width : width / 2);
 
     const char *shader = s16 ? "rope_kv_store_f16" : "rope_kv_store_packed";

@@ -612,8 +612,7 @@ static vkllm_status bind_rope_kv(const vkr_device *dev, const op_matvec_rope_kv 
     bindings[6] = op_bind_range(r->params, 0, sizeof(vk_step_params), false);
     push->head_dim = r->head_dim;
     push->n_rot = r->n_rot;
-    /* As op_rope (ggml): theta_scale = powf(freq_base, -2.0f / n_dims), in float on the host. */
-    push->theta_scale = r->n_rot ? powf(r->freq_base, -2.0f / (float)r->n_rot) : 1.0f;
+    push->theta_scale = op_rope_theta_scale(r->freq_base, r->n_rot);
     push->freq_scale = r->freq_scale;
     push->n_ctx = (uint32_t)n_ctx;
     return VKLLM_OK;

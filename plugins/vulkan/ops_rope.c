@@ -35,8 +35,7 @@ vkllm_status op_rope(vkr_cmd *cmd, vkr_device *dev, op_tensor x, op_tensor param
         return vk_fail(VKLLM_ERR_UNSUPPORTED,
                        "rope: a token of %u heads x %u exceeds the device's binding range", d->n_heads,
                        d->head_dim);
-    /* ggml: theta_scale = powf(freq_base, -2.0f / n_dims), computed in float on the host. */
-    float theta_scale = powf(d->freq_base, -2.0f / (float)d->n_rot);
+    float theta_scale = op_rope_theta_scale(d->freq_base, d->n_rot);
 
     vkr_pipeline *pipe;
     uint32_t spec[] = {OP_WORKGROUP};

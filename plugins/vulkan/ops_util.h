@@ -2,6 +2,8 @@
 #ifndef VKLLM_OPS_UTIL_H
 #define VKLLM_OPS_UTIL_H
 
+#include <math.h>
+
 #include "ops.h"
 #include "quant.h"
 
@@ -40,6 +42,14 @@ static inline vkr_texel_binding op_texel_binding(const vkr_buffer *b, uint32_t v
     uint64_t start, end;
     op_texel_view_at(b, (uint64_t)v * b->texel_stride, &start, &end);
     return (vkr_texel_binding){b, b->texel_views[v * VKR_TEXEL_FORMATS + format], start, end - start};
+}
+
+/* RoPE's angle step theta_scale = freq_base^(-2 / n_rot), as ggml computes it: powf, in float on
+ * the host (1 without rotation). Every rope shader (rope.glsl) takes it from here, so that the
+ * fused ops rotate by the same angles as op_rope. */
+static inline float op_rope_theta_scale(float freq_base, uint32_t n_rot)
+{
+    return n_rot ? powf(freq_base, -2.0f / (float)n_rot) : 1.0f;
 }
 
 /* Default workgroup size for simple one-thread-per-element shaders. */
