@@ -383,6 +383,16 @@ void store_rows(uint row0)
 }
 
 #ifdef USE_SUBGROUP
+// Sums acc (and with NORM sq) over the subgroup's invocations: each gets the totals.
+void add_across_subgroup()
+{
+    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
+        acc[k] = subgroupAdd(acc[k]);
+    if (NORM != 0u)
+        [[unroll]] for (uint t = 0u; t < NT; t++)
+            sq[t] = subgroupAdd(sq[t]);
+}
+
 // SUBGROUP_ROWS (the host's subgroup size, not 0): each subgroup computes ROWS rows alone, its
 // lanes splitting the blocks and one subgroupAdd summing them; a workgroup covers WG /
 // SUBGROUP_ROWS such row groups. No shared memory or barrier. A device whose subgroups are
@@ -396,11 +406,7 @@ void main_subgroup_rows()
         clear_sums();
         for (uint b = gl_SubgroupInvocationID; b < n_blocks; b += gl_SubgroupSize)
             add_block(b, row0);
-        [[unroll]] for (uint k = 0u; k < NR * NT; k++)
-            acc[k] = subgroupAdd(acc[k]);
-        if (NORM != 0u)
-            [[unroll]] for (uint t = 0u; t < NT; t++)
-                sq[t] = subgroupAdd(sq[t]);
+        add_across_subgroup();
         if (subgroupElect())
             store_rows(row0);
     }
@@ -423,11 +429,7 @@ void main()
         add_block(b, row0);
 
 #ifdef USE_SUBGROUP
-    [[unroll]] for (uint k = 0u; k < NR * NT; k++)
-        acc[k] = subgroupAdd(acc[k]);
-    if (NORM != 0u)
-        [[unroll]] for (uint t = 0u; t < NT; t++)
-            sq[t] = subgroupAdd(sq[t]);
+    add_across_subgroup();
     if (gl_NumSubgroups == 1u) {
         if (tid == 0u)
             store_rows(row0);
