@@ -255,6 +255,23 @@ static vkllm_status check_params(const vkllm_sampler_params *p)
 static vkllm_status sample_candidates(float *logit, int32_t *ids, size_t n, bool ranked, float min_logit,
                                       const vkllm_sampler_params *params, vk_rng *rng, int32_t *out);
 
+/* The window of history the penalty looks at (repeat_last_n < 0: all of it): *n_window tokens
+ * from the returned pointer (NULL when empty). *outside: the first of them outside the
+ * vocabulary, or NULL. */
+static const int32_t *penalty_window(const int32_t *history, size_t n_history, const vkllm_sampler_params *p,
+                                     uint32_t n_vocab, size_t *n_window, const int32_t **outside)
+{
+    *n_window = n_history;
+    if (p->repeat_last_n >= 0 && (size_t)p->repeat_last_n < *n_window)
+        *n_window = (size_t)p->repeat_last_n;
+    const int32_t *window = *n_window > 0 ? history + (n_history - *n_window) : NULL;
+    *outside = NULL;
+    for (size_t i = 0; i < *n_window && !*outside; i++)
+        if (window[i] < 0 || (uint32_t)window[i] >= n_vocab)
+            *outside = &window[i];
+    return window;
+}
+
 vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sampler_params *params,
                        const int32_t *history, size_t n_history, vk_rng *rng,
                        vk_sampler_scratch *scratch, int32_t *out)
@@ -279,16 +296,12 @@ vkllm_status vk_sample(const float *logits, uint32_t n_vocab, const vkllm_sample
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "sample: NULL rng with temperature %g",
                        (double)params->temperature);
 
-    /* the window of history the penalty looks at (repeat_last_n < 0: all of it) */
-    size_t n_window = n_history;
-    if (params->repeat_last_n >= 0 && (size_t)params->repeat_last_n < n_window)
-        n_window = (size_t)params->repeat_last_n;
-    const int32_t *window = n_window > 0 ? history + (n_history - n_window) : NULL;
-    for (size_t i = 0; i < n_window; i++)
-        if (window[i] < 0 || (uint32_t)window[i] >= n_vocab)
-            return vk_fail(VKLLM_ERR_TOKEN_OUT_OF_RANGE,
-                           "sample: history token %d is outside the vocabulary of %u",
-                           window[i], n_vocab);
+    size_t n_window;
+    const int32_t *outside;
+    const int32_t *window = penalty_window(history, n_history, params, n_vocab, &n_window, &outside);
+    if (outside)
+        return vk_fail(VKLLM_ERR_TOKEN_OUT_OF_RANGE, "sample: history token %d is outside the vocabulary of %u",
+                       *outside, n_vocab);
 
     float *logit = scratch->probs; /* working copy, indexed by token id */
     int32_t *ids = scratch->ids;   /* the candidate list */
@@ -432,19 +445,16 @@ vkllm_status vk_sample_top(const int32_t *ids, const float *values, size_t n, ui
         return st;
     }
     const bool greedy = !(params->temperature > 0.0f);
-    size_t n_window = n_history;
-    if (params->repeat_last_n >= 0 && (size_t)params->repeat_last_n < n_window)
-        n_window = (size_t)params->repeat_last_n;
+    size_t n_window;
+    const int32_t *outside;
+    penalty_window(history, n_history, params, n_vocab, &n_window, &outside);
     /* The candidates stand for the row only when nothing else is read: no penalty in effect,
-     * greedy or a top-k among them, no NaN or +inf (those rank first), a rng to draw with. */
-    if ((n_window > 0 && params->repeat_penalty != 1.0f) || n == 0 || (!greedy && !rng) ||
+     * greedy or a top-k among them, no NaN or +inf (those rank first), a rng to draw with; and
+     * no history token outside the vocabulary (vk_sample reports it). */
+    if ((n_window > 0 && params->repeat_penalty != 1.0f) || outside || n == 0 || (!greedy && !rng) ||
         (!greedy && !(params->top_k > 0 && (uint32_t)params->top_k < n_vocab && (size_t)params->top_k <= n)) ||
         !(values[0] < INFINITY))
         return VKLLM_OK;
-    const int32_t *window = n_window > 0 ? history + (n_history - n_window) : NULL;
-    for (size_t i = 0; i < n_window; i++)
-        if (window[i] < 0 || (uint32_t)window[i] >= n_vocab)
-            return VKLLM_OK; /* vk_sample reports it */
     /* the best-ranked finite ones (they come first; -inf and padding end the list) */
     size_t k = greedy ? 1 : (size_t)params->top_k, m = 0;
     while (m < k && m < n && ids[m] >= 0 && (uint32_t)ids[m] < n_vocab && values[m] != -INFINITY) {
