@@ -25,14 +25,12 @@ typedef struct attention_push {
  * view's start in vec4s of f16. */
 static bool cache_texel_view(op_tensor t, uint64_t bytes, vkr_texel_binding *out, uint32_t *skip)
 {
-    if (!t.buffer->n_texel_views || t.offset % 16)
+    uint64_t skip_bytes;
+    if (!t.buffer->n_texel_views || t.offset % 16 ||
+        !op_texel_view_holding(t.buffer, t.offset, bytes, VKR_TEXEL_RGBA32, out, &skip_bytes) ||
+        skip_bytes / 8 > 0xffffffffu)
         return false;
-    uint64_t start, end;
-    uint32_t v = op_texel_view_at(t.buffer, t.offset, &start, &end);
-    if (t.offset + bytes > end || (t.offset - start) / 8 > 0xffffffffu)
-        return false;
-    *out = op_texel_binding(t.buffer, v, VKR_TEXEL_RGBA32);
-    *skip = (uint32_t)((t.offset - start) / 8);
+    *skip = (uint32_t)(skip_bytes / 8);
     return true;
 }
 

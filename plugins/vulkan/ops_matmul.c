@@ -551,14 +551,13 @@ static vkllm_status record_fused_matvec(vkr_cmd *cmd, vkr_device *dev, const op_
     vkr_texel_binding nw_texel = {0};
     if (norm) {
         push->norm_eps = norm->eps;
-        uint64_t start, end;
-        uint32_t v = texel ? op_texel_view_at(norm->w.buffer, norm->w.offset, &start, &end) : 0;
-        if (texel && norm->w.offset + (uint64_t)w->cols * 4 <= end) { /* the weight's view holds it */
-            nw_texel = op_texel_binding(norm->w.buffer, v, VKR_TEXEL_RGBA32);
-            push->nw_skip = (uint32_t)((norm->w.offset - start) / 16);
-        } else {
-            if (texel)
+        uint64_t skip;
+        if (texel) {
+            if (!op_texel_view_holding(norm->w.buffer, norm->w.offset, (uint64_t)w->cols * 4, VKR_TEXEL_RGBA32,
+                                       &nw_texel, &skip))
                 return vk_fail(VKLLM_ERR_INTERNAL, "matvec: the norm weight lies across texel views");
+            push->nw_skip = (uint32_t)(skip / 16);
+        } else {
             bindings[5] = op_bind(norm->w, false);
             bindings[5].range = (uint64_t)w->cols * 4;
         }

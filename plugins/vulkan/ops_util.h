@@ -44,6 +44,21 @@ static inline vkr_texel_binding op_texel_binding(const vkr_buffer *b, uint32_t v
     return (vkr_texel_binding){b, b->texel_views[v * VKR_TEXEL_FORMATS + format], start, end - start};
 }
 
+/* The view of buffer b in `format` that holds bytes [offset, offset + bytes), as a texel
+ * binding, and *skip: offset's distance from the view's start in bytes. False when the view at
+ * offset ends sooner. */
+static inline bool op_texel_view_holding(const vkr_buffer *b, uint64_t offset, uint64_t bytes, uint32_t format,
+                                         vkr_texel_binding *out, uint64_t *skip)
+{
+    uint64_t start, end;
+    uint32_t v = op_texel_view_at(b, offset, &start, &end);
+    if (offset + bytes > end)
+        return false;
+    *out = op_texel_binding(b, v, format);
+    *skip = offset - start;
+    return true;
+}
+
 /* RoPE's angle step theta_scale = freq_base^(-2 / n_rot), as ggml computes it: powf, in float on
  * the host (1 without rotation). Every rope shader (rope.glsl) takes it from here, so that the
  * fused ops rotate by the same angles as op_rope. */
