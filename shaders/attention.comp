@@ -34,6 +34,12 @@
 //             shared memory and no barriers, which on llvmpipe cost more than the keys.
 //  KV_TEXEL:  (with LANES or PREFILL and ROLLED, the CPU shapes) the caches are read
 //             through texel views, each texel of a row once (load_row_texels).
+// Split keys (the per-row shape, p.n_splits > 1; flash decoding): a decode step has only
+// n_tokens * n_heads rows, too few workgroups to fill a GPU while each walks the whole
+// context. Then each row's keys go in n_splits equal ranges, a workgroup each, which store
+// their unnormalised output, max and sum in the partials; COMBINE, a second dispatch, merges
+// a row's ranges: m = max m_s, out = sum_s exp(m_s - m) acc_s / sum_s exp(m_s - m) l_s.
+//  COMBINE:   that merge, one workgroup per (token, query head).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "reduce.glsl"
@@ -87,7 +93,13 @@ layout(push_constant) uniform Push {
     float alibi_e1;  // log2 of m1 = -max_bias / 2 / n_head_log2
     uint n_head_log2;
     uint k_skip, v_skip; // KV_TEXEL
+    uint n_splits;       // key ranges per row (per-row shape and COMBINE); 0 or 1: one
 } p;
+
+#if !defined(PREFILL) && !defined(LANES)
+// Per (row, split): head_dim floats of unnormalised output, then the range's max and sum.
+layout(std430, binding = 5) buffer Partials { float partial[]; };
+#endif
 
 #if defined(PREFILL) || defined(LANES)
 #ifdef LANES
@@ -280,7 +292,38 @@ void main()
 
 #endif // LANES / PREFILL
 
-#else // one workgroup per (token, query head)
+#elif defined(COMBINE)
+
+void main()
+{
+    uint item = linear_group_id();
+    if (item >= p.n_tokens * p.n_heads)
+        return;
+    const uint WG = gl_WorkGroupSize.x;
+    uint n_splits = p.n_splits, stride = p.head_dim + 2u;
+    uint pb = item * n_splits * stride;
+    // Range 0 always holds a key (the row's first), so m_all is finite; empty ranges have
+    // m = -inf and weigh 0.
+    float m_all = -1.0 / 0.0;
+    for (uint s = 0u; s < n_splits; s++)
+        m_all = max(m_all, partial[pb + s * stride + p.head_dim]);
+    float l_all = 0.0;
+    for (uint s = 0u; s < n_splits; s++) {
+        float ms = partial[pb + s * stride + p.head_dim];
+        l_all += isinf(ms) ? 0.0 : partial[pb + s * stride + p.head_dim + 1u] * exp(ms - m_all);
+    }
+    float inv = l_all > 0.0 ? 1.0 / l_all : 0.0;
+    for (uint c = gl_LocalInvocationID.x; c < p.head_dim; c += WG) {
+        float o = 0.0;
+        for (uint s = 0u; s < n_splits; s++) {
+            float ms = partial[pb + s * stride + p.head_dim];
+            o += isinf(ms) ? 0.0 : partial[pb + s * stride + c] * exp(ms - m_all);
+        }
+        result[p.out_shift + item * p.head_dim + c] = o * inv;
+    }
+}
+
+#else // one workgroup per (token, query head), or per (token, query head, key range)
 
 shared vec4 q_sh[MAX_D4];
 shared float score_sh[RED_MAX * KPT];
@@ -289,9 +332,11 @@ shared float sum_sh[RED_MAX];
 
 void main()
 {
-    uint item = linear_group_id();
-    if (item >= p.n_tokens * p.n_heads)
+    uint n_splits = max(p.n_splits, 1u);
+    uint group = linear_group_id();
+    if (group >= p.n_tokens * p.n_heads * n_splits)
         return; // whole workgroup: the barriers below stay uniform
+    uint item = group / n_splits, split = group % n_splits;
     const uint WG = gl_WorkGroupSize.x;
     uint lid = gl_LocalInvocationID.x;
     uint t = item / p.n_heads, h = item % p.n_heads;
@@ -300,6 +345,11 @@ void main()
     uint pos = params.n_past + p.t0 + t;
     uint kv_end = pos + 1;
     uint kv_begin = p.window != 0 && pos + 1 > p.window ? pos + 1 - p.window : 0;
+    if (n_splits > 1u) { // this workgroup's range of the row's keys (the last ones may be empty)
+        uint n_keys = kv_end - kv_begin, per = (n_keys + n_splits - 1u) / n_splits;
+        kv_begin += min(split * per, n_keys);
+        kv_end = min(kv_begin + per, kv_end);
+    }
     uint row4 = p.n_heads_kv * d4; // vec4s per cache row
     uint kv_base = hk * d4;
 
@@ -376,6 +426,18 @@ void main()
         for (uint gg = 0; gg < n_groups; gg++) {
             o += acc_sh[gg * d4 + lid];
             total += sum_sh[gg];
+        }
+        if (n_splits > 1u) {
+            uint pb = group * (p.head_dim + 2u);
+            partial[pb + 4u * lid] = o.x;
+            partial[pb + 4u * lid + 1u] = o.y;
+            partial[pb + 4u * lid + 2u] = o.z;
+            partial[pb + 4u * lid + 3u] = o.w;
+            if (lid == 0u) {
+                partial[pb + p.head_dim] = m;
+                partial[pb + p.head_dim + 1u] = total;
+            }
+            return;
         }
         o = total > 0.0 ? o / total : vec4(0.0);
         uint ob = p.out_shift + item * p.head_dim + 4 * lid;

@@ -7,8 +7,9 @@
  * non-power-of-two head count), q/out split across bindings, caches too large for one
  * binding (refused), and a recording of kv_store + attention replayed as n_past grows.
  * Every case runs through the three shapes of the shader (VKLLM_ATTENTION=rows, =prefill and
- * =lanes, the last on CPU devices with subgroups), then prompt-sized batches take the default
- * choice. */
+ * =lanes, the last on CPU devices with subgroups), the first also with each row's keys split
+ * across workgroups (VKLLM_ATTENTION_SPLIT, flash decoding), then prompt-sized batches take
+ * the default choice. */
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +30,21 @@ typedef struct att_case {
     float q_amp, scale; /* scale 0: 1/sqrt(head_dim) */
     uint32_t window;
     float alibi;
-    bool cpu_refused; /* too many loop trips per invocation for llvmpipe: refused there */
 } att_case;
+
+/* Scratch for split key ranges, as the context sizes it. */
+static op_tensor t_partials(vkr_device *dev, const op_attention_desc *d)
+{
+    uint64_t bytes = op_attention_partials_bytes(dev, d);
+    return t_tensor(dev, bytes > 16 ? bytes : 16);
+}
+
+/* Whether the per-row shape is asked to split keys (VKLLM_ATTENTION_SPLIT > 1). */
+static bool split_asked(void)
+{
+    const char *e = getenv("VKLLM_ATTENTION_SPLIT");
+    return e && atoi(e) > 1;
+}
 
 /* Returns the largest |score|. */
 static double ref_attention(const float *q, const uint16_t *kc, const uint16_t *vc,
@@ -118,17 +132,26 @@ static void check(vkr_device *dev, att_case c)
              c.n_tokens, c.n_heads, c.n_heads_kv, c.head_dim, c.n_ctx, c.n_past, c.q_amp,
              dev->caps.subgroup_arithmetic ? " subgroup" : " shared",
              dev->caps.storage16 ? " f16" : " packed", c.window, c.alibi);
+    op_tensor tpart = t_partials(dev, &d);
     vkr_cmd *cmd = t_begin(dev);
-    vkllm_status s = op_attention(cmd, dev, tq, tk, tv, tp, tout, &d);
+    vkllm_status s = op_attention(cmd, dev, tq, tk, tv, tp, tout, tpart, &d);
     if (nc * 2 > dev->caps.max_storage_buffer_range) {
         t_check(s == VKLLM_ERR_UNSUPPORTED, "cache over one binding refused: %s", vk_error_message());
         vkr_cmd_destroy(cmd);
-    } else if (c.cpu_refused && dev->caps.device_type == VKLLM_DEVICE_CPU) {
-        t_check(s == VKLLM_ERR_UNSUPPORTED, "%u keys refused on a CPU device: %s", c.n_ctx,
-                vk_error_message());
-        vkr_cmd_destroy(cmd);
     } else {
         t_check(!s, "record %s: %s", what, s ? vk_error_message() : "ok");
+        /* Split rows take a second dispatch (the merge) per binding-sized run of tokens. The
+         * per-row shape splits where asked, and on a CPU device on its own only the
+         * 100,000-key row, to stay clear of llvmpipe's cut (GPUs choose for themselves). */
+        uint32_t n_dispatch = vkr_cmd_dispatch_count(cmd);
+        bool split = op_attention_partials_bytes(dev, &d) > 0;
+        if (split)
+            t_check(n_dispatch >= 2 && n_dispatch % 2 == 0, "keys split: %u dispatches (attention + merge)",
+                    n_dispatch);
+        const char *shape = getenv("VKLLM_ATTENTION");
+        bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
+        if (shape && !strcmp(shape, "rows") && (cpu || split_asked()))
+            t_check(split == (split_asked() || (cpu && c.n_ctx > 90000)), "keys %s", split ? "split" : "not split");
         double t0 = now_ms();
         t_run(cmd);
         double gpu = now_ms() - t0;
@@ -140,7 +163,7 @@ static void check(vkr_device *dev, att_case c)
         printf("     (submit+wait %.1f ms)\n", gpu);
     }
     t_tensor_free(dev, tq), t_tensor_free(dev, tout), t_tensor_free(dev, tk);
-    t_tensor_free(dev, tv), t_tensor_free(dev, tp);
+    t_tensor_free(dev, tv), t_tensor_free(dev, tp), t_tensor_free(dev, tpart);
     free(q), free(want), free(got), free(tmp), free(kc), free(vc);
 }
 
@@ -156,11 +179,11 @@ static void check_replay(vkr_device *dev, uint32_t n_tokens, uint32_t steps)
     op_attention_desc d = {n_tokens, n_heads, n_kv, hd, n_ctx, 1.0f / sqrtf((float)hd), 0, 0};
     op_tensor tq = t_tensor(dev, nq * 4), tk_new = t_tensor(dev, nkv * 4), tv_new = t_tensor(dev, nkv * 4);
     op_tensor tout = t_tensor(dev, nq * 4), tk = t_tensor(dev, nc * 2), tv = t_tensor(dev, nc * 2);
-    op_tensor tp = t_tensor(dev, sizeof(vk_step_params));
+    op_tensor tp = t_tensor(dev, sizeof(vk_step_params)), tpart = t_partials(dev, &d);
     vkr_cmd *cmd = t_begin(dev);
     vkllm_status s = op_kv_store(cmd, dev, tk_new, tk, tp, n_tokens, width);
     s = s ? s : op_kv_store(cmd, dev, tv_new, tv, tp, n_tokens, width);
-    s = s ? s : op_attention(cmd, dev, tq, tk, tv, tp, tout, &d);
+    s = s ? s : op_attention(cmd, dev, tq, tk, tv, tp, tout, tpart, &d);
     t_check(!s && !vkr_cmd_end(cmd), "record kv_store + attention (%u dispatches, %u barriers)",
             vkr_cmd_dispatch_count(cmd), vkr_cmd_barrier_count(cmd));
     float *q = malloc(nq * 4), *want = malloc(nq * 4), *got = malloc(nq * 4);
@@ -193,6 +216,7 @@ static void check_replay(vkr_device *dev, uint32_t n_tokens, uint32_t steps)
     vkr_cmd_destroy(cmd);
     t_tensor_free(dev, tq), t_tensor_free(dev, tk_new), t_tensor_free(dev, tv_new);
     t_tensor_free(dev, tout), t_tensor_free(dev, tk), t_tensor_free(dev, tv), t_tensor_free(dev, tp);
+    t_tensor_free(dev, tpart);
     free(q), free(want), free(got), free(kc), free(vc);
 }
 
@@ -211,10 +235,11 @@ static void check_rolling(vkr_device *dev, uint32_t window, uint32_t n_tokens, u
     op_tensor tq = t_tensor(dev, nq * 4), tk_new = t_tensor(dev, nkv * 4), tv_new = t_tensor(dev, nkv * 4);
     op_tensor tout = t_tensor(dev, nq * 4), tk = t_tensor(dev, (size_t)rows * width * 2);
     op_tensor tv = t_tensor(dev, (size_t)rows * width * 2), tp = t_tensor(dev, sizeof(vk_step_params));
+    op_tensor tpart = t_partials(dev, &d);
     vkr_cmd *cmd = t_begin(dev);
     vkllm_status s = op_kv_store(cmd, dev, tk_new, tk, tp, n_tokens, width);
     s = s ? s : op_kv_store(cmd, dev, tv_new, tv, tp, n_tokens, width);
-    s = s ? s : op_attention(cmd, dev, tq, tk, tv, tp, tout, &d);
+    s = s ? s : op_attention(cmd, dev, tq, tk, tv, tp, tout, tpart, &d);
     t_check(!s && !vkr_cmd_end(cmd), "record rolling cache: window %u, %u tokens, %u rows", window, n_tokens,
             rows);
     float *q = malloc(nq * 4), *want = malloc(nq * 4), *got = malloc(nq * 4);
@@ -252,6 +277,7 @@ static void check_rolling(vkr_device *dev, uint32_t window, uint32_t n_tokens, u
     vkr_cmd_destroy(cmd);
     t_tensor_free(dev, tq), t_tensor_free(dev, tk_new), t_tensor_free(dev, tv_new);
     t_tensor_free(dev, tout), t_tensor_free(dev, tk), t_tensor_free(dev, tv), t_tensor_free(dev, tp);
+    t_tensor_free(dev, tpart);
     free(q), free(want), free(got), free(kn), free(vn), free(kall), free(vall);
 }
 
@@ -261,54 +287,66 @@ int main(void)
     const att_case cases[] = {
         /* tokens heads kv dim ctx n_past amp scale window alibi; caches over 64 KiB are
          * refused under the small-range profile (checked), the rest run everywhere */
-        {1, 2, 2, 128, 4000, 3999, 1, 0, 0, 0, false},  /* kv length 4000: 512k trips if unsplit */
-        {1, 4, 1, 128, 8192, 8191, 1, 0, 0, 0, false},  /* the full 8192 context */
-        {1, 5, 1, 80, 64, 0, 1, 0, 0, 0, false},        /* MQA, dim 80, first token */
-        {7, 5, 1, 80, 64, 0, 1, 0, 0, 0, false},
-        {1, 5, 1, 80, 64, 33, 1, 0, 0, 0, false},
-        {7, 5, 1, 80, 64, 33, 1, 0, 0, 0, false},
-        {7, 8, 2, 64, 250, 240, 30, 1.0f, 0, 0, false}, /* logits to ~+-300: online softmax */
-        {3, 2, 2, 256, 400, 300, 2, 0, 0, 0, false},    /* dim 256 */
-        {5, 3, 3, 4, 9, 2, 1, 0, 0, 0, false},          /* dim 4 */
-        {7, 4, 2, 64, 250, 200, 1, 0, 100, 0, false},   /* sliding window 100 */
-        {7, 4, 2, 64, 64, 3, 1, 0, 8, 0, false},        /* window across the first positions */
-        {7, 12, 12, 64, 40, 30, 1, 0, 0, 8.0f, false},  /* ALiBi, 12 heads: both slope series */
-        {3, 8, 8, 32, 40, 30, 1, 0, 16, 8.0f, false},   /* ALiBi + window */
-        {200, 4, 1, 64, 256, 56, 1, 0, 0, 0, false},    /* prefill: q/out over 64 KiB bindings */
-        /* 100,000 keys: llvmpipe cuts the subgroup variant's loops (measured: wrong output
-         * from 90,000-100,000 keys), so CPU devices refuse it; others run and check it */
-        {1, 1, 1, 128, 100000, 99999, 1, 0, 0, 0, true},
+        {1, 2, 2, 128, 4000, 3999, 1, 0, 0, 0},  /* kv length 4000: 512k trips if unsplit */
+        {1, 4, 1, 128, 8192, 8191, 1, 0, 0, 0},  /* the full 8192 context */
+        {1, 5, 1, 80, 64, 0, 1, 0, 0, 0},        /* MQA, dim 80, first token */
+        {7, 5, 1, 80, 64, 0, 1, 0, 0, 0},
+        {1, 5, 1, 80, 64, 33, 1, 0, 0, 0},
+        {7, 5, 1, 80, 64, 33, 1, 0, 0, 0},
+        {7, 8, 2, 64, 250, 240, 30, 1.0f, 0, 0}, /* logits to ~+-300: online softmax */
+        {3, 2, 2, 256, 400, 300, 2, 0, 0, 0},    /* dim 256 */
+        {5, 3, 3, 4, 9, 2, 1, 0, 0, 0},          /* dim 4 */
+        {7, 4, 2, 64, 250, 200, 1, 0, 100, 0},   /* sliding window 100 */
+        {7, 4, 2, 64, 64, 3, 1, 0, 8, 0},        /* window across the first positions */
+        {7, 12, 12, 64, 40, 30, 1, 0, 0, 8.0f},  /* ALiBi, 12 heads: both slope series */
+        {3, 8, 8, 32, 40, 30, 1, 0, 16, 8.0f},   /* ALiBi + window */
+        {200, 4, 1, 64, 256, 56, 1, 0, 0, 0},    /* prefill: q/out over 64 KiB bindings */
+        /* 100,000 keys: llvmpipe cuts a workgroup's loops (measured: wrong output from
+         * 90,000-100,000 keys), so CPU devices split the row in two key ranges */
+        {1, 1, 1, 128, 100000, 99999, 1, 0, 0, 0},
     };
     /* The shapes of the shader on every case where the shape allows it: one workgroup per
-     * token and head ("rows"), one invocation per token ("prefill", head_dim <= 128), and one
-     * subgroup per token and head ("lanes": CPU devices with subgroups, head_dim <= 128).
-     * Under GPU-assisted validation (slow) the second shape skips the long contexts and
-     * replays with many steps. */
+     * token and head ("rows"), the same with each row's keys split in 3 and in 64 ranges
+     * merged by a second dispatch (ranges of one key, and empty ones, included), one
+     * invocation per token ("prefill", head_dim <= 128), and one subgroup per token and head
+     * ("lanes": CPU devices with subgroups, head_dim <= 128). Under GPU-assisted validation
+     * (slow) all but the first skip the long contexts and replays with many steps; 64 ranges
+     * always do. */
     const char *gpu_av = getenv("VKLLM_GPU_AV");
     bool reduced = gpu_av && !strcmp(gpu_av, "1");
-    const char *modes[] = {"rows", "prefill", "lanes"};
-    for (size_t m = 0; m < 3; m++) {
-        bool brief = reduced && m >= 1;
-        setenv("VKLLM_ATTENTION", modes[m], 1);
-        printf("-- VKLLM_ATTENTION=%s%s\n", modes[m], brief ? " (reduced set under gpu-av)" : "");
+    const struct { const char *shape, *split; } modes[] = {
+        {"rows", NULL}, {"rows", "3"}, {"rows", "64"}, {"prefill", NULL}, {"lanes", NULL},
+    };
+    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+        bool many = modes[m].split && atoi(modes[m].split) > 8;
+        bool brief = (reduced && m >= 1) || many;
+        bool lanes = !strcmp(modes[m].shape, "lanes");
+        setenv("VKLLM_ATTENTION", modes[m].shape, 1);
+        if (modes[m].split)
+            setenv("VKLLM_ATTENTION_SPLIT", modes[m].split, 1);
+        else
+            unsetenv("VKLLM_ATTENTION_SPLIT");
+        printf("-- VKLLM_ATTENTION=%s%s%s%s\n", modes[m].shape, modes[m].split ? " VKLLM_ATTENTION_SPLIT=" : "",
+               modes[m].split ? modes[m].split : "", brief ? " (reduced set)" : "");
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
             /* (each head size is a shader compile of 6-40 s under gpu-av: lanes checks two) */
-            if (!brief || (cases[i].n_ctx <= 400 && (m < 2 || cases[i].head_dim <= 64)))
+            if (!brief || (cases[i].n_ctx <= 400 && (!lanes || cases[i].head_dim <= 64)))
                 check(dev, cases[i]);
-        if (!brief)
+        if (!brief || many)
             check_replay(dev, 1, 40);
         check_replay(dev, 7, 6);
-        if (!brief)
+        if (!brief || many)
             check_rolling(dev, 8, 1, 40);
         check_rolling(dev, 8, 5, 12);
     }
     unsetenv("VKLLM_ATTENTION");
+    unsetenv("VKLLM_ATTENTION_SPLIT");
     /* The default choice, on prompt-sized batches. */
     const att_case prompts[] = {
-        {64, 6, 2, 128, 600, 500, 1, 0, 0, 0, false},  /* after a long prefix, dim 128 */
-        {67, 9, 3, 64, 128, 0, 1, 0, 0, 0, false},     /* 67 tokens: a partial last block */
-        {40, 4, 2, 64, 100, 20, 1, 0, 16, 0, false},   /* window inside the batch */
-        {33, 12, 12, 64, 64, 0, 1, 0, 0, 8.0f, false}, /* ALiBi */
+        {64, 6, 2, 128, 600, 500, 1, 0, 0, 0},  /* after a long prefix, dim 128 */
+        {67, 9, 3, 64, 128, 0, 1, 0, 0, 0},     /* 67 tokens: a partial last block */
+        {40, 4, 2, 64, 100, 20, 1, 0, 16, 0},   /* window inside the batch */
+        {33, 12, 12, 64, 64, 0, 1, 0, 0, 8.0f}, /* ALiBi */
     };
     for (size_t i = 0; i < sizeof prompts / sizeof *prompts; i++)
         check(dev, prompts[i]);

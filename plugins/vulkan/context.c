@@ -35,6 +35,7 @@ struct vkllm_context_t {
     bool gpu_candidates;
     vkr_buffer top_k, top_k_scratch;
     vkr_buffer positions; /* n_past + t per batch row, for learned positions (OPT) */
+    vkr_buffer attention_partials; /* split key ranges' scratch; size 0: none */
     recording recordings[MAX_RECORDINGS];
     uint64_t use_clock;
 
@@ -95,6 +96,7 @@ void context_free(vkllm_context ctx)
     vkr_buffer_destroy(dev, &ctx->logits_all);
     vkr_buffer_destroy(dev, &ctx->top_k);
     vkr_buffer_destroy(dev, &ctx->top_k_scratch);
+    vkr_buffer_destroy(dev, &ctx->attention_partials);
     dispatch_plan_free(&ctx->plan_last);
     dispatch_plan_free(&ctx->plan_all);
     g_free(&ctx->graph_last);
@@ -201,6 +203,17 @@ static bool use_gpu_candidates(const vkr_device *dev, uint32_t n_vocab)
     return on && (uint64_t)n_vocab * 4 <= dev->caps.max_storage_buffer_range;
 }
 
+/* Scratch for attention rows whose keys are split across workgroups (decode on GPUs), for
+ * both graphs' batches. */
+static vkllm_status create_attention_partials(vkllm_context ctx)
+{
+    vkr_device *dev = dev_of(ctx);
+    uint64_t last = dispatch_attention_partials_bytes(dev, &ctx->graph_last, ctx->cache_rows, ctx->n_batch);
+    uint64_t all = dispatch_attention_partials_bytes(dev, &ctx->graph_all, ctx->cache_rows, ctx->n_batch);
+    uint64_t bytes = last > all ? last : all;
+    return bytes ? vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->attention_partials) : VKLLM_OK;
+}
+
 /* The last token's logits row: host-visible, or with GPU candidates device-local beside the
  * candidates (host-visible) and a host copy for when the row is read after all. */
 static vkllm_status create_logits_last(vkllm_context ctx)
@@ -301,6 +314,7 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
     if ((s = vkr_buffer_create(dev, sizeof(vk_step_params), VKR_MEMORY_HOST, &ctx->params)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->tokens)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->positions)) ||
+        (s = create_attention_partials(ctx)) ||
         (s = create_logits_last(ctx)) ||
         (s = vkr_buffer_create(dev, (VkDeviceSize)hp->n_vocab * sizeof(float) * ctx->n_batch,
                                VKR_MEMORY_HOST, &ctx->logits_all)) ||
@@ -348,6 +362,7 @@ static vkllm_status get_recording(vkllm_context ctx, uint32_t n_tokens, bool all
         .logits = all ? &ctx->logits_all : &ctx->logits_last,
         .top_k = !all && ctx->gpu_candidates ? &ctx->top_k : NULL,
         .top_k_scratch = &ctx->top_k_scratch,
+        .attention_partials = ctx->attention_partials.size ? &ctx->attention_partials : NULL,
         .n_ctx = ctx->cache_rows,
     };
     vkllm_status s = VKLLM_OK;

@@ -118,6 +118,34 @@ static op_tensor slot_tensor(const dispatch_plan *plan, const dispatch_buffers *
 
 static op_tensor whole(const vkr_buffer *b) { return (op_tensor){b, 0, b->size}; }
 
+static op_attention_desc attention_desc(const g_node *node, uint32_t n_tokens, uint32_t n_ctx)
+{
+    return (op_attention_desc){
+        .n_tokens = n_tokens,
+        .n_heads = node->attn.n_heads,
+        .n_heads_kv = node->attn.n_heads_kv,
+        .head_dim = node->attn.head_dim,
+        .n_ctx = n_ctx,
+        .scale = node->attn.scale,
+        .window = node->attn.window,
+        .alibi_max_bias = node->attn.alibi_max_bias,
+    };
+}
+
+uint64_t dispatch_attention_partials_bytes(const vkr_device *dev, const g_graph *g, uint32_t n_ctx,
+                                           uint32_t max_tokens)
+{
+    uint64_t most = 0;
+    for (uint32_t i = 0; i < g->n_nodes; i++) {
+        if (g->nodes[i].op != G_ATTENTION)
+            continue;
+        op_attention_desc d = attention_desc(&g->nodes[i], max_tokens, n_ctx);
+        uint64_t bytes = op_attention_partials_bytes(dev, &d);
+        most = bytes > most ? bytes : most;
+    }
+    return most;
+}
+
 static vkllm_status weight_of(const struct vkllm_model_t *m, const char *name, const model_weight **w)
 {
     *w = model_weight_find(m, name);
@@ -415,18 +443,10 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
                                 node->width);
             break;
         case G_ATTENTION: {
-            op_attention_desc d = {
-                .n_tokens = rows,
-                .n_heads = node->attn.n_heads,
-                .n_heads_kv = node->attn.n_heads_kv,
-                .head_dim = node->attn.head_dim,
-                .n_ctx = bufs->n_ctx,
-                .scale = node->attn.scale,
-                .window = node->attn.window,
-                .alibi_max_bias = node->attn.alibi_max_bias,
-            };
+            op_attention_desc d = attention_desc(node, rows, bufs->n_ctx);
             s = op_attention(cmd, dev, in0, whole(&bufs->k_cache[node->layer]),
-                             whole(&bufs->v_cache[node->layer]), params, out, &d);
+                             whole(&bufs->v_cache[node->layer]), params, out,
+                             bufs->attention_partials ? whole(bufs->attention_partials) : (op_tensor){0}, &d);
             break;
         }
         case G_SSM_CONV:

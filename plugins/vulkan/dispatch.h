@@ -30,10 +30,18 @@ typedef struct dispatch_buffers {
     vkr_buffer *conv_state, *ssm_state;
     /* int32 [max_tokens], host-visible: n_past + t, for G_POS_EMBED (learned positions). */
     vkr_buffer *positions;
+    /* Scratch for attention's split key ranges (dispatch_attention_partials_bytes); NULL
+     * where that is 0. */
+    vkr_buffer *attention_partials;
 } dispatch_buffers;
 
 vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch_plan *plan);
 void dispatch_plan_free(dispatch_plan *plan);
+
+/* The attention scratch a recording of g needs for batches of up to max_tokens tokens over
+ * a cache of n_ctx rows (0: none). */
+uint64_t dispatch_attention_partials_bytes(const vkr_device *dev, const g_graph *g, uint32_t n_ctx,
+                                           uint32_t max_tokens);
 
 /* Records graph `g` for a batch of n_tokens into cmd (begun and ended here). */
 vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,

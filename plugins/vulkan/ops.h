@@ -204,10 +204,14 @@ vkllm_status op_rope_kv_store(vkr_cmd *cmd, vkr_device *dev, const op_rope_kv_de
 /* Causal attention of q [n_tokens][n_heads][head_dim] against positions
  * [0, params.n_past + t] for token t (position k in cache row k % n_ctx; with a window the
  * cache may be a rolling one of at least window + n_tokens - 1 rows); out like q. Grouped KV heads: query head h uses
- * KV head h / (n_heads / n_heads_kv). */
+ * KV head h / (n_heads / n_heads_kv). partials: scratch where a row's keys are split across
+ * workgroups (decode on GPUs, very long contexts on CPUs), of op_attention_partials_bytes;
+ * unused (may be empty) where that is 0. */
 vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor k_cache,
-                          op_tensor v_cache, op_tensor params, op_tensor out,
+                          op_tensor v_cache, op_tensor params, op_tensor out, op_tensor partials,
                           const op_attention_desc *desc);
+/* The partials op_attention needs for any batch of up to desc->n_tokens tokens (0: none). */
+uint64_t op_attention_partials_bytes(const vkr_device *dev, const op_attention_desc *desc);
 
 /* Activations, n elements: silu(a) = a / (1 + exp(-a)); gelu as ggml_gelu (tanh
  * approximation); relu = max(a, 0). */

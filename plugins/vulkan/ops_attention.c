@@ -18,6 +18,7 @@ typedef struct attention_push {
     float alibi_e0, alibi_e1;
     uint32_t n_head_log2;
     uint32_t k_skip, v_skip; /* vec4s of f16 from the texel view's start to the cache's */
+    uint32_t n_splits;       /* key ranges per (token, head) row: the per-row shape and the merge */
 } attention_push;
 
 /* The texel view (RGBA32, read by the LANES shape) that holds bytes [offset, offset + bytes)
@@ -111,8 +112,97 @@ static bool use_lanes(const vkr_device *dev, const op_attention_desc *d)
     return !(e && !strcmp(e, "rows"));
 }
 
+/* Key ranges per (token, head) row of the per-row shape (flash decoding, see attention.comp).
+ * On GPUs, for decode steps of up to ATTENTION_SPLIT_MAX_TOKENS tokens: enough ranges for
+ * ~ATTENTION_SPLIT_GROUPS workgroups, each range at least ATTENTION_SPLIT_MIN_KEYS keys of
+ * a full cache (a decode step has n_heads workgroups otherwise, each walking the whole
+ * context). On CPUs one, since n_heads workgroups already fill llvmpipe's threads. Either
+ * way, as many more as keep a workgroup's loops clear of llvmpipe's cut (rows beyond ~93,000
+ * keys), and no more than a token's partials in one binding allow. VKLLM_ATTENTION_SPLIT=N
+ * asks for N (tests, tuning). */
+#define ATTENTION_MAX_SPLITS 64
+#define ATTENTION_SPLIT_MAX_TOKENS 8
+#define ATTENTION_SPLIT_GROUPS 256
+#define ATTENTION_SPLIT_MIN_KEYS 256
+#define ATTENTION_MAX_TRIPS 48000 /* llvmpipe stops loops at 65,535 trips: a margin */
+
+static uint32_t attention_splits(const vkr_device *dev, const op_attention_desc *d, uint32_t wg)
+{
+    uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
+    uint64_t rows = (uint64_t)d->n_tokens * d->n_heads, n = 1;
+    const char *e = getenv("VKLLM_ATTENTION_SPLIT");
+    if (e && *e)
+        n = strtoul(e, NULL, 10);
+    else if (dev->caps.device_type != VKLLM_DEVICE_CPU && d->n_tokens <= ATTENTION_SPLIT_MAX_TOKENS &&
+             rows < ATTENTION_SPLIT_GROUPS) {
+        n = (ATTENTION_SPLIT_GROUPS + rows - 1) / rows;
+        if (n > keys / ATTENTION_SPLIT_MIN_KEYS)
+            n = keys / ATTENTION_SPLIT_MIN_KEYS;
+    }
+    /* A token's partials must fit one binding. */
+    uint64_t most = dev->caps.max_storage_buffer_range / ((uint64_t)d->n_heads * (d->head_dim + 2) * sizeof(float));
+    most = most < ATTENTION_MAX_SPLITS ? most : ATTENTION_MAX_SPLITS;
+    n = n > most ? most : n;
+    n = n < 1 ? 1 : n;
+    while (dev->caps.device_type == VKLLM_DEVICE_CPU && n < most &&
+           attention_trips(dev, wg, d->head_dim / 4, (keys + n - 1) / n) > ATTENTION_MAX_TRIPS)
+        n++;
+    return (uint32_t)n;
+}
+
+/* How op_attention runs a batch: the prompt shape, the CPU decode shape, or the per-row
+ * shape with n_splits key ranges per row. */
+typedef struct attention_shape {
+    bool prefill, lanes;
+    uint32_t wg;       /* the per-row shape's workgroup */
+    uint32_t n_splits; /* per-row shape: key ranges per row (1: no merge) */
+} attention_shape;
+
+static attention_shape attention_shape_for(const vkr_device *dev, const op_attention_desc *d)
+{
+    attention_shape sh = {.wg = dev->caps.max_workgroup_size >= 128 ? 128 : 64, .n_splits = 1};
+    sh.prefill = use_prefill(dev, d, prefill_workgroup(dev));
+    sh.lanes = !sh.prefill && use_lanes(dev, d);
+    if (!sh.prefill && !sh.lanes)
+        sh.n_splits = attention_splits(dev, d, sh.wg);
+    return sh;
+}
+
+/* The bytes of partials per token of a split run, and the tokens a dispatch takes so that
+ * its partials fit one binding. */
+static uint64_t partial_bytes_per_token(const op_attention_desc *d, uint32_t n_splits)
+{
+    return (uint64_t)d->n_heads * n_splits * (d->head_dim + 2) * sizeof(float);
+}
+
+static uint32_t split_tokens_per_dispatch(const vkr_device *dev, const op_attention_desc *d, uint32_t n_splits,
+                                          uint32_t rows_per)
+{
+    uint64_t fit = dev->caps.max_storage_buffer_range / partial_bytes_per_token(d, n_splits);
+    return fit < rows_per ? (uint32_t)fit : rows_per;
+}
+
+uint64_t op_attention_partials_bytes(const vkr_device *dev, const op_attention_desc *d)
+{
+    uint64_t most = 0;
+    uint32_t rows_per = op_rows_per_binding(dev, (uint64_t)d->n_heads * d->head_dim * 4);
+    for (uint32_t n = 1; n <= d->n_tokens; n = n < ATTENTION_SPLIT_MAX_TOKENS ? n + 1 : d->n_tokens) {
+        op_attention_desc at = *d;
+        at.n_tokens = n;
+        attention_shape sh = attention_shape_for(dev, &at);
+        if (sh.n_splits > 1) {
+            uint32_t per = split_tokens_per_dispatch(dev, &at, sh.n_splits, rows_per ? rows_per : 1);
+            uint64_t bytes = (uint64_t)(n < per ? n : per) * partial_bytes_per_token(&at, sh.n_splits);
+            most = bytes > most ? bytes : most;
+        }
+        if (n == d->n_tokens)
+            break;
+    }
+    return most;
+}
+
 vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor k_cache,
-                          op_tensor v_cache, op_tensor params, op_tensor out,
+                          op_tensor v_cache, op_tensor params, op_tensor out, op_tensor partials,
                           const op_attention_desc *d)
 {
     if (d->n_tokens == 0)
@@ -151,20 +241,30 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
     if (rows_per == 0)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: a token's q row exceeds a binding");
 
-    uint32_t wg = dev->caps.max_workgroup_size >= 128 ? 128 : 64;
+    attention_shape sh = attention_shape_for(dev, d);
     uint32_t d4 = d->head_dim / 4;
-    if (d4 > wg)
+    if (d4 > sh.wg)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: head_dim %u needs workgroups of %u",
                        d->head_dim, d4);
-    /* llvmpipe stops a shader invocation's loops after 65,535 trips, silently. */
+    /* llvmpipe stops a shader invocation's loops after 65,535 trips, silently (the prompt
+     * and lanes shapes are only chosen well inside it). */
     uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
-    uint64_t trips = attention_trips(dev, wg, d4, keys);
-    if (dev->caps.device_type == VKLLM_DEVICE_CPU && trips > 48000)
+    uint64_t trips = attention_trips(dev, sh.wg, d4, (keys + sh.n_splits - 1) / sh.n_splits);
+    if (dev->caps.device_type == VKLLM_DEVICE_CPU && !sh.prefill && !sh.lanes && trips > ATTENTION_MAX_TRIPS)
         return vk_fail(VKLLM_ERR_UNSUPPORTED,
-                       "attention: %llu keys x head_dim %u need ~%llu loop trips per invocation; "
-                       "llvmpipe cuts loops at 65,535 (limit kept: 48,000)",
-                       (unsigned long long)keys, d->head_dim,
-                       (unsigned long long)trips);
+                       "attention: %llu keys x head_dim %u in %u ranges need ~%llu loop trips per "
+                       "invocation; llvmpipe cuts loops at 65,535 (limit kept: %u)",
+                       (unsigned long long)keys, d->head_dim, sh.n_splits, (unsigned long long)trips,
+                       ATTENTION_MAX_TRIPS);
+    uint64_t split_bytes = partial_bytes_per_token(d, sh.n_splits);
+    if (sh.n_splits > 1) {
+        rows_per = split_tokens_per_dispatch(dev, d, sh.n_splits, rows_per);
+        uint64_t need = (uint64_t)(d->n_tokens < rows_per ? d->n_tokens : rows_per) * split_bytes;
+        if (rows_per == 0 || !op_tensor_holds(partials, need))
+            return vk_fail(VKLLM_ERR_INVALID_ARGUMENT,
+                           "attention: %u key ranges per row need %llu bytes of partials "
+                           "(op_attention_partials_bytes)", sh.n_splits, (unsigned long long)need);
+    }
 
     attention_push base = {.n_heads = d->n_heads, .n_heads_kv = d->n_heads_kv,
                            .head_dim = d->head_dim, .n_ctx = d->n_ctx, .scale = d->scale,
@@ -183,8 +283,7 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
 
     char shader[48];
     uint32_t prefill_wg = prefill_workgroup(dev);
-    bool prefill = use_prefill(dev, d, prefill_wg);
-    bool lanes = !prefill && use_lanes(dev, d);
+    bool prefill = sh.prefill, lanes = sh.lanes;
     bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
     /* The CPU shapes (lanes, rolled prefill) read the caches through texel views where they
      * have them. */
@@ -196,9 +295,13 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
              : lanes ? "_lanes"
              : dev->caps.subgroup_arithmetic ? "_subgroup" : "",
              texel ? "_tx" : dev->caps.storage16 ? "_f16" : "_packed");
-    uint32_t spec[] = {prefill ? prefill_wg : lanes ? dev->caps.subgroup_size : wg, d4};
-    vkr_pipeline *pipe;
+    uint32_t spec[] = {prefill ? prefill_wg : lanes ? dev->caps.subgroup_size : sh.wg, d4};
+    vkr_pipeline *pipe, *merge = NULL;
     vkllm_status s = vkr_pipeline_get(dev, shader, spec, prefill || lanes ? 2 : 1, &pipe);
+    uint32_t merge_wg = 64;
+    if (!s && sh.n_splits > 1)
+        s = vkr_pipeline_get(dev, "attention_combine", &merge_wg, 1, &merge);
+    base.n_splits = sh.n_splits;
     for (uint32_t begin = 0; begin < d->n_tokens && !s; begin += rows_per) {
         uint32_t count = d->n_tokens - begin < rows_per ? d->n_tokens - begin : rows_per;
         attention_push push = base;
@@ -210,16 +313,25 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
             texel ? (vkr_binding){0} : op_bind_range(v_cache, 0, cache_bytes, false),
             op_bind_range(params, 0, sizeof(vk_step_params), false),
             op_bind_span(dev, out, begin * row_bytes, count * row_bytes, 4, true, &push.out_shift),
+            merge ? op_bind_range(partials, 0, count * split_bytes, true) : (vkr_binding){0},
         };
         uint64_t n = prefill ? (uint64_t)(count + prefill_wg - 1) / prefill_wg * d->n_heads
-                             : (uint64_t)count * d->n_heads;
+                             : (uint64_t)count * d->n_heads * sh.n_splits;
         if (n > 0xffffffffu)
             return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: %llu workgroups", (unsigned long long)n);
         uint32_t gx, gy;
         vkr_grid(dev, (uint32_t)n, &gx, &gy);
-        const char *label = prefill ? "attention_prefill" : lanes ? "attention_lanes" : "attention";
-        s = texel ? vkr_cmd_dispatch_texel(cmd, pipe, bindings, 5, kv_texel, 2, &push, sizeof push, gx, gy, 1, label)
-                  : vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy, 1, label);
+        const char *label = prefill ? "attention_prefill" : lanes ? "attention_lanes"
+                            : merge ? "attention_split" : "attention";
+        s = texel ? vkr_cmd_dispatch_texel(cmd, pipe, bindings, 6, kv_texel, 2, &push, sizeof push, gx, gy, 1, label)
+                  : vkr_cmd_dispatch(cmd, pipe, bindings, 6, &push, sizeof push, gx, gy, 1, label);
+        if (!s && merge) {
+            /* The merge reads the partials (binding 5) and writes out (binding 4). */
+            vkr_binding merge_bindings[] = {{0}, {0}, {0}, {0}, bindings[4], bindings[5]};
+            merge_bindings[5].write = false;
+            vkr_grid(dev, count * d->n_heads, &gx, &gy);
+            s = vkr_cmd_dispatch(cmd, merge, merge_bindings, 6, &push, sizeof push, gx, gy, 1, "attention_merge");
+        }
     }
     return s;
 }
