@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Smoke test of vkllm-bench on stories260K: the JSON output parses and holds pp and tg
 rows with positive speeds, the per-op profile (-v) is consistent, the markdown table has
-its rows, and bad arguments are refused. No speed is asserted: CI machines vary.
+its rows, -d runs the tests after that many tokens of context, and bad arguments are
+refused. No speed is asserted: CI machines vary.
 
 usage: check_bench.py VKLLM_BENCH PLUGIN     (model from $VKLLM_SHARED_DIR/models)
 Exit: 0 pass, 1 fail, 77 skip (no model, or no Vulkan device)."""
@@ -95,7 +96,22 @@ def main():
         check(any(l.startswith("device: ") for l in lines) and sum(l.startswith("load ") for l in lines) == 2,
               "md footer: device line and two load lines")
 
-    for bad in (["-p", "abc"], ["-o", "xml"], ["-r", "0"], []):
+    # -d: the same tests after 20 tokens of context (llama-bench's "@ d20" rows).
+    p = run([bench, "--plugin", plugin, "-m", model, "-p", "8", "-n", "4", "-d", "0,20", "-r", "1",
+             "-o", "json", "-v", "--no-bandwidth"])
+    if check(p.returncode == 0, f"depth run exits 0 (stderr: {p.stderr.strip()[-500:]})"):
+        rows = {r["test"]: r for r in json.loads(p.stdout)}
+        check(sorted(rows) == ["pp8", "pp8 @ d20", "tg4", "tg4 @ d20"], f"rows at depths 0 and 20 (got {sorted(rows)})")
+        deep_pp, deep_tg = rows.get("pp8 @ d20"), rows.get("tg4 @ d20")
+        if deep_pp and deep_tg:
+            check(deep_pp["n_depth"] == 20 and deep_tg["n_depth"] == 20 and rows["tg4"]["n_depth"] == 0,
+                  "n_depth 20 on the deep rows, 0 on the others")
+            check(deep_pp["profile"]["n_past"] == 20 and deep_pp["profile"]["n_tokens"] == 8,
+                  f"pp8 @ d20 profile: 8 tokens after {deep_pp['profile']['n_past']}")
+            check(deep_tg["profile"]["n_past"] == 24 and deep_tg["ts_median"] > 0,
+                  f"tg4 @ d20 profile: the step after {deep_tg['profile']['n_past']} tokens")
+
+    for bad in (["-p", "abc"], ["-o", "xml"], ["-r", "0"], ["-d", "x"], []):
         p = run([bench, "--plugin", plugin] + (["-m", model] if bad else []) + bad)
         check(p.returncode == 2 and "error:" in p.stderr, f"bad arguments {bad} -> exit 2 ({p.stderr.strip()})")
 

@@ -44,6 +44,8 @@ typedef struct options {
     int n_prompts;
     int gens[MAX_LIST];
     int n_gens;
+    int depths[MAX_LIST]; /* tokens already in the context when a test starts */
+    int n_depths;
     int reps;
     int n_batch;
     int json;
@@ -86,6 +88,7 @@ typedef struct row {
     int model; /* index into the model runs */
     int is_gen;
     int n;
+    int depth; /* tokens in the context before the test's */
     double *samples; /* tokens/s of each repetition */
     double *gpu_ms;  /* GPU time of each repetition (sum of its submits) */
     int n_samples;
@@ -100,6 +103,7 @@ static void usage(const char *argv0)
             "  -m, --model PATH[,PATH]   GGUF model(s); repeatable\n"
             "  -p, --n-prompt N[,N]      prompt tokens per pp test (default 512; 0 = no pp test)\n"
             "  -n, --n-gen N[,N]         generated tokens per tg test (default 128; 0 = no tg test)\n"
+            "  -d, --n-depth N[,N]       tokens in the context before each test (default 0)\n"
             "  -r, --repetitions N       timed runs per test (default 5)\n"
             "  -b, --batch-size N        prompt tokens per submit (default 512)\n"
             "  -o, --output md|json      output format (default md)\n"
@@ -109,7 +113,8 @@ static void usage(const char *argv0)
             "  --validation              enable VK_LAYER_KHRONOS_validation (count its messages)\n"
             "  -v, --verbose             per-op GPU time of one decode step and one prompt batch\n"
             "Tests follow llama-bench: pp N decodes N prompt tokens in one call; tg N decodes N\n"
-            "single tokens after one, fed without sampling. t/s is the median [min-max] of -r runs.\n",
+            "single tokens after one, fed without sampling; \"@ dD\" runs them after D tokens of\n"
+            "context (decoded once, untimed). t/s is the median [min-max] of -r runs.\n",
             argv0);
 }
 
@@ -149,7 +154,7 @@ static int parse_list(const char *flag, const char *v, int *list, int *n)
 
 static int parse_args(int argc, char **argv, options *o)
 {
-    int prompts_given = 0, gens_given = 0;
+    int prompts_given = 0, gens_given = 0, depths_given = 0;
     memset(o, 0, sizeof *o);
     o->reps = 5;
     o->n_batch = 512;
@@ -194,6 +199,13 @@ static int parse_args(int argc, char **argv, options *o)
             gens_given = 1;
             if (!parse_list(a, v, o->gens, &o->n_gens))
                 return 0;
+        } else if (FLAG("-d", "--n-depth")) {
+            NEED_VALUE;
+            if (!depths_given)
+                o->n_depths = 0;
+            depths_given = 1;
+            if (!parse_list(a, v, o->depths, &o->n_depths))
+                return 0;
         } else if (FLAG("-r", "--repetitions")) {
             NEED_VALUE;
             if (!parse_count(a, v, 1, &o->reps))
@@ -235,6 +247,8 @@ static int parse_args(int argc, char **argv, options *o)
         o->prompts[o->n_prompts++] = 512;
     if (!gens_given)
         o->gens[o->n_gens++] = 128;
+    if (!depths_given)
+        o->depths[o->n_depths++] = 0;
     if (o->n_models == 0) {
         fprintf(stderr, "error: no model given (-m MODEL.gguf)\n");
         return 0;
@@ -416,7 +430,10 @@ static vkllm_status read_profile(const vkllm_api *api, vkllm_context ctx, profil
 
 static const char *test_name(const row *r, char *buf, size_t n)
 {
-    snprintf(buf, n, "%s%d", r->is_gen ? "tg" : "pp", r->n);
+    if (r->depth)
+        snprintf(buf, n, "%s%d @ d%d", r->is_gen ? "tg" : "pp", r->n, r->depth);
+    else
+        snprintf(buf, n, "%s%d", r->is_gen ? "tg" : "pp", r->n);
     return buf;
 }
 
@@ -442,7 +459,8 @@ static void fail_msg(const bench *b, const char *what)
 static double bound_ts(const bench *b, const row *r)
 {
     const model_run *m = &b->models[r->model];
-    if (!r->is_gen || b->bandwidth_gbs <= 0 || m->weight_bytes == 0)
+    /* Weights only: at depth the KV cache is read too. */
+    if (!r->is_gen || r->depth || b->bandwidth_gbs <= 0 || m->weight_bytes == 0)
         return 0;
     return b->bandwidth_gbs * 1e9 / (double)m->weight_bytes;
 }
@@ -573,8 +591,9 @@ static void print_json(const bench *b)
         json_num(m->weight_bytes / 1048576.0 / m->load_s[0]);
         printf(", \"upload_second_mib_s\": ");
         json_num(m->weight_bytes / 1048576.0 / m->load_s[1]);
-        printf(",\n   \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_batch\": %d, \"repetitions\": %d",
-               test_name(r, test, sizeof test), r->is_gen ? 0 : r->n, r->is_gen ? r->n : 0, b->o->n_batch,
+        printf(",\n   \"test\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"n_batch\": %d, "
+               "\"repetitions\": %d",
+               test_name(r, test, sizeof test), r->is_gen ? 0 : r->n, r->is_gen ? r->n : 0, r->depth, b->o->n_batch,
                r->n_samples);
         printf(", \"ts_median\": ");
         json_num(r->median);
@@ -668,14 +687,14 @@ static int load_model(bench *b, const char *path, vkllm_model *out, double *seco
     return 1;
 }
 
-/* One pp run: n tokens in one call from an empty context. Returns the wall seconds. */
-static int run_prompt(bench *b, vkllm_context ctx, const vkllm_token *toks, int n, double *secs,
+/* One pp run: n tokens in one call after the first `depth` tokens of the context. */
+static int run_prompt(bench *b, vkllm_context ctx, int depth, const vkllm_token *toks, int n, double *secs,
                       double *gpu_ms)
 {
     const vkllm_api *api = b->api;
     const float *logits;
     uint32_t rows, nv;
-    if (api->kv_truncate(ctx, 0) != VKLLM_OK) {
+    if (api->kv_truncate(ctx, (uint32_t)depth) != VKLLM_OK) {
         fail_msg(b, "kv_truncate");
         return 0;
     }
@@ -690,16 +709,17 @@ static int run_prompt(bench *b, vkllm_context ctx, const vkllm_token *toks, int 
     return 1;
 }
 
-/* One tg run: toks[0] untimed, then toks[1..n] one call each. *last_ms gets the wall time
- * of the last call (the one a profile would read). */
-static int run_gen(bench *b, vkllm_context ctx, const vkllm_token *toks, int n, double *secs, double *gpu_ms,
-                   double *last_ms)
+/* One tg run after the first `depth` tokens of the context: toks[0] untimed, then
+ * toks[1..n] one call each. *last_ms gets the wall time of the last call (the one a profile
+ * would read). */
+static int run_gen(bench *b, vkllm_context ctx, int depth, const vkllm_token *toks, int n, double *secs,
+                   double *gpu_ms, double *last_ms)
 {
     const vkllm_api *api = b->api;
     const float *logits;
     uint32_t rows, nv;
     volatile float sink = 0;
-    if (api->kv_truncate(ctx, 0) != VKLLM_OK || api->decode(ctx, toks, 1, 0) != VKLLM_OK) {
+    if (api->kv_truncate(ctx, (uint32_t)depth) != VKLLM_OK || api->decode(ctx, toks, 1, 0) != VKLLM_OK) {
         fail_msg(b, "decode");
         return 0;
     }
@@ -723,7 +743,7 @@ static int run_gen(bench *b, vkllm_context ctx, const vkllm_token *toks, int n, 
     return 1;
 }
 
-static int add_row(bench *b, int model, int is_gen, int n, row **out)
+static int add_row(bench *b, int model, int is_gen, int n, int depth, row **out)
 {
     row *grown = realloc(b->rows, (size_t)(b->n_rows + 1) * sizeof *grown);
     if (!grown)
@@ -734,6 +754,7 @@ static int add_row(bench *b, int model, int is_gen, int n, row **out)
     r->model = model;
     r->is_gen = is_gen;
     r->n = n;
+    r->depth = depth;
     r->samples = calloc((size_t)b->o->reps, sizeof *r->samples);
     r->gpu_ms = calloc((size_t)b->o->reps, sizeof *r->gpu_ms);
     *out = r;
@@ -775,91 +796,109 @@ static int bench_model(bench *b, int mi)
     m->weight_bytes = info.weight_bytes;
     weight_type(api, model, &info, m);
 
-    int longest = 1;
+    int longest = 1, deepest = 0;
     for (int i = 0; i < o->n_prompts; i++)
         longest = o->prompts[i] > longest ? o->prompts[i] : longest;
     for (int i = 0; i < o->n_gens; i++)
         longest = o->gens[i] + 1 > longest ? o->gens[i] + 1 : longest;
+    for (int i = 0; i < o->n_depths; i++)
+        deepest = o->depths[i] > deepest ? o->depths[i] : deepest;
     vkllm_context_params cp;
     api->context_params_defaults(&cp, sizeof cp);
-    cp.n_ctx = (uint32_t)longest;
+    cp.n_ctx = (uint32_t)(deepest + longest);
     cp.n_batch = (uint32_t)o->n_batch;
     cp.seed = TEST_SEED;
     if (api->context_create(model, &cp, &ctx) != VKLLM_OK) {
         fail_msg(b, "context_create");
         goto done;
     }
-    toks = malloc((size_t)(longest + 1) * sizeof *toks);
+    toks = malloc((size_t)(deepest > longest + 1 ? deepest : longest + 1) * sizeof *toks);
     if (!toks)
         goto done;
 
-    for (int t = 0; t < o->n_prompts; t++) {
-        int n = o->prompts[t];
-        if (n <= 0)
-            continue;
-        row *r;
-        if (!add_row(b, mi, 0, n, &r))
-            goto done;
-        random_tokens(toks, n, info.n_vocab, info.bos, TEST_SEED + (uint64_t)n);
-        double secs, gpu;
-        if (o->verbose)
-            fprintf(stderr, "bench: %s pp%d: warm-up\n", m->path, n);
-        if (!run_prompt(b, ctx, toks, n, &secs, &gpu))
-            goto done;
-        for (int rep = 0; rep < o->reps; rep++) {
-            if (!run_prompt(b, ctx, toks, n, &secs, &gpu))
-                goto done;
-            r->samples[rep] = n / secs;
-            r->gpu_ms[rep] = gpu;
-            r->n_samples++;
+    for (int di = 0; di < o->n_depths; di++) {
+        int depth = o->depths[di];
+        if (depth > 0) { /* the context the tests start from, decoded once */
+            random_tokens(toks, depth, info.n_vocab, info.bos, TEST_SEED + 104729u * (uint64_t)depth);
             if (o->verbose)
-                fprintf(stderr, "bench: %s pp%d: run %d: %.3f s, %.2f t/s, GPU %.1f ms\n", m->path, n,
-                        rep + 1, secs, n / secs, gpu);
-            if (o->verbose && rep == o->reps - 1) {
-                r->prof.wall_ms = secs * 1e3;
-                r->prof.n_past = (uint32_t)(n - (n - 1) % o->n_batch - 1); /* the last batch */
-                r->prof.n_tokens = (uint32_t)n - r->prof.n_past;
-                if (read_profile(api, ctx, &r->prof) != VKLLM_OK)
-                    fprintf(stderr, "warning: no profile: %s\n", api->last_error());
+                fprintf(stderr, "bench: %s: filling %d tokens of context\n", m->path, depth);
+            if (api->kv_truncate(ctx, 0) != VKLLM_OK || api->decode(ctx, toks, (size_t)depth, 0) != VKLLM_OK) {
+                fail_msg(b, "decode (depth)");
+                goto done;
             }
         }
-        summarize(r);
-        if (!o->json)
-            print_md_row(b, r);
-    }
-    for (int t = 0; t < o->n_gens; t++) {
-        int n = o->gens[t];
-        if (n <= 0)
-            continue;
-        row *r;
-        if (!add_row(b, mi, 1, n, &r))
-            goto done;
-        random_tokens(toks, n + 1, info.n_vocab, info.bos, TEST_SEED + 7919u * (uint64_t)n);
-        double secs, gpu, last_ms;
-        if (o->verbose)
-            fprintf(stderr, "bench: %s tg%d: warm-up\n", m->path, n);
-        if (!run_gen(b, ctx, toks, n, &secs, &gpu, &last_ms))
-            goto done;
-        for (int rep = 0; rep < o->reps; rep++) {
-            if (!run_gen(b, ctx, toks, n, &secs, &gpu, &last_ms))
+        for (int t = 0; t < o->n_prompts; t++) {
+            int n = o->prompts[t];
+            if (n <= 0)
+                continue;
+            row *r;
+            if (!add_row(b, mi, 0, n, depth, &r))
                 goto done;
-            r->samples[rep] = n / secs;
-            r->gpu_ms[rep] = gpu;
-            r->n_samples++;
+            char test[32];
+            test_name(r, test, sizeof test);
+            random_tokens(toks, n, info.n_vocab, info.bos, TEST_SEED + (uint64_t)n);
+            double secs, gpu;
             if (o->verbose)
-                fprintf(stderr, "bench: %s tg%d: run %d: %.3f s, %.2f t/s, GPU %.1f ms\n", m->path, n,
-                        rep + 1, secs, n / secs, gpu);
-            if (o->verbose && rep == o->reps - 1) {
-                r->prof.wall_ms = last_ms;
-                r->prof.n_tokens = 1;
-                r->prof.n_past = (uint32_t)n;
-                if (read_profile(api, ctx, &r->prof) != VKLLM_OK)
-                    fprintf(stderr, "warning: no profile: %s\n", api->last_error());
+                fprintf(stderr, "bench: %s %s: warm-up\n", m->path, test);
+            if (!run_prompt(b, ctx, depth, toks, n, &secs, &gpu))
+                goto done;
+            for (int rep = 0; rep < o->reps; rep++) {
+                if (!run_prompt(b, ctx, depth, toks, n, &secs, &gpu))
+                    goto done;
+                r->samples[rep] = n / secs;
+                r->gpu_ms[rep] = gpu;
+                r->n_samples++;
+                if (o->verbose)
+                    fprintf(stderr, "bench: %s %s: run %d: %.3f s, %.2f t/s, GPU %.1f ms\n", m->path, test,
+                            rep + 1, secs, n / secs, gpu);
+                if (o->verbose && rep == o->reps - 1) {
+                    r->prof.wall_ms = secs * 1e3;
+                    r->prof.n_past = (uint32_t)(depth + n - (n - 1) % o->n_batch - 1); /* the last batch */
+                    r->prof.n_tokens = (uint32_t)(depth + n) - r->prof.n_past;
+                    if (read_profile(api, ctx, &r->prof) != VKLLM_OK)
+                        fprintf(stderr, "warning: no profile: %s\n", api->last_error());
+                }
             }
+            summarize(r);
+            if (!o->json)
+                print_md_row(b, r);
         }
-        summarize(r);
-        if (!o->json)
-            print_md_row(b, r);
+        for (int t = 0; t < o->n_gens; t++) {
+            int n = o->gens[t];
+            if (n <= 0)
+                continue;
+            row *r;
+            if (!add_row(b, mi, 1, n, depth, &r))
+                goto done;
+            char test[32];
+            test_name(r, test, sizeof test);
+            random_tokens(toks, n + 1, info.n_vocab, info.bos, TEST_SEED + 7919u * (uint64_t)n);
+            double secs, gpu, last_ms;
+            if (o->verbose)
+                fprintf(stderr, "bench: %s %s: warm-up\n", m->path, test);
+            if (!run_gen(b, ctx, depth, toks, n, &secs, &gpu, &last_ms))
+                goto done;
+            for (int rep = 0; rep < o->reps; rep++) {
+                if (!run_gen(b, ctx, depth, toks, n, &secs, &gpu, &last_ms))
+                    goto done;
+                r->samples[rep] = n / secs;
+                r->gpu_ms[rep] = gpu;
+                r->n_samples++;
+                if (o->verbose)
+                    fprintf(stderr, "bench: %s %s: run %d: %.3f s, %.2f t/s, GPU %.1f ms\n", m->path, test,
+                            rep + 1, secs, n / secs, gpu);
+                if (o->verbose && rep == o->reps - 1) {
+                    r->prof.wall_ms = last_ms;
+                    r->prof.n_tokens = 1;
+                    r->prof.n_past = (uint32_t)(depth + n);
+                    if (read_profile(api, ctx, &r->prof) != VKLLM_OK)
+                        fprintf(stderr, "warning: no profile: %s\n", api->last_error());
+                }
+            }
+            summarize(r);
+            if (!o->json)
+                print_md_row(b, r);
+        }
     }
     ok = 1;
 done:

@@ -6,7 +6,8 @@
 # logs.tar.gz (every test's output, the JSON results).
 #
 # STEPS (default "tests bench sweep") chooses what runs (sweep: decode without the fusion,
-# then matrix-vector shapes, SHAPES overrides the list); MODELS_1B=0 and MODELS_7B=0 skip the 1.1B and 6.7B models;
+# then matrix-vector shapes, SHAPES overrides the list; decode at depth 4096 with attention's
+# keys split or not; GPU sampling on and off); MODELS_1B=0 and MODELS_7B=0 skip the 1.1B and 6.7B models;
 # BENCH_ARGS (default "-p 512 -n 128 -r 3") goes to both vkllm-bench and llama-bench.
 # Each step has its own time limit, so one that hangs costs its limit, not the run.
 set -uo pipefail
@@ -153,6 +154,19 @@ if [[ " $steps " == *" sweep "* ]]; then
                 -m "$m" -p 0 -n 128 -r 3 --no-bandwidth 2>&1 | grep 'tg128 |' | cut -d'|' -f7)
             say "  VKLLM_MATVEC_SHAPE=$shape tg128 $r"
         done
+    done
+    # Decode after 4096 tokens of context: attention's keys split across workgroups (the
+    # default on GPUs) against one workgroup per head (VKLLM_ATTENTION_SPLIT=1), and the peer.
+    for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-6.7B.Q4_0.gguf; do
+        [ -f "$m" ] || continue
+        stamp "decode at depth 4096, attention split on/off, $(basename "$m" .gguf)"
+        for split in "" 1; do
+            r=$(VKLLM_ATTENTION_SPLIT=$split timeout 90 build-gpu/samples/vkllm-bench --plugin "$plugin" \
+                -m "$m" -p 0 -n 64 -d 4096 -r 3 --no-bandwidth 2>&1 | grep 'tg64 @ d4096 |' | cut -d'|' -f7)
+            say "  VKLLM_ATTENTION_SPLIT=${split:-default} tg64 @ d4096 $r"
+        done
+        GGML_VK_VISIBLE_DEVICES=0 LD_LIBRARY_PATH=$llama_bin:$kit:$LD_LIBRARY_PATH timeout 120 "$llama_bin/llama-bench" \
+            -m "$m" -p 0 -n 64 -d 4096 -r 3 -ngl 99 -o md 2>/dev/null | grep 'tg64' | tee -a "$out/summary.txt"
     done
     # Sampling candidates on the GPU (the default there) against the host sampler over the
     # read-back row: vkllm-run's generation speed, which includes sampling (the bench's does not).
