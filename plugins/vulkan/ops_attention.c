@@ -295,9 +295,12 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
              : lanes ? "_lanes"
              : dev->caps.subgroup_arithmetic ? "_subgroup" : "",
              texel ? "_tx" : dev->caps.storage16 ? "_f16" : "_packed");
-    uint32_t spec[] = {prefill ? prefill_wg : lanes ? dev->caps.subgroup_size : sh.wg, d4};
+    /* Texel reads: whether every row starts at a texel (two vec4s of f16). */
+    uint32_t rows_even = texel && d4 % 2 == 0 && (d->n_heads_kv * d4) % 2 == 0 && base.k_skip % 2 == 0 &&
+                         base.v_skip % 2 == 0;
+    uint32_t spec[] = {prefill ? prefill_wg : lanes ? dev->caps.subgroup_size : sh.wg, d4, rows_even};
     vkr_pipeline *pipe, *merge = NULL;
-    vkllm_status s = vkr_pipeline_get(dev, shader, spec, prefill || lanes ? 2 : 1, &pipe);
+    vkllm_status s = vkr_pipeline_get(dev, shader, spec, texel ? 3 : prefill || lanes ? 2 : 1, &pipe);
     uint32_t merge_wg = 64;
     if (!s && sh.n_splits > 1)
         s = vkr_pipeline_get(dev, "attention_combine", &merge_wg, 1, &merge);
