@@ -34,12 +34,14 @@
 //             shared memory and no barriers, which on llvmpipe cost more than the keys.
 //  KV_TEXEL:  (with LANES or PREFILL and ROLLED, the CPU shapes) the caches are read
 //             through texel views, each texel of a row once (load_row_texels).
-// Split keys (the per-row shape, p.n_splits > 1; flash decoding): a decode step has only
-// n_tokens * n_heads rows, too few workgroups to fill a GPU while each walks the whole
-// context. Then each row's keys go in n_splits equal ranges, a workgroup each, which store
-// their unnormalised output, max and sum in the partials; COMBINE, a second dispatch, merges
-// a row's ranges: m = max m_s, out = sum_s exp(m_s - m) acc_s / sum_s exp(m_s - m) l_s.
-//  COMBINE:   that merge, one workgroup per (token, query head).
+// Split keys (p.n_splits > 1, every shape; flash decoding): the keys a workgroup walks (a row's,
+// or PREFILL's block's) go in n_splits equal ranges, a workgroup each, which store their
+// unnormalised output, max and sum per row in the partials; MERGE, a second dispatch, combines
+// a row's ranges: m = max m_s, out = sum_s exp(m_s - m) acc_s / sum_s exp(m_s - m) l_s. On
+// GPUs a decode step has only n_tokens * n_heads rows, too few workgroups to fill the device
+// while each walks the whole context; on llvmpipe ranges keep each invocation's loops clear
+// of its cut at any context length.
+//  MERGE:     that second dispatch, one workgroup per (token, query head).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "reduce.glsl"
@@ -93,13 +95,19 @@ layout(push_constant) uniform Push {
     float alibi_e1;  // log2 of m1 = -max_bias / 2 / n_head_log2
     uint n_head_log2;
     uint k_skip, v_skip; // KV_TEXEL
-    uint n_splits;       // key ranges per row (per-row shape and COMBINE); 0 or 1: one
+    uint n_splits;       // key ranges per row (per-row shape and MERGE); 0 or 1: one
 } p;
 
-#if !defined(PREFILL) && !defined(LANES)
 // Per (row, split): head_dim floats of unnormalised output, then the range's max and sum.
 layout(std430, binding = 5) buffer Partials { float partial[]; };
-#endif
+
+// Range `split` of n_splits equal ranges of the keys [begin, end); the last may be empty.
+uvec2 split_range(uint begin, uint end, uint split, uint n_splits)
+{
+    uint n_keys = end - begin, per = (n_keys + n_splits - 1u) / n_splits;
+    uint b = begin + min(split * per, n_keys);
+    return uvec2(b, min(b + per, end));
+}
 
 #if defined(PREFILL) || defined(LANES)
 #ifdef LANES
@@ -183,7 +191,7 @@ void attend(vec4 qv[D4], uint key_begin, uint keys_end, uint stride, uint own_be
             HEAD_LOOP for (uint c = 0u; c < D4; c++)
                 d += dot(qv[c], load_k(kb + c));
 #endif
-            ok[j] = key >= own_begin && key <= pos;
+            ok[j] = key >= own_begin && key <= pos && key < keys_end; // (a split range ends before pos)
             s[j] = d + slope * (float(key) - float(pos));
             chunk_max = ok[j] ? max(chunk_max, s[j]) : chunk_max;
         }
@@ -224,6 +232,21 @@ void store_head(uint t, uint h, vec4 acc[D4], float l)
     }
 }
 
+// A range's unnormalised output, max and sum, for MERGE (slot: (token * n_heads + head) *
+// n_splits + split).
+void store_partial(uint slot, vec4 acc[D4], float m, float l)
+{
+    uint pb = slot * (p.head_dim + 2u);
+    HEAD_LOOP for (uint c = 0u; c < D4; c++) {
+        partial[pb + 4u * c] = acc[c].x;
+        partial[pb + 4u * c + 1u] = acc[c].y;
+        partial[pb + 4u * c + 2u] = acc[c].z;
+        partial[pb + 4u * c + 3u] = acc[c].w;
+    }
+    partial[pb + p.head_dim] = m;
+    partial[pb + p.head_dim + 1u] = l;
+}
+
 void load_query(uint t, uint h, out vec4 qv[D4])
 {
     uint qb = p.q_shift + (t * p.n_heads + h) * p.head_dim;
@@ -236,28 +259,33 @@ void load_query(uint t, uint h, out vec4 qv[D4])
 void main()
 {
     const uint WG = gl_WorkGroupSize.x; // one subgroup (the host makes it so)
-    uint item = linear_group_id();
-    if (item >= p.n_tokens * p.n_heads)
+    uint n_splits = max(p.n_splits, 1u);
+    uint group = linear_group_id();
+    if (group >= p.n_tokens * p.n_heads * n_splits)
         return; // the whole workgroup
+    uint item = group / n_splits, split = group % n_splits;
     uint lane = gl_LocalInvocationID.x;
     uint t = item / p.n_heads, h = item % p.n_heads;
     uint hk = h / (p.n_heads / p.n_heads_kv);
     uint pos = params.n_past + p.t0 + t;
     uint own_begin = p.window != 0u && pos + 1u > p.window ? pos + 1u - p.window : 0u;
+    uvec2 keys = split_range(own_begin, pos + 1u, split, n_splits);
     vec4 qv[D4], acc[D4];
     load_query(t, h, qv);
     HEAD_LOOP for (uint c = 0u; c < D4; c++)
         acc[c] = vec4(0.0);
     float m = -1.0 / 0.0, l = 0.0;
-    attend(qv, own_begin + lane, pos + 1u, WG, own_begin, pos, alibi_slope(h), p.n_heads_kv * D4, hk * D4, m, l,
-           acc);
-    // Lane 0 always has a key (own_begin), so the maximum is finite.
+    attend(qv, keys.x + lane, keys.y, WG, own_begin, pos, alibi_slope(h), p.n_heads_kv * D4, hk * D4, m, l, acc);
+    // Unsplit, lane 0 always has a key (own_begin), so the maximum is finite; a split range
+    // may be empty (m_all = -inf, every f 0).
     float m_all = subgroupMax(m);
     float f = isinf(m) ? 0.0 : exp(m - m_all);
     float l_all = subgroupAdd(l * f);
     HEAD_LOOP for (uint c = 0u; c < D4; c++)
         acc[c] = subgroupAdd(acc[c] * f);
-    if (lane == 0u)
+    if (lane == 0u && n_splits > 1u)
+        store_partial(group, acc, m_all, l_all);
+    else if (lane == 0u)
         store_head(t, h, acc, l_all);
 }
 
@@ -267,9 +295,11 @@ void main()
 {
     const uint WG = gl_WorkGroupSize.x;
     uint n_blocks = (p.n_tokens + WG - 1u) / WG;
-    uint item = linear_group_id();
-    if (item >= n_blocks * p.n_heads)
+    uint n_splits = max(p.n_splits, 1u);
+    uint group = linear_group_id();
+    if (group >= n_blocks * p.n_heads * n_splits)
         return;
+    uint item = group / n_splits, split = group % n_splits;
     uint blk = item / p.n_heads, h = item % p.n_heads;
     uint first = blk * WG, last = min(first + WG, p.n_tokens) - 1u;
     uint t = first + gl_LocalInvocationID.x;
@@ -283,6 +313,8 @@ void main()
     uint pos_first = params.n_past + p.t0 + first;
     uint keys_begin = p.window != 0u && pos_first + 1u > p.window ? pos_first + 1u - p.window : 0u;
     uint keys_end = params.n_past + p.t0 + last + 1u;
+    // Split: this workgroup's range of those keys; a token may have none of its own in it.
+    uvec2 keys = split_range(keys_begin, keys_end, split, n_splits);
     float slope = alibi_slope(h);
 
     vec4 qv[D4], acc[D4];
@@ -290,14 +322,16 @@ void main()
     HEAD_LOOP for (uint c = 0u; c < D4; c++)
         acc[c] = vec4(0.0);
     float m = -1.0 / 0.0, l = 0.0;
-    attend(qv, keys_begin, keys_end, 1u, own_begin, pos, slope, row4, kv_base, m, l, acc);
-    if (has_token)
+    attend(qv, keys.x, keys.y, 1u, own_begin, pos, slope, row4, kv_base, m, l, acc);
+    if (has_token && n_splits > 1u)
+        store_partial((t * p.n_heads + h) * n_splits + split, acc, m, l);
+    else if (has_token)
         store_head(t, h, acc, l);
 }
 
 #endif // LANES / PREFILL
 
-#elif defined(COMBINE)
+#elif defined(MERGE)
 
 void main()
 {
@@ -307,8 +341,8 @@ void main()
     const uint WG = gl_WorkGroupSize.x;
     uint n_splits = p.n_splits, stride = p.head_dim + 2u;
     uint pb = item * n_splits * stride;
-    // Range 0 always holds a key (the row's first), so m_all is finite; empty ranges have
-    // m = -inf and weigh 0.
+    // Some range holds the row's own position, so m_all is finite; ranges without keys of
+    // the row have m = -inf and weigh 0.
     float m_all = -1.0 / 0.0;
     for (uint s = 0u; s < n_splits; s++)
         m_all = max(m_all, partial[pb + s * stride + p.head_dim]);
@@ -350,10 +384,10 @@ void main()
     uint pos = params.n_past + p.t0 + t;
     uint kv_end = pos + 1;
     uint kv_begin = p.window != 0 && pos + 1 > p.window ? pos + 1 - p.window : 0;
-    if (n_splits > 1u) { // this workgroup's range of the row's keys (the last ones may be empty)
-        uint n_keys = kv_end - kv_begin, per = (n_keys + n_splits - 1u) / n_splits;
-        kv_begin += min(split * per, n_keys);
-        kv_end = min(kv_begin + per, kv_end);
+    if (n_splits > 1u) { // this workgroup's range of the row's keys
+        uvec2 keys = split_range(kv_begin, kv_end, split, n_splits);
+        kv_begin = keys.x;
+        kv_end = keys.y;
     }
     uint row4 = p.n_heads_kv * d4; // vec4s per cache row
     uint kv_base = hk * d4;

@@ -76,14 +76,12 @@ static uint64_t prefill_trips(uint32_t d4, uint64_t n_keys)
 }
 
 /* Whether a batch of n_tokens takes the PREFILL shape: enough tokens to fill half a
- * workgroup, a head that fits the registers, and (on llvmpipe) loops well inside its cut.
- * VKLLM_ATTENTION=prefill, =rows or =lanes forces the choice where the shape allows (tests). */
-static bool use_prefill(const vkr_device *dev, const op_attention_desc *d, uint32_t wg)
+ * workgroup and a head that fits the registers (on llvmpipe, long contexts split the keys to
+ * keep its loops inside the cut: attention_shape_for). VKLLM_ATTENTION=prefill, =rows or
+ * =lanes forces the choice where the shape allows (tests). */
+static bool use_prefill(const op_attention_desc *d, uint32_t wg)
 {
     if (d->head_dim > ATTENTION_PREFILL_MAX_HEAD_DIM)
-        return false;
-    uint64_t keys = (d->window && d->window < d->n_ctx ? d->window : d->n_ctx) + wg;
-    if (dev->caps.device_type == VKLLM_DEVICE_CPU && prefill_trips(d->head_dim / 4, keys) > 48000)
         return false;
     const char *e = getenv("VKLLM_ATTENTION");
     if (e && !strcmp(e, "prefill"))
@@ -95,7 +93,7 @@ static bool use_prefill(const vkr_device *dev, const op_attention_desc *d, uint3
 
 /* The decode shape for CPUs (LANES in attention.comp): a workgroup of one subgroup per
  * (token, head) whose lanes split the keys, combined with subgroup operations; it needs
- * subgroup arithmetic, a head that fits the registers and loops well inside llvmpipe's cut.
+ * subgroup arithmetic and a head that fits the registers.
  * (On lavapipe it took a 256-position step of a 12-head layer from 910 us to 130 us: the
  * per-row shape's barriers are context switches there.) VKLLM_ATTENTION=rows keeps the
  * per-row shape; =lanes takes this one for prompts too (tests). */
@@ -105,66 +103,92 @@ static bool use_lanes(const vkr_device *dev, const op_attention_desc *d)
     if (dev->caps.device_type != VKLLM_DEVICE_CPU || !dev->caps.subgroup_arithmetic || sg < 4 || sg > 64 ||
         (sg & (sg - 1)) || sg > dev->caps.max_workgroup_size || d->head_dim > ATTENTION_PREFILL_MAX_HEAD_DIM)
         return false;
-    uint64_t keys = (d->window && d->window < d->n_ctx ? d->window : d->n_ctx);
-    if (prefill_trips(d->head_dim / 4, (keys + sg - 1) / sg + ATTENTION_KC) > 48000)
-        return false;
     const char *e = getenv("VKLLM_ATTENTION");
     return !(e && !strcmp(e, "rows"));
 }
 
-/* Key ranges per (token, head) row of the per-row shape (flash decoding, see attention.comp).
- * On GPUs, for decode steps of up to ATTENTION_SPLIT_MAX_TOKENS tokens: enough ranges for
- * ~ATTENTION_SPLIT_GROUPS workgroups, each range at least ATTENTION_SPLIT_MIN_KEYS keys of
- * a full cache (a decode step has n_heads workgroups otherwise, each walking the whole
- * context). On CPUs one, since n_heads workgroups already fill llvmpipe's threads. Either
- * way, as many more as keep a workgroup's loops clear of llvmpipe's cut (rows beyond ~93,000
- * keys), and no more than a token's partials in one binding allow. VKLLM_ATTENTION_SPLIT=N
- * asks for N (tests, tuning). */
+/* Key ranges per row (flash decoding, see attention.comp), each its own workgroup, merged by
+ * a second dispatch.
+ * - GPUs, the per-row shape, decode steps of up to ATTENTION_SPLIT_MAX_TOKENS tokens: enough
+ *   ranges for ~ATTENTION_SPLIT_GROUPS workgroups, each at least ATTENTION_SPLIT_MIN_KEYS keys
+ *   of a full cache (a decode step has n_heads workgroups otherwise, each walking the whole
+ *   context).
+ * - CPUs: one, since n_heads workgroups already fill llvmpipe's threads, but as many as keep
+ *   an invocation's loops under llvmpipe's cut (the prompt shape past ~1,000 keys of 64-wide
+ *   heads, the lanes one past ~8,700, the per-row one past ~93,000).
+ * Never more than ATTENTION_MAX_SPLITS, nor than a token's partials in one binding allow.
+ * VKLLM_ATTENTION_SPLIT=N asks for at least N (tests, tuning). */
 #define ATTENTION_MAX_SPLITS 64
 #define ATTENTION_SPLIT_MAX_TOKENS 8
 #define ATTENTION_SPLIT_GROUPS 256
 #define ATTENTION_SPLIT_MIN_KEYS 256
 #define ATTENTION_MAX_TRIPS 48000 /* llvmpipe stops loops at 65,535 trips: a margin */
 
-static uint32_t attention_splits(const vkr_device *dev, const op_attention_desc *d, uint32_t wg)
+typedef enum { SHAPE_ROWS, SHAPE_PREFILL, SHAPE_LANES } shape_kind;
+
+/* Loop trips of one invocation of a shape (workgroup wg) whose keys go in n ranges. */
+static uint64_t shape_trips(const vkr_device *dev, const op_attention_desc *d, shape_kind kind, uint32_t wg,
+                            uint64_t n)
+{
+    uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
+    uint32_t d4 = d->head_dim / 4;
+    switch (kind) {
+    case SHAPE_PREFILL: /* a block of wg tokens walks up to keys + wg - 1 */
+        return prefill_trips(d4, (keys + wg + n - 1) / n);
+    case SHAPE_LANES: /* lane j takes every wg-th key of its range */
+        return prefill_trips(d4, ((keys + n - 1) / n + wg - 1) / wg + ATTENTION_KC);
+    default:
+        return attention_trips(dev, wg, d4, (keys + n - 1) / n);
+    }
+}
+
+static uint32_t key_splits(const vkr_device *dev, const op_attention_desc *d, shape_kind kind, uint32_t wg)
 {
     uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
     uint64_t rows = (uint64_t)d->n_tokens * d->n_heads, n = 1;
+    bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
     const char *e = getenv("VKLLM_ATTENTION_SPLIT");
     if (e && *e)
         n = strtoul(e, NULL, 10);
-    else if (dev->caps.device_type != VKLLM_DEVICE_CPU && d->n_tokens <= ATTENTION_SPLIT_MAX_TOKENS &&
-             rows < ATTENTION_SPLIT_GROUPS) {
+    else if (!cpu && kind == SHAPE_ROWS && d->n_tokens <= ATTENTION_SPLIT_MAX_TOKENS && rows < ATTENTION_SPLIT_GROUPS) {
         n = (ATTENTION_SPLIT_GROUPS + rows - 1) / rows;
         if (n > keys / ATTENTION_SPLIT_MIN_KEYS)
             n = keys / ATTENTION_SPLIT_MIN_KEYS;
     }
-    /* A token's partials must fit one binding. */
     uint64_t most = dev->caps.max_storage_buffer_range / ((uint64_t)d->n_heads * (d->head_dim + 2) * sizeof(float));
     most = most < ATTENTION_MAX_SPLITS ? most : ATTENTION_MAX_SPLITS;
     n = n > most ? most : n;
     n = n < 1 ? 1 : n;
-    while (dev->caps.device_type == VKLLM_DEVICE_CPU && n < most &&
-           attention_trips(dev, wg, d->head_dim / 4, (keys + n - 1) / n) > ATTENTION_MAX_TRIPS)
+    while (cpu && n < most && shape_trips(dev, d, kind, wg, n) > ATTENTION_MAX_TRIPS)
         n++;
     return (uint32_t)n;
 }
 
 /* How op_attention runs a batch: the prompt shape, the CPU decode shape, or the per-row
- * shape with n_splits key ranges per row. */
+ * shape, with n_splits key ranges per row. The prompt and lanes shapes are taken only where
+ * their ranges keep llvmpipe's loops inside its cut; the per-row shape is refused where
+ * its do not (op_attention). */
 typedef struct attention_shape {
     bool prefill, lanes;
     uint32_t wg;       /* the per-row shape's workgroup */
-    uint32_t n_splits; /* per-row shape: key ranges per row (1: no merge) */
+    uint32_t n_splits; /* key ranges per row (1: no merge) */
 } attention_shape;
 
 static attention_shape attention_shape_for(const vkr_device *dev, const op_attention_desc *d)
 {
     attention_shape sh = {.wg = dev->caps.max_workgroup_size >= 128 ? 128 : 64, .n_splits = 1};
-    sh.prefill = use_prefill(dev, d, prefill_workgroup(dev));
-    sh.lanes = !sh.prefill && use_lanes(dev, d);
+    bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
+    uint32_t prefill_wg = prefill_workgroup(dev), sg = dev->caps.subgroup_size;
+    if (use_prefill(d, prefill_wg)) {
+        sh.n_splits = key_splits(dev, d, SHAPE_PREFILL, prefill_wg);
+        sh.prefill = !cpu || shape_trips(dev, d, SHAPE_PREFILL, prefill_wg, sh.n_splits) <= ATTENTION_MAX_TRIPS;
+    }
+    if (!sh.prefill && use_lanes(dev, d)) {
+        sh.n_splits = key_splits(dev, d, SHAPE_LANES, sg);
+        sh.lanes = shape_trips(dev, d, SHAPE_LANES, sg, sh.n_splits) <= ATTENTION_MAX_TRIPS;
+    }
     if (!sh.prefill && !sh.lanes)
-        sh.n_splits = attention_splits(dev, d, sh.wg);
+        sh.n_splits = key_splits(dev, d, SHAPE_ROWS, sh.wg);
     return sh;
 }
 
@@ -249,7 +273,7 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
     /* llvmpipe stops a shader invocation's loops after 65,535 trips, silently (the prompt
      * and lanes shapes are only chosen well inside it). */
     uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
-    uint64_t trips = attention_trips(dev, sh.wg, d4, (keys + sh.n_splits - 1) / sh.n_splits);
+    uint64_t trips = shape_trips(dev, d, SHAPE_ROWS, sh.wg, sh.n_splits);
     if (dev->caps.device_type == VKLLM_DEVICE_CPU && !sh.prefill && !sh.lanes && trips > ATTENTION_MAX_TRIPS)
         return vk_fail(VKLLM_ERR_UNSUPPORTED,
                        "attention: %llu keys x head_dim %u in %u ranges need ~%llu loop trips per "
@@ -303,7 +327,7 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
     vkllm_status s = vkr_pipeline_get(dev, shader, spec, texel ? 3 : prefill || lanes ? 2 : 1, &pipe);
     uint32_t merge_wg = 64;
     if (!s && sh.n_splits > 1)
-        s = vkr_pipeline_get(dev, "attention_combine", &merge_wg, 1, &merge);
+        s = vkr_pipeline_get(dev, "attention_merge", &merge_wg, 1, &merge);
     base.n_splits = sh.n_splits;
     for (uint32_t begin = 0; begin < d->n_tokens && !s; begin += rows_per) {
         uint32_t count = d->n_tokens - begin < rows_per ? d->n_tokens - begin : rows_per;
@@ -318,8 +342,7 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
             op_bind_span(dev, out, begin * row_bytes, count * row_bytes, 4, true, &push.out_shift),
             merge ? op_bind_range(partials, 0, count * split_bytes, true) : (vkr_binding){0},
         };
-        uint64_t n = prefill ? (uint64_t)(count + prefill_wg - 1) / prefill_wg * d->n_heads
-                             : (uint64_t)count * d->n_heads * sh.n_splits;
+        uint64_t n = (prefill ? (uint64_t)(count + prefill_wg - 1) / prefill_wg : count) * d->n_heads * sh.n_splits;
         if (n > 0xffffffffu)
             return vk_fail(VKLLM_ERR_UNSUPPORTED, "attention: %llu workgroups", (unsigned long long)n);
         uint32_t gx, gy;
