@@ -9,6 +9,9 @@
 // beside it; then each invocation accumulates its TM x TN = 4 x 4 outputs, rows tr + 16 i
 // and tokens tt + 16 j, so that neighbouring invocations read neighbouring shared words.
 // The loop that grows with the sizes walks cols / 32 steps.
+//  LARGE_TILE: 128 x 128 tiles in steps of BK = 16 (two invocations per row), 8 x 8 outputs
+//              per invocation: twice the multiply-adds per shared-memory read and a quarter
+//              of the workgroups, with as much shared memory (VKLLM_TILED=128).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
@@ -36,13 +39,22 @@ layout(push_constant) uniform Push {
 
 #include "blocks.glsl"
 
+#ifdef LARGE_TILE
+#define BM 128
+#define BN 128
+#define BK 16
+#define TM 8
+#define TN 8
+#else
 #define BM 64
 #define BN 64
 #define BK 32
 #define TM 4
 #define TN 4
-#define LANES_M (BM / TM) // 16 invocations along rows
-#define PART 8            // columns one invocation loads per step (BK / 4 parts)
+#endif
+#define LANES_M (BM / TM) // 16 invocations along rows (and BN / TN = 16 along tokens)
+#define PART 8            // columns one invocation loads per step
+#define PARTS (BK / PART) // invocations per loaded row: 256 / PARTS = BM = BN rows
 
 shared float w_tile[BK][BM + 1];
 shared float x_tile[BK][BN + 1];
@@ -63,8 +75,8 @@ void main()
 {
     uint tid = gl_LocalInvocationID.x;
     uint row0 = linear_group_id() * BM, tok0 = gl_WorkGroupID.z * BN;
-    // The loaders: invocation tid fills row / token tid / 4, columns part * 8 .. part * 8 + 7.
-    uint ld = tid / 4u, part = tid % 4u;
+    // The loaders: invocation tid fills row / token tid / PARTS, columns part * 8 .. + 7.
+    uint ld = tid / PARTS, part = tid % PARTS;
     uint w_row = min(row0 + ld, p.rows - 1u);
     uint x_tok = min(tok0 + ld, p.n_tokens - 1u);
     // The computers: rows tr + 16 i, tokens tt + 16 j of the tile.

@@ -753,9 +753,15 @@ int main(void)
                 /* Every other case stores the weight 34 bytes into its buffer: 2 mod 4, and
                  * off the binding alignment, so chunks start with a skip. */
                 uint64_t offset = case_index++ % 2 ? 34 : 0;
-                if (gpu_av)
+                if (gpu_av) {
                     check_weight_case(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti),
                                       av_token_counts, ssbo_pass ? 3 : 2);
+                    if (ssbo_pass && type == GGML_Q4_0 && rows == 127) { /* the 128 x 128 tiles */
+                        setenv("VKLLM_TILED", "128", 1);
+                        check_weight_case(dev, type, rows, cols, offset, 17, av_token_counts + 2, 1);
+                        unsetenv("VKLLM_TILED");
+                    }
+                }
                 else
                     check_weight_case(dev, type, rows, cols, offset, (uint32_t)(si * 16 + ti),
                                       token_counts, sizeof token_counts / sizeof *token_counts);
@@ -799,6 +805,18 @@ int main(void)
                 check_weight_case(dev, all_types[ti], plain ? 33 : 127, plain ? 37 : 96, 34, 9,
                                   token_counts + 3, 2);
             }
+            /* The 128 x 128 tiles (VKLLM_TILED=128): partial row and token tiles, ragged
+             * plain rows, several row tiles, 512 tokens. */
+            setenv("VKLLM_TILED", "128", 1);
+            printf("-- VKLLM_TILED=128\n");
+            const uint32_t large_types[] = {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1};
+            for (size_t ti = 0; ti < sizeof large_types / sizeof *large_types; ti++) {
+                bool plain = ggml_traits(large_types[ti]).block_size == 1;
+                check_weight_case(dev, large_types[ti], plain ? 33 : 127, plain ? 37 : 96, 34, 15,
+                                  token_counts + 3, 2);
+            }
+            check_weight_case(dev, GGML_Q4_0, 4097, 64, 0, 16, token_counts + 3, 2);
+            unsetenv("VKLLM_TILED");
             unsetenv("VKLLM_MATMUL_SHAPES");
         }
     }

@@ -365,20 +365,27 @@ static void matmul_shape(const vkr_device *dev, uint32_t type, uint32_t spec[6])
         spec[0] = spec[1] = c->max_workgroup_size;
 }
 
-/* shaders/matmul_tiled.comp: 256 invocations per 64-row x 64-token tile, two 32 x 65 float
- * tiles of shared memory. */
+/* shaders/matmul_tiled.comp: 256 invocations per tile, two float tiles of shared memory. */
 #define MATMUL_TILED_WG 256
-#define MATMUL_TILED_BM 64
-#define MATMUL_TILED_BN 64
-#define MATMUL_TILED_SHARED (2 * 32 * 65 * 4)
+typedef struct tiled_shape {
+    const char *prefix; /* shader name before the weight type */
+    uint32_t rows, tokens, shared_bytes;
+} tiled_shape;
+
+/* 64 rows x 64 tokens in steps of 32 columns; LARGE_TILE: 128 x 128 in steps of 16. */
+static const tiled_shape tiled_64 = {"matmul_tiled_", 64, 64, 2 * 32 * 65 * 4};
+static const tiled_shape tiled_128 = {"matmul_tiled_l_", 128, 128, 2 * 16 * 129 * 4};
 
 /* Prompts on GPUs go through shared-memory tiles; CPUs (where shared memory and barriers are
- * slow) and devices short of shared memory or workgroup size keep the register tiles.
- * VKLLM_MATMUL_SHAPES=gpu selects this on lavapipe too (tests). */
-static bool use_tiled(const vkr_device *dev)
+ * slow) and devices short of shared memory or workgroup size keep the register tiles (NULL).
+ * VKLLM_MATMUL_SHAPES=gpu selects this on lavapipe too (tests). VKLLM_TILED=128 takes the
+ * larger tile, not the default until measured on a GPU (=64: the default one). */
+static const tiled_shape *tiled_shape_for(const vkr_device *dev)
 {
-    return !cpu_shapes(dev) && dev->caps.shared_memory_size >= MATMUL_TILED_SHARED &&
-           dev->caps.max_workgroup_size >= MATMUL_TILED_WG;
+    const char *e = getenv("VKLLM_TILED");
+    const tiled_shape *t = e && !strcmp(e, "128") ? &tiled_128 : &tiled_64;
+    bool fits = dev->caps.shared_memory_size >= t->shared_bytes && dev->caps.max_workgroup_size >= MATMUL_TILED_WG;
+    return !cpu_shapes(dev) && fits ? t : NULL;
 }
 
 /* Weights and x go through texel views where both have them (caps.texel_weights) and any
@@ -433,6 +440,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
     bool texel = reads_texel(w, x);
     uint32_t n_chunks = texel ? w->n_texel_chunks : w->n_chunks;
     uint64_t x_row = (uint64_t)w->cols * 4;
+    const tiled_shape *tiled = tiled_shape_for(dev);
 
     for (uint32_t c = 0; c < n_chunks && !s; c++) {
         const op_weight_chunk *ch = weight_chunk(w, texel, c);
@@ -485,13 +493,13 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 if ((s = matvec_pipeline(dev, w, ch, texel, tc, ch->row_count, x_vec4, 1, false, false, false,
                                          &pipe, &gx, &gy)))
                     return s;
-            } else if (!texel && use_tiled(dev)) {
+            } else if (!texel && tiled) {
                 uint32_t spec[3] = {MATMUL_TILED_WG, aligned_blocks(w, ch), x_vec4};
-                snprintf(name, sizeof name, "matmul_tiled_%s", tname);
+                snprintf(name, sizeof name, "%s%s", tiled->prefix, tname);
                 if ((s = vkr_pipeline_get(dev, name, spec, 3, &pipe)))
                     return s;
-                vkr_grid(dev, (ch->row_count + MATMUL_TILED_BM - 1) / MATMUL_TILED_BM, &gx, &gy);
-                gz = (tc + MATMUL_TILED_BN - 1) / MATMUL_TILED_BN;
+                vkr_grid(dev, (ch->row_count + tiled->rows - 1) / tiled->rows, &gx, &gy);
+                gz = (tc + tiled->tokens - 1) / tiled->tokens;
             } else {
                 uint32_t spec[6];
                 matmul_shape(dev, w->type, spec);

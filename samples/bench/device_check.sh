@@ -7,7 +7,7 @@
 #
 # STEPS (default "tests bench sweep") chooses what runs (sweep: decode without the fusion,
 # then matrix-vector shapes, SHAPES overrides the list; decode at depth 4096 with attention's
-# keys split or not; GPU sampling on and off); MODELS_1B=0 and MODELS_7B=0 skip the 1.1B and 6.7B models;
+# keys split or not; prompt tiles of 64 and 128; GPU sampling on and off); MODELS_1B=0 and MODELS_7B=0 skip the 1.1B and 6.7B models;
 # BENCH_ARGS (default "-p 512 -n 128 -r 3") goes to both vkllm-bench and llama-bench.
 # Each step has its own time limit, so one that hangs costs its limit, not the run.
 set -uo pipefail
@@ -153,6 +153,16 @@ if [[ " $steps " == *" sweep "* ]]; then
             r=$(VKLLM_MATVEC_SHAPE=$shape timeout 60 build-gpu/samples/vkllm-bench --plugin "$plugin" \
                 -m "$m" -p 0 -n 128 -r 3 --no-bandwidth 2>&1 | grep 'tg128 |' | cut -d'|' -f7)
             say "  VKLLM_MATVEC_SHAPE=$shape tg128 $r"
+        done
+    done
+    # Prompts through the 64 x 64 shared-memory tiles (the default) or the 128 x 128 ones.
+    for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-6.7B.Q4_0.gguf; do
+        [ -f "$m" ] || continue
+        stamp "prompt tiles 64 and 128, $(basename "$m" .gguf)"
+        for tile in 64 128; do
+            r=$(VKLLM_TILED=$tile timeout 90 build-gpu/samples/vkllm-bench --plugin "$plugin" \
+                -m "$m" -p 512 -n 0 -r 3 --no-bandwidth 2>&1 | grep 'pp512 |' | cut -d'|' -f7)
+            say "  VKLLM_TILED=$tile pp512 $r"
         done
     done
     # Decode after 4096 tokens of context: attention's keys split across workgroups (the
