@@ -743,6 +743,50 @@ static int run_gen(bench *b, vkllm_context ctx, int depth, const vkllm_token *to
     return 1;
 }
 
+/* Test r (its tokens in toks): a warm-up, then the timed repetitions; with -v the profile of
+ * the last repetition's last call. Prints its markdown row. */
+static int run_test(bench *b, vkllm_context ctx, row *r, const vkllm_token *toks)
+{
+    const options *o = b->o;
+    const char *path = b->models[r->model].path;
+    char test[32];
+    test_name(r, test, sizeof test);
+    if (o->verbose)
+        fprintf(stderr, "bench: %s %s: warm-up\n", path, test);
+    for (int rep = -1; rep < o->reps; rep++) { /* -1: the warm-up */
+        double secs, gpu, last_ms = 0;
+        if (!(r->is_gen ? run_gen(b, ctx, r->depth, toks, r->n, &secs, &gpu, &last_ms)
+                        : run_prompt(b, ctx, r->depth, toks, r->n, &secs, &gpu)))
+            return 0;
+        if (rep < 0)
+            continue;
+        r->samples[rep] = r->n / secs;
+        r->gpu_ms[rep] = gpu;
+        r->n_samples++;
+        if (o->verbose)
+            fprintf(stderr, "bench: %s %s: run %d: %.3f s, %.2f t/s, GPU %.1f ms\n", path, test, rep + 1, secs,
+                    r->n / secs, gpu);
+        if (o->verbose && rep == o->reps - 1) {
+            profile *pr = &r->prof;
+            if (r->is_gen) { /* the last decode step */
+                pr->wall_ms = last_ms;
+                pr->n_tokens = 1;
+                pr->n_past = (uint32_t)(r->depth + r->n);
+            } else { /* the prompt's last batch */
+                pr->wall_ms = secs * 1e3;
+                pr->n_past = (uint32_t)(r->depth + r->n - (r->n - 1) % o->n_batch - 1);
+                pr->n_tokens = (uint32_t)(r->depth + r->n) - pr->n_past;
+            }
+            if (read_profile(b->api, ctx, pr) != VKLLM_OK)
+                fprintf(stderr, "warning: no profile: %s\n", b->api->last_error());
+        }
+    }
+    summarize(r);
+    if (!o->json)
+        print_md_row(b, r);
+    return 1;
+}
+
 static int add_row(bench *b, int model, int is_gen, int n, int depth, row **out)
 {
     row *grown = realloc(b->rows, (size_t)(b->n_rows + 1) * sizeof *grown);
@@ -827,77 +871,20 @@ static int bench_model(bench *b, int mi)
                 goto done;
             }
         }
-        for (int t = 0; t < o->n_prompts; t++) {
-            int n = o->prompts[t];
-            if (n <= 0)
-                continue;
-            row *r;
-            if (!add_row(b, mi, 0, n, depth, &r))
-                goto done;
-            char test[32];
-            test_name(r, test, sizeof test);
-            random_tokens(toks, n, info.n_vocab, info.bos, TEST_SEED + (uint64_t)n);
-            double secs, gpu;
-            if (o->verbose)
-                fprintf(stderr, "bench: %s %s: warm-up\n", m->path, test);
-            if (!run_prompt(b, ctx, depth, toks, n, &secs, &gpu))
-                goto done;
-            for (int rep = 0; rep < o->reps; rep++) {
-                if (!run_prompt(b, ctx, depth, toks, n, &secs, &gpu))
+        for (int is_gen = 0; is_gen < 2; is_gen++) { /* the pp tests, then the tg ones */
+            const int *sizes = is_gen ? o->gens : o->prompts;
+            for (int t = 0; t < (is_gen ? o->n_gens : o->n_prompts); t++) {
+                int n = sizes[t];
+                if (n <= 0)
+                    continue;
+                row *r;
+                if (!add_row(b, mi, is_gen, n, depth, &r))
                     goto done;
-                r->samples[rep] = n / secs;
-                r->gpu_ms[rep] = gpu;
-                r->n_samples++;
-                if (o->verbose)
-                    fprintf(stderr, "bench: %s %s: run %d: %.3f s, %.2f t/s, GPU %.1f ms\n", m->path, test,
-                            rep + 1, secs, n / secs, gpu);
-                if (o->verbose && rep == o->reps - 1) {
-                    r->prof.wall_ms = secs * 1e3;
-                    r->prof.n_past = (uint32_t)(depth + n - (n - 1) % o->n_batch - 1); /* the last batch */
-                    r->prof.n_tokens = (uint32_t)(depth + n) - r->prof.n_past;
-                    if (read_profile(api, ctx, &r->prof) != VKLLM_OK)
-                        fprintf(stderr, "warning: no profile: %s\n", api->last_error());
-                }
-            }
-            summarize(r);
-            if (!o->json)
-                print_md_row(b, r);
-        }
-        for (int t = 0; t < o->n_gens; t++) {
-            int n = o->gens[t];
-            if (n <= 0)
-                continue;
-            row *r;
-            if (!add_row(b, mi, 1, n, depth, &r))
-                goto done;
-            char test[32];
-            test_name(r, test, sizeof test);
-            random_tokens(toks, n + 1, info.n_vocab, info.bos, TEST_SEED + 7919u * (uint64_t)n);
-            double secs, gpu, last_ms;
-            if (o->verbose)
-                fprintf(stderr, "bench: %s %s: warm-up\n", m->path, test);
-            if (!run_gen(b, ctx, depth, toks, n, &secs, &gpu, &last_ms))
-                goto done;
-            for (int rep = 0; rep < o->reps; rep++) {
-                if (!run_gen(b, ctx, depth, toks, n, &secs, &gpu, &last_ms))
+                random_tokens(toks, is_gen ? n + 1 : n, info.n_vocab, info.bos,
+                              TEST_SEED + (is_gen ? 7919u : 1u) * (uint64_t)n);
+                if (!run_test(b, ctx, r, toks))
                     goto done;
-                r->samples[rep] = n / secs;
-                r->gpu_ms[rep] = gpu;
-                r->n_samples++;
-                if (o->verbose)
-                    fprintf(stderr, "bench: %s %s: run %d: %.3f s, %.2f t/s, GPU %.1f ms\n", m->path, test,
-                            rep + 1, secs, n / secs, gpu);
-                if (o->verbose && rep == o->reps - 1) {
-                    r->prof.wall_ms = last_ms;
-                    r->prof.n_tokens = 1;
-                    r->prof.n_past = (uint32_t)(depth + n);
-                    if (read_profile(api, ctx, &r->prof) != VKLLM_OK)
-                        fprintf(stderr, "warning: no profile: %s\n", api->last_error());
-                }
             }
-            summarize(r);
-            if (!o->json)
-                print_md_row(b, r);
         }
     }
     ok = 1;

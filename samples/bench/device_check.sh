@@ -140,18 +140,24 @@ if [[ " $steps " == *" bench "* ]]; then
     done
 fi
 if [[ " $steps " == *" sweep "* ]]; then
+    # The t/s of vkllm-bench's row for TEST (e.g. tg128, 'tg64 @ d4096') on model M, the other
+    # arguments passed on; assignments before the call set its environment.
+    bench_ts() { # TEST M ARGS...
+        local test=$1 m=$2
+        shift 2
+        timeout 90 build-gpu/samples/vkllm-bench --plugin "$plugin" -m "$m" "$@" --no-bandwidth 2>&1 |
+            grep "| $test |" | cut -d'|' -f7
+    }
     # Matrix-vector shapes (VKLLM_MATVEC_SHAPE=WG,ROWS), decode only. Session 2's H200 sweep
     # found 4 rows best of 1, 2 and 4 at every workgroup size: this one looks past 4, and at
     # subgroups with rows of their own (WG,ROWS,sg: no shared memory, every lane busy).
     for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-6.7B.Q4_0.gguf; do
         [ -f "$m" ] || continue
         stamp "decode fusion off, then matvec shapes, $(basename "$m" .gguf)"
-        r=$(VKLLM_FUSE=off timeout 60 build-gpu/samples/vkllm-bench --plugin "$plugin" \
-            -m "$m" -p 0 -n 128 -r 3 --no-bandwidth 2>&1 | grep 'tg128 |' | cut -d'|' -f7)
+        r=$(VKLLM_FUSE=off bench_ts tg128 "$m" -p 0 -n 128 -r 3)
         say "  VKLLM_FUSE=off tg128 $r"
         for shape in ${SHAPES:-128,4 128,8 256,8 32,2,sg 32,4,sg 64,4,sg 128,4,sg 128,8,sg}; do
-            r=$(VKLLM_MATVEC_SHAPE=$shape timeout 60 build-gpu/samples/vkllm-bench --plugin "$plugin" \
-                -m "$m" -p 0 -n 128 -r 3 --no-bandwidth 2>&1 | grep 'tg128 |' | cut -d'|' -f7)
+            r=$(VKLLM_MATVEC_SHAPE=$shape bench_ts tg128 "$m" -p 0 -n 128 -r 3)
             say "  VKLLM_MATVEC_SHAPE=$shape tg128 $r"
         done
     done
@@ -160,8 +166,7 @@ if [[ " $steps " == *" sweep "* ]]; then
         [ -f "$m" ] || continue
         stamp "prompt tiles 64 and 128, $(basename "$m" .gguf)"
         for tile in 64 128; do
-            r=$(VKLLM_TILED=$tile timeout 90 build-gpu/samples/vkllm-bench --plugin "$plugin" \
-                -m "$m" -p 512 -n 0 -r 3 --no-bandwidth 2>&1 | grep 'pp512 |' | cut -d'|' -f7)
+            r=$(VKLLM_TILED=$tile bench_ts pp512 "$m" -p 512 -n 0 -r 3)
             say "  VKLLM_TILED=$tile pp512 $r"
         done
     done
@@ -171,8 +176,7 @@ if [[ " $steps " == *" sweep "* ]]; then
         [ -f "$m" ] || continue
         stamp "decode at depth 4096, attention split on/off, $(basename "$m" .gguf)"
         for split in "" 1; do
-            r=$(VKLLM_ATTENTION_SPLIT=$split timeout 90 build-gpu/samples/vkllm-bench --plugin "$plugin" \
-                -m "$m" -p 0 -n 64 -d 4096 -r 3 --no-bandwidth 2>&1 | grep 'tg64 @ d4096 |' | cut -d'|' -f7)
+            r=$(VKLLM_ATTENTION_SPLIT=$split bench_ts 'tg64 @ d4096' "$m" -p 0 -n 64 -d 4096 -r 3)
             say "  VKLLM_ATTENTION_SPLIT=${split:-default} tg64 @ d4096 $r"
         done
         GGML_VK_VISIBLE_DEVICES=0 LD_LIBRARY_PATH=$llama_bin:$kit:$LD_LIBRARY_PATH timeout 120 "$llama_bin/llama-bench" \
