@@ -154,7 +154,6 @@ static int parse_list(const char *flag, const char *v, int *list, int *n)
 
 static int parse_args(int argc, char **argv, options *o)
 {
-    int prompts_given = 0, gens_given = 0, depths_given = 0;
     memset(o, 0, sizeof *o);
     o->reps = 5;
     o->n_batch = 512;
@@ -187,23 +186,14 @@ static int parse_args(int argc, char **argv, options *o)
             }
         } else if (FLAG("-p", "--n-prompt")) {
             NEED_VALUE;
-            if (!prompts_given)
-                o->n_prompts = 0;
-            prompts_given = 1;
             if (!parse_list(a, v, o->prompts, &o->n_prompts))
                 return 0;
         } else if (FLAG("-n", "--n-gen")) {
             NEED_VALUE;
-            if (!gens_given)
-                o->n_gens = 0;
-            gens_given = 1;
             if (!parse_list(a, v, o->gens, &o->n_gens))
                 return 0;
         } else if (FLAG("-d", "--n-depth")) {
             NEED_VALUE;
-            if (!depths_given)
-                o->n_depths = 0;
-            depths_given = 1;
             if (!parse_list(a, v, o->depths, &o->n_depths))
                 return 0;
         } else if (FLAG("-r", "--repetitions")) {
@@ -243,11 +233,12 @@ static int parse_args(int argc, char **argv, options *o)
 #undef FLAG
 #undef NEED_VALUE
     }
-    if (!prompts_given)
+    /* Lists not given take llama-bench's defaults. */
+    if (!o->n_prompts)
         o->prompts[o->n_prompts++] = 512;
-    if (!gens_given)
+    if (!o->n_gens)
         o->gens[o->n_gens++] = 128;
-    if (!depths_given)
+    if (!o->n_depths)
         o->depths[o->n_depths++] = 0;
     if (o->n_models == 0) {
         fprintf(stderr, "error: no model given (-m MODEL.gguf)\n");

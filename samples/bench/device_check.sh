@@ -148,33 +148,29 @@ if [[ " $steps " == *" sweep "* ]]; then
         timeout 90 build-gpu/samples/vkllm-bench --plugin "$plugin" -m "$m" "$@" --no-bandwidth 2>&1 |
             grep "| $test |" | cut -d'|' -f7
     }
-    # Matrix-vector shapes (VKLLM_MATVEC_SHAPE=WG,ROWS), decode only. Session 2's H200 sweep
-    # found 4 rows best of 1, 2 and 4 at every workgroup size: this one looks past 4, and at
-    # subgroups with rows of their own (WG,ROWS,sg: no shared memory, every lane busy).
+    # On the 1.1B and 6.7B Q4_0 models:
+    # - matrix-vector shapes (VKLLM_MATVEC_SHAPE=WG,ROWS), decode only. Session 2's H200 sweep
+    #   found 4 rows best of 1, 2 and 4 at every workgroup size: this one looks past 4, and at
+    #   subgroups with rows of their own (WG,ROWS,sg: no shared memory, every lane busy);
+    # - prompts through the 64 x 64 shared-memory tiles (the default) or the 128 x 128 ones;
+    # - decode after 4096 tokens of context: attention's keys split across workgroups (the
+    #   default on GPUs) against one workgroup per head (VKLLM_ATTENTION_SPLIT=1), and the peer.
     for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-6.7B.Q4_0.gguf; do
         [ -f "$m" ] || continue
-        stamp "decode fusion off, then matvec shapes, $(basename "$m" .gguf)"
+        name=$(basename "$m" .gguf)
+        stamp "decode fusion off, then matvec shapes, $name"
         r=$(VKLLM_FUSE=off bench_ts tg128 "$m" -p 0 -n 128 -r 3)
         say "  VKLLM_FUSE=off tg128 $r"
         for shape in ${SHAPES:-128,4 128,8 256,8 32,2,sg 32,4,sg 64,4,sg 128,4,sg 128,8,sg}; do
             r=$(VKLLM_MATVEC_SHAPE=$shape bench_ts tg128 "$m" -p 0 -n 128 -r 3)
             say "  VKLLM_MATVEC_SHAPE=$shape tg128 $r"
         done
-    done
-    # Prompts through the 64 x 64 shared-memory tiles (the default) or the 128 x 128 ones.
-    for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-6.7B.Q4_0.gguf; do
-        [ -f "$m" ] || continue
-        stamp "prompt tiles 64 and 128, $(basename "$m" .gguf)"
+        stamp "prompt tiles 64 and 128, $name"
         for tile in 64 128; do
             r=$(VKLLM_TILED=$tile bench_ts pp512 "$m" -p 512 -n 0 -r 3)
             say "  VKLLM_TILED=$tile pp512 $r"
         done
-    done
-    # Decode after 4096 tokens of context: attention's keys split across workgroups (the
-    # default on GPUs) against one workgroup per head (VKLLM_ATTENTION_SPLIT=1), and the peer.
-    for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-6.7B.Q4_0.gguf; do
-        [ -f "$m" ] || continue
-        stamp "decode at depth 4096, attention split on/off, $(basename "$m" .gguf)"
+        stamp "decode at depth 4096, attention split on/off, $name"
         for split in "" 1; do
             r=$(VKLLM_ATTENTION_SPLIT=$split bench_ts 'tg64 @ d4096' "$m" -p 0 -n 64 -d 4096 -r 3)
             say "  VKLLM_ATTENTION_SPLIT=${split:-default} tg64 @ d4096 $r"
