@@ -86,6 +86,11 @@ static void compare_prompt(vkllm_model model, const ref_prompt *p, double tol_ab
     vkllm_context_params cp;
     api->context_params_defaults(&cp, sizeof cp);
     cp.n_ctx = p->n_tokens + p->n_gen + 8;
+    /* VKLLM_TEST_N_CTX: a larger cache than the sequence needs, for the attention shapes
+     * chosen for long contexts (the recording is made for the cache, not the positions). */
+    const char *n_ctx_env = getenv("VKLLM_TEST_N_CTX");
+    if (n_ctx_env && strtoul(n_ctx_env, NULL, 10) > cp.n_ctx)
+        cp.n_ctx = (uint32_t)strtoul(n_ctx_env, NULL, 10);
     if (api->context_create(model, &cp, &ctx) != VKLLM_OK) {
         check(0, "  context: %s", api->last_error());
         return;

@@ -806,10 +806,12 @@ int main(void)
                                   token_counts + 3, 2);
             }
             /* The 128 x 128 tiles (VKLLM_TILED=128): partial row and token tiles, ragged
-             * plain rows, several row tiles, 512 tokens. */
+             * plain rows, several row tiles, 512 tokens. Block decoding is the 64 x 64
+             * tile's, checked above on every type: three types (each a cold compile of ~10 s
+             * here) cover the tile's own indexing. */
             setenv("VKLLM_TILED", "128", 1);
             printf("-- VKLLM_TILED=128\n");
-            const uint32_t large_types[] = {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1};
+            const uint32_t large_types[] = {GGML_F32, GGML_Q4_0, GGML_Q4_1};
             for (size_t ti = 0; ti < sizeof large_types / sizeof *large_types; ti++) {
                 bool plain = ggml_traits(large_types[ti]).block_size == 1;
                 check_weight_case(dev, large_types[ti], plain ? 33 : 127, plain ? 37 : 96, 34, 15,
