@@ -95,7 +95,7 @@ layout(push_constant) uniform Push {
     float alibi_e1;  // log2 of m1 = -max_bias / 2 / n_head_log2
     uint n_head_log2;
     uint k_skip, v_skip; // KV_TEXEL
-    uint n_splits;       // key ranges per row (per-row shape and MERGE); 0 or 1: one
+    uint n_splits;       // key ranges per row (see Split keys above); 0 or 1: one
 } p;
 
 // Per (row, split): head_dim floats of unnormalised output, then the range's max and sum.

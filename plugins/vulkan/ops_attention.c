@@ -18,7 +18,7 @@ typedef struct attention_push {
     float alibi_e0, alibi_e1;
     uint32_t n_head_log2;
     uint32_t k_skip, v_skip; /* vec4s of f16 from the texel view's start to the cache's */
-    uint32_t n_splits;       /* key ranges per (token, head) row: the per-row shape and the merge */
+    uint32_t n_splits;       /* key ranges per (token, head) row, for the attention and the merge */
 } attention_push;
 
 /* The texel view (RGBA32, read by the LANES shape) that holds bytes [offset, offset + bytes)
