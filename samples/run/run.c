@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
@@ -193,13 +194,23 @@ static int32_t on_progress(void *user, float p)
     int percent = (int)(p * 100 + 0.5f);
     if (percent == *last_percent)
         return 0; /* redraw only when the number changes */
+    if (!isatty(fileno(stderr))) { /* a log file: one line, a mark every 10 % */
+        if (*last_percent < 0)
+            fputs("loading", stderr);
+        for (int step = (*last_percent < 0 ? 0 : *last_percent / 10 + 1) * 10; step <= percent; step += 10)
+            fprintf(stderr, " %d%%", step);
+        if (percent >= 100)
+            fputc('\n', stderr);
+        *last_percent = percent;
+        return 0;
+    }
     *last_percent = percent;
     int width = 40, filled = (int)(p * width + 0.5f);
     fprintf(stderr, "\rloading [");
     for (int i = 0; i < width; i++)
         fputc(i < filled ? '#' : ' ', stderr);
     fprintf(stderr, "] %3d%%", percent);
-    if (p >= 1.0f)
+    if (percent >= 100) /* (the last report may round up from just below 1) */
         fputc('\n', stderr);
     return 0;
 }
