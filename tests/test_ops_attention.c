@@ -7,9 +7,9 @@
  * non-power-of-two head count), q/out split across bindings, caches too large for one
  * binding (refused), and a recording of kv_store + attention replayed as n_past grows.
  * Every case runs through the three shapes of the shader (VKLLM_ATTENTION=rows, =prefill and
- * =lanes, the last on CPU devices with subgroups), the first also with each row's keys split
- * across workgroups (VKLLM_ATTENTION_SPLIT, flash decoding), then prompt-sized batches take
- * the default choice. */
+ * =lanes, the last on CPU devices with subgroups), each also with its keys split across
+ * workgroups (VKLLM_ATTENTION_SPLIT, flash decoding), then prompt-sized batches take the
+ * default choice. */
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +40,7 @@ static op_tensor t_partials(vkr_device *dev, const op_attention_desc *d)
     return t_tensor(dev, bytes > 16 ? bytes : 16);
 }
 
-/* Whether the per-row shape is asked to split keys (VKLLM_ATTENTION_SPLIT > 1). */
+/* Whether the shapes are asked to split keys (VKLLM_ATTENTION_SPLIT > 1). */
 static bool split_asked(void)
 {
     const char *e = getenv("VKLLM_ATTENTION_SPLIT");

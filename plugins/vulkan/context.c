@@ -203,14 +203,13 @@ static bool use_gpu_candidates(const vkr_device *dev, uint32_t n_vocab)
     return on && (uint64_t)n_vocab * 4 <= dev->caps.max_storage_buffer_range;
 }
 
-/* Scratch for attention rows whose keys are split across workgroups (decode on GPUs), for
- * both graphs' batches. */
+/* Scratch for attention rows whose keys are split across workgroups (decode on GPUs, long
+ * contexts on lavapipe). graph_last's attention nodes are graph_all's (the two differ only
+ * after the last layer), so one sizes it for both. */
 static vkllm_status create_attention_partials(vkllm_context ctx)
 {
     vkr_device *dev = dev_of(ctx);
-    uint64_t last = dispatch_attention_partials_bytes(dev, &ctx->graph_last, ctx->cache_rows, ctx->n_batch);
-    uint64_t all = dispatch_attention_partials_bytes(dev, &ctx->graph_all, ctx->cache_rows, ctx->n_batch);
-    uint64_t bytes = last > all ? last : all;
+    uint64_t bytes = dispatch_attention_partials_bytes(dev, &ctx->graph_all, ctx->cache_rows, ctx->n_batch);
     return bytes ? vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->attention_partials) : VKLLM_OK;
 }
 

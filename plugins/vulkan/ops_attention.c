@@ -126,11 +126,23 @@ static bool use_lanes(const vkr_device *dev, const op_attention_desc *d)
 
 typedef enum { SHAPE_ROWS, SHAPE_PREFILL, SHAPE_LANES } shape_kind;
 
+/* The most keys a row attends: the window, or the whole cache. */
+static uint64_t cache_keys(const op_attention_desc *d)
+{
+    return d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
+}
+
+/* The bytes of partials per token of a split run (see attention.comp's Partials). */
+static uint64_t partial_bytes_per_token(const op_attention_desc *d, uint32_t n_splits)
+{
+    return (uint64_t)d->n_heads * n_splits * (d->head_dim + 2) * sizeof(float);
+}
+
 /* Loop trips of one invocation of a shape (workgroup wg) whose keys go in n ranges. */
 static uint64_t shape_trips(const vkr_device *dev, const op_attention_desc *d, shape_kind kind, uint32_t wg,
                             uint64_t n)
 {
-    uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
+    uint64_t keys = cache_keys(d);
     uint32_t d4 = d->head_dim / 4;
     switch (kind) {
     case SHAPE_PREFILL: /* a block of wg tokens walks up to keys + wg - 1 */
@@ -144,7 +156,7 @@ static uint64_t shape_trips(const vkr_device *dev, const op_attention_desc *d, s
 
 static uint32_t key_splits(const vkr_device *dev, const op_attention_desc *d, shape_kind kind, uint32_t wg)
 {
-    uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
+    uint64_t keys = cache_keys(d);
     uint64_t rows = (uint64_t)d->n_tokens * d->n_heads, n = 1;
     bool cpu = dev->caps.device_type == VKLLM_DEVICE_CPU;
     const char *e = getenv("VKLLM_ATTENTION_SPLIT");
@@ -155,7 +167,7 @@ static uint32_t key_splits(const vkr_device *dev, const op_attention_desc *d, sh
         if (n > keys / ATTENTION_SPLIT_MIN_KEYS)
             n = keys / ATTENTION_SPLIT_MIN_KEYS;
     }
-    uint64_t most = dev->caps.max_storage_buffer_range / ((uint64_t)d->n_heads * (d->head_dim + 2) * sizeof(float));
+    uint64_t most = dev->caps.max_storage_buffer_range / partial_bytes_per_token(d, 1);
     most = most < ATTENTION_MAX_SPLITS ? most : ATTENTION_MAX_SPLITS;
     n = n > most ? most : n;
     n = n < 1 ? 1 : n;
@@ -192,13 +204,7 @@ static attention_shape attention_shape_for(const vkr_device *dev, const op_atten
     return sh;
 }
 
-/* The bytes of partials per token of a split run, and the tokens a dispatch takes so that
- * its partials fit one binding. */
-static uint64_t partial_bytes_per_token(const op_attention_desc *d, uint32_t n_splits)
-{
-    return (uint64_t)d->n_heads * n_splits * (d->head_dim + 2) * sizeof(float);
-}
-
+/* The tokens a dispatch takes so that its partials fit one binding. */
 static uint32_t split_tokens_per_dispatch(const vkr_device *dev, const op_attention_desc *d, uint32_t n_splits,
                                           uint32_t rows_per)
 {
@@ -272,7 +278,7 @@ vkllm_status op_attention(vkr_cmd *cmd, vkr_device *dev, op_tensor q, op_tensor 
                        d->head_dim, d4);
     /* llvmpipe stops a shader invocation's loops after 65,535 trips, silently (the prompt
      * and lanes shapes are only chosen well inside it). */
-    uint64_t keys = d->window && d->window < d->n_ctx ? d->window : d->n_ctx;
+    uint64_t keys = cache_keys(d);
     uint64_t trips = shape_trips(dev, d, SHAPE_ROWS, sh.wg, sh.n_splits);
     if (dev->caps.device_type == VKLLM_DEVICE_CPU && !sh.prefill && !sh.lanes && trips > ATTENTION_MAX_TRIPS)
         return vk_fail(VKLLM_ERR_UNSUPPORTED,
