@@ -17,6 +17,15 @@
 // slot (the down projection's input).
 // Per invocation the only loop that grows with the sizes walks cols / (32 WG) blocks (cols /
 // (8 WG) for f32/f16/bf16); the rest is unrolled: far from lavapipe's 65,535-iteration limit.
+//
+// GROUPED (prompts): the products as matrix-matrix tiles over the tokens routed to each
+// expert, which moe_group (moe_router.comp) lists per slot and expert. Per token, MATVEC
+// reads all its experts' weights; here a workgroup decodes a weight block once for TN tokens
+// per invocation, as matmul.comp's MATMUL shape does. Workgroup z is (slot k_first + k, expert
+// e, tile of that list); each invocation computes TM rows x TN listed tokens, a workgroup
+// WG_ROWS x (WG / WG_ROWS) invocations. Each (token, slot) is one list entry, so with SUM one
+// dispatch per slot (k_first) keeps the additions to y[t] in order and free of races: slot 0
+// stores weight * product (or adds it with `accumulate`), later slots add theirs.
 #extension GL_GOOGLE_include_directive : require
 #ifdef USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
@@ -31,6 +40,12 @@ layout(constant_id = 3) const bool W_ALIGNED = false; // see load_block (blocks.
 layout(constant_id = 4) const bool X_VEC4 = false;    // x rows start 16-byte aligned
 layout(constant_id = 5) const bool SHARED_X = false;  // one x row per token for all slots
 layout(constant_id = 6) const bool SUM = false;       // weighted sum of the slots
+#ifdef GROUPED
+layout(constant_id = 7) const uint WG_ROWS = 8; // invocations along rows
+layout(constant_id = 8) const uint TM = 8;      // rows per invocation
+layout(constant_id = 9) const uint TN = 8;      // listed tokens per invocation
+layout(std430, binding = 4) readonly buffer Groups { uint groups[]; }; // see moe_group
+#endif
 
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; }; // see blocks.glsl
@@ -53,6 +68,11 @@ layout(push_constant) uniform Push {
     uint y_skip;      // floats from the y binding's start to token 0
     uint y_stride;    // floats from one token's y to the next
     uint accumulate;
+    // GROUPED
+    uint g_skip;       // words from the groups binding's start to the table
+    uint group_tokens; // tokens the table lists (the length of each list)
+    uint n_tiles;      // token tiles per list (workgroups along z per slot and expert)
+    uint k_first;      // the first slot of this dispatch
 } p;
 
 #include "blocks.glsl"
@@ -81,6 +101,76 @@ uint valid_weights(uint col)
 {
     return min(p.cols - col, BLOCK_WEIGHTS);
 }
+
+#ifdef GROUPED
+
+void main()
+{
+    const uint TILE = WG / WG_ROWS * TN; // listed tokens per workgroup
+    uint tid = gl_LocalInvocationID.x;
+    uint tile = gl_WorkGroupID.z % p.n_tiles, ke = gl_WorkGroupID.z / p.n_tiles;
+    uint k = p.k_first + ke / p.n_expert, e = ke % p.n_expert;
+    uint list = k * p.n_expert + e;
+    uint n = groups[p.g_skip + list];
+    uint i0 = tile * TILE + (tid / WG_ROWS) * TN;
+    uint row0 = linear_group_id() * (WG_ROWS * TM) + (tid % WG_ROWS) * TM;
+    if (row0 >= p.rows || i0 >= n)
+        return; // no barriers below
+
+    // Where each row of expert e lives in this chunk, if it does.
+    uint at[TM];
+    bool held[TM];
+    bool any = false;
+    [[unroll]] for (uint r = 0u; r < TM; r++) {
+        uint local = e * p.rows + min(row0 + r, p.rows - 1u) - p.chunk_begin; // wraps below
+        held[r] = local < p.chunk_rows && row0 + r < p.rows;
+        any = any || held[r];
+        at[r] = p.w_skip + min(local, p.chunk_rows - 1u) * p.row_bytes;
+    }
+    if (!any)
+        return;
+    uint first = p.g_skip + NK * p.n_expert + list * p.group_tokens;
+    uint toks[TN];
+    [[unroll]] for (uint t = 0u; t < TN; t++)
+        toks[t] = groups[first + min(i0 + t, n - 1u)];
+
+    float acc[TM * TN];
+    [[unroll]] for (uint j = 0u; j < TM * TN; j++)
+        acc[j] = 0.0;
+    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
+    for (uint b = 0u; b < n_blocks; b++) {
+        uint col = b * BLOCK_WEIGHTS;
+        wblock blk[TM];
+        [[unroll]] for (uint r = 0u; r < TM; r++)
+            blk[r] = load_block(at[r] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
+        [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+            vec4 wv[TM];
+            [[unroll]] for (uint r = 0u; r < TM; r++)
+                wv[r] = block_vec4(blk[r], g);
+            [[unroll]] for (uint t = 0u; t < TN; t++) {
+                vec4 xv = load_x4(toks[t], k, col + 4u * g);
+                [[unroll]] for (uint r = 0u; r < TM; r++)
+                    acc[r * TN + t] += dot(wv[r], xv);
+            }
+        }
+    }
+
+    [[unroll]] for (uint t = 0u; t < TN; t++) {
+        if (i0 + t >= n)
+            continue;
+        uint tok = toks[t];
+        float wk = SUM ? uintBitsToFloat(route[p.r_skip + tok * 2u * NK + NK + k]) : 1.0;
+        uint base = p.y_skip + tok * p.y_stride + (SUM ? 0u : k * p.rows) + row0;
+        [[unroll]] for (uint r = 0u; r < TM; r++) {
+            if (held[r]) {
+                float v = wk * acc[r * TN + t];
+                y[base + r] = p.accumulate != 0u ? y[base + r] + v : v;
+            }
+        }
+    }
+}
+
+#else // matrix-vector per token
 
 // Partial sums of the invocations (of the subgroups with USE_SUBGROUP).
 shared float partial[NR * WG];
@@ -226,3 +316,5 @@ void main()
         }
     }
 }
+
+#endif

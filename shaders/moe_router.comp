@@ -8,8 +8,47 @@
 // Top-k is n_used scans for "the best expert ranked after the previous pick", so no array of
 // n_expert flags is needed; per invocation the loops run (n_used + 2) * n_expert times
 // (the host keeps that far below lavapipe's 65,535-iteration limit).
+//
+// GROUP (moe_group): the routed tokens listed by slot and expert, for op_moe_matmul's grouped
+// products (prompts). One invocation per (slot k, expert e) walks the tokens in order and
+// lists those whose k-th pick is e; a token picks an expert at most once, so a list holds at
+// most n_tokens entries. Output words from g_skip: counts [n_used][n_expert], then the lists
+// [n_used][n_expert][n_tokens] (token indices). The loop runs n_tokens times per invocation.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+
+#ifdef GROUP
+
+layout(std430, binding = 0) readonly buffer Route { uint route[]; };
+layout(std430, binding = 1) writeonly buffer Groups { uint groups[]; };
+
+layout(push_constant) uniform Push {
+    uint n_tokens;
+    uint n_expert;
+    uint n_used;
+    uint r_skip; // words from the route binding's start to token 0
+    uint g_skip; // words from the groups binding's start to the table
+} p;
+
+void main()
+{
+    uint list = linear_group_id() * gl_WorkGroupSize.x + gl_LocalInvocationID.x; // k * n_expert + e
+    if (list >= p.n_used * p.n_expert)
+        return;
+    uint k = list / p.n_expert, e = list % p.n_expert;
+    uint first = p.g_skip + p.n_used * p.n_expert + list * p.n_tokens;
+    uint n = 0u;
+    for (uint t = 0u; t < p.n_tokens; t++) {
+        // Ids past the last expert count as the last one, as in the products.
+        if (min(route[p.r_skip + t * 2u * p.n_used + k], p.n_expert - 1u) == e) {
+            groups[first + n] = t;
+            n++;
+        }
+    }
+    groups[p.g_skip + list] = n;
+}
+
+#else
 
 layout(std430, binding = 0) readonly buffer Logits { float logits[]; };
 layout(std430, binding = 1) writeonly buffer Route { uint route[]; };
@@ -69,3 +108,5 @@ void main()
         route[out_base + p.n_used + s] = floatBitsToUint(e[s] * inv);
     }
 }
+
+#endif

@@ -14,6 +14,9 @@
  * weighted sum (down), and the weighted sum accumulated into y. Routes are random distinct
  * experts per token, some experts never chosen. Under the small-range profile (64 KiB
  * bindings) the stacked weights span several chunks whose boundaries fall inside experts.
+ * Batches of 8 tokens or more run twice: per token, and grouped by expert (the prompt path,
+ * given its scratch): lists longer than a tile, partial tiles, and a scratch too small for the
+ * whole batch, so that it is grouped in several rounds.
  *
  * Finally a whole MoE feed-forward block (router on the GPU feeding the expert products,
  * SwiGLU, weighted down projection added to a residual) is recorded once and replayed with a
@@ -212,8 +215,30 @@ static void random_route(uint32_t n_tokens, uint32_t n_expert, uint32_t k, uint3
 typedef enum { FORM_SLOTS_SHARED, FORM_SLOTS_PER_SLOT, FORM_SUM, FORM_SUM_ACC } moe_form;
 static const char *form_names[] = {"slots, shared x", "slots, x per slot", "weighted sum", "weighted sum +="};
 static double worst_err[GGML_TYPE_COUNT];
+static bool gpu_av; /* VKLLM_GPU_AV: the validation layer's GPU-assisted checks */
 
-static void check_experts(vkr_device *dev, test_experts *te, uint32_t n_tokens, uint32_t k, moe_form form)
+/* op_moe_matmul; under gpu-av, grouped products take the GPU's 4 x 4 register tiles (the
+ * same code with smaller specialization constants): lavapipe compiles the instrumented 16 x 8
+ * tiles for minutes. */
+static vkllm_status moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor route,
+                               op_tensor y, const op_moe_desc *d)
+{
+    bool small_tiles = gpu_av && d->groups.buffer;
+    if (small_tiles)
+        setenv("VKLLM_MATMUL_SHAPES", "gpu", 1);
+    vkllm_status s = op_moe_matmul(cmd, dev, w, x, route, y, d);
+    if (small_tiles)
+        unsetenv("VKLLM_MATMUL_SHAPES");
+    return s;
+}
+
+/* Ways to run a batch: per token (no scratch), grouped by expert, or grouped with scratch for
+ * only 8 tokens at a time. */
+typedef enum { RUN_PER_TOKEN, RUN_GROUPED, RUN_GROUPED_IN_ROUNDS } moe_run;
+static const char *run_names[] = {"", ", grouped", ", grouped by 8"};
+
+static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_tokens, uint32_t k, moe_form form,
+                              moe_run run)
 {
     const uint32_t R = te->rows, C = te->cols, E = te->n_expert;
     bool per_slot = form == FORM_SLOTS_PER_SLOT || form == FORM_SUM || form == FORM_SUM_ACC;
@@ -231,10 +256,21 @@ static void check_experts(vkr_device *dev, test_experts *te, uint32_t n_tokens, 
 
     op_tensor tx = t_tensor_from(dev, x, nx * 4), ty = t_tensor_from(dev, y0, ny * 4);
     op_tensor troute = t_tensor_from(dev, route, (size_t)n_tokens * 2 * k * 4);
-    op_moe_desc d = {n_tokens, E, k, per_slot, sum, acc};
+    uint64_t group_bytes = op_moe_groups_bytes(E, k, run == RUN_GROUPED_IN_ROUNDS ? 8 : n_tokens);
+    op_moe_desc d = {n_tokens, E, k, per_slot, sum, acc, run == RUN_PER_TOKEN ? (op_tensor){0} : t_tensor(dev, group_bytes)};
     vkr_cmd *cmd = t_begin(dev);
-    vkllm_status s = op_moe_matmul(cmd, dev, &te->w, tx, troute, ty, &d);
+    vkllm_status s = moe_matmul(cmd, dev, &te->w, tx, troute, ty, &d);
     uint32_t dispatches = vkr_cmd_dispatch_count(cmd);
+    if (run != RUN_PER_TOKEN) {
+        /* Grouped: per round, moe_group and a dispatch per chunk (per slot and chunk for the
+         * weighted sum). Rounds: at least those the scratch needs (more where the activations
+         * exceed a binding, under small-range). */
+        uint32_t min_rounds = run == RUN_GROUPED ? 1 : (n_tokens + 7) / 8;
+        uint32_t per_round = 1 + (sum ? k : 1) * te->w.n_chunks;
+        t_check(dispatches % per_round == 0 && dispatches / per_round >= min_rounds,
+                "grouped: %u dispatches, %u rounds of %u (at least %u rounds)", dispatches,
+                dispatches / per_round, per_round, min_rounds);
+    }
     if (s) {
         t_check(0, "moe_matmul record: %s", vk_error_message());
         vkr_cmd_destroy(cmd);
@@ -287,17 +323,27 @@ static void check_experts(vkr_device *dev, test_experts *te, uint32_t n_tokens, 
     }
     if (max_err > worst_err[te->type])
         worst_err[te->type] = max_err;
-    printf("%s moe %-4s %u experts of %3ux%-5u top %u, tokens %2u, %-17s: %u chunk(s)%s, %u dispatch(es), "
+    printf("%s moe %-4s %u experts of %3ux%-5u top %u, tokens %2u, %-17s%s: %u chunk(s)%s, %u dispatch(es), "
            "max err %.2g (tol %.0e)%s\n",
            bad ? "FAIL" : "ok  ", ggml_traits(te->type).name, E, R, C, k, n_tokens, form_names[form],
-           te->w.n_chunks, splits_experts(te) ? " splitting experts" : "", dispatches, max_err,
+           run_names[run], te->w.n_chunks, splits_experts(te) ? " splitting experts" : "", dispatches, max_err,
            tolerance(te->type), bad ? " BAD" : "");
     if (bad)
         t_failures++;
+    if (d.groups.buffer)
+        t_tensor_free(dev, d.groups);
     t_tensor_free(dev, tx);
     t_tensor_free(dev, ty);
     t_tensor_free(dev, troute);
     free(x), free(y0), free(got), free(route);
+}
+
+/* A batch per token, and grouped by expert where it has enough tokens. */
+static void check_experts(vkr_device *dev, test_experts *te, uint32_t n_tokens, uint32_t k, moe_form form)
+{
+    check_experts_run(dev, te, n_tokens, k, form, RUN_PER_TOKEN);
+    if (op_moe_groups_bytes(te->n_expert, k, n_tokens))
+        check_experts_run(dev, te, n_tokens, k, form, RUN_GROUPED);
 }
 
 /* ---- a whole MoE feed-forward block, replayed with a different routing ----------------- */
@@ -348,7 +394,7 @@ static void ref_ffn(const test_experts *gate_w, const test_experts *up_w, const 
     free(h);
 }
 
-static void check_ffn(vkr_device *dev, uint32_t type, uint32_t n_tokens)
+static void check_ffn(vkr_device *dev, uint32_t type, uint32_t n_tokens, bool grouped)
 {
     const uint32_t E = 64, F = 96, N = 8, K = 2;
     test_experts gate_w, up_w, down_w;
@@ -377,19 +423,20 @@ static void check_ffn(vkr_device *dev, uint32_t type, uint32_t n_tokens)
         printf("FAIL: cmd: %s\n", vk_error_message());
         exit(1);
     }
-    op_moe_desc gate_d = {n_tokens, N, K, false, false, false};
-    op_moe_desc down_d = {n_tokens, N, K, true, true, true};
+    op_tensor groups = grouped ? t_tensor(dev, op_moe_groups_bytes(N, K, n_tokens)) : (op_tensor){0};
+    op_moe_desc gate_d = {n_tokens, N, K, false, false, false, groups};
+    op_moe_desc down_d = {n_tokens, N, K, true, true, true, groups};
     vkllm_status s = op_matmul(cmd, dev, &router, tx, tl, n_tokens, false);
     if (!s)
         s = op_moe_router(cmd, dev, tl, troute, n_tokens, N, K, true, 1.0f);
     if (!s)
-        s = op_moe_matmul(cmd, dev, &gate_w.w, tx, troute, tg, &gate_d);
+        s = moe_matmul(cmd, dev, &gate_w.w, tx, troute, tg, &gate_d);
     if (!s)
-        s = op_moe_matmul(cmd, dev, &up_w.w, tx, troute, tu, &gate_d);
+        s = moe_matmul(cmd, dev, &up_w.w, tx, troute, tu, &gate_d);
     if (!s)
         s = op_swiglu(cmd, dev, tg, tu, th, n_tokens * K * F);
     if (!s)
-        s = op_moe_matmul(cmd, dev, &down_w.w, th, troute, tres, &down_d);
+        s = moe_matmul(cmd, dev, &down_w.w, th, troute, tres, &down_d);
     if (!s)
         s = vkr_cmd_end(cmd);
     if (s) {
@@ -421,8 +468,8 @@ static void check_ffn(vkr_device *dev, uint32_t type, uint32_t n_tokens)
                 ggml_traits(type).name, n_tokens, rep ? "replay" : "first run",
                 (size_t)n_tokens * K - wrong, n_tokens * K);
         char what[96];
-        snprintf(what, sizeof what, "ffn %s %u tokens, %s", ggml_traits(type).name, n_tokens,
-                 rep ? "replay with new input" : "first run");
+        snprintf(what, sizeof what, "ffn %s %u tokens%s, %s", ggml_traits(type).name, n_tokens,
+                 grouped ? " grouped by expert" : "", rep ? "replay with new input" : "first run");
         /* Outputs are O(1): the residual plus two weighted rows of 96-term sums. */
         t_compare(what, got, want, nx, type == GGML_F32 ? 5e-5f : 1e-4f, 1e-4f);
     }
@@ -434,6 +481,8 @@ static void check_ffn(vkr_device *dev, uint32_t type, uint32_t n_tokens)
     vkr_cmd_destroy(cmd);
     t_tensor_free(dev, tx), t_tensor_free(dev, tres), t_tensor_free(dev, tl);
     t_tensor_free(dev, troute), t_tensor_free(dev, tg), t_tensor_free(dev, tu), t_tensor_free(dev, th);
+    if (grouped)
+        t_tensor_free(dev, groups);
     vkr_buffer_destroy(dev, &router_buf);
     free_experts(dev, &gate_w), free_experts(dev, &up_w), free_experts(dev, &down_w);
     free(router_w), free(x), free(res), free(want), free(got);
@@ -441,7 +490,7 @@ static void check_ffn(vkr_device *dev, uint32_t type, uint32_t n_tokens)
 
 /* Speed of the expert product against a dense product doing the same multiply-adds: 8 q4_0
  * experts of 1024 x 4096, top 2 (2048 x 4096 weights per token), and op_matmul of 2048 x 4096,
- * for 1 token (decode) and 64 (a prompt; random routes). Best of 4 replays, GPU timestamps;
+ * for 1 token (decode) and 64 (a prompt; random routes; per token and grouped by expert). Best of 4 replays, GPU timestamps;
  * printed, not asserted. */
 static void time_experts(vkr_device *dev)
 {
@@ -458,11 +507,12 @@ static void time_experts(vkr_device *dev)
     random_route(T, N, K, 9, route);
     op_tensor tx = t_tensor(dev, (size_t)T * C * 4), ty = t_tensor(dev, (size_t)T * K * R * 4);
     op_tensor tr = t_tensor_from(dev, route, (size_t)T * 2 * K * 4);
-    for (int k = 0; k < 4; k++) {
+    op_tensor groups = t_tensor(dev, op_moe_groups_bytes(N, K, T));
+    for (int k = 0; k < 5; k++) { /* decode: moe, dense; prompt: moe per token, dense, grouped */
         uint32_t nt = k < 2 ? 1 : T;
-        bool moe = k % 2 == 0;
+        bool moe = k % 2 == 0, grouped = k == 4;
         vkr_cmd *cmd = t_begin(dev);
-        op_moe_desc d = {nt, N, K, false, false, false};
+        op_moe_desc d = {nt, N, K, false, false, false, grouped ? groups : (op_tensor){0}};
         vkllm_status s = moe ? op_moe_matmul(cmd, dev, &te.w, tx, tr, ty, &d) : op_matmul(cmd, dev, &dense, tx, ty, nt, false);
         if (s || vkr_cmd_end(cmd)) {
             t_check(0, "timing: %s", vk_error_message());
@@ -479,11 +529,14 @@ static void time_experts(vkr_device *dev)
         }
         if (best < 1e30)
             printf("time %-40s q4_0, %2u token(s): %8.3f ms  %5.2f G weights/s per token\n",
-                   moe ? "moe_matmul, 2 of 8 experts of 1024x4096" : "matmul (dense), 2048x4096", nt, best,
+                   grouped ? "moe_matmul grouped, 2 of 8 of 1024x4096"
+                   : moe   ? "moe_matmul, 2 of 8 experts of 1024x4096"
+                           : "matmul (dense), 2048x4096",
+                   nt, best,
                    (double)K * R * C * nt / (best * 1e6));
         vkr_cmd_destroy(cmd);
     }
-    t_tensor_free(dev, tx), t_tensor_free(dev, ty), t_tensor_free(dev, tr);
+    t_tensor_free(dev, tx), t_tensor_free(dev, ty), t_tensor_free(dev, tr), t_tensor_free(dev, groups);
     free(route);
     free_experts(dev, &te);
 }
@@ -529,7 +582,7 @@ int main(void)
      * partial blocks are blocks.glsl's and matmul.comp's code, checked under gpu-av by
      * test_ops_matmul. */
     const char *av = getenv("VKLLM_GPU_AV");
-    bool gpu_av = av && *av && strcmp(av, "0");
+    gpu_av = av && *av && strcmp(av, "0");
     for (size_t ti = 0; ti < sizeof all_types / sizeof *all_types; ti++) {
         uint32_t type = all_types[ti];
         if (gpu_av && type != GGML_Q4_0)
@@ -541,6 +594,13 @@ int main(void)
                 continue;
             check_experts(dev, &te, 1, 2, (moe_form)form);
             check_experts(dev, &te, 5, 2, (moe_form)form);
+            /* Grouped: 42 slots over 3 experts, lists of ~14 tokens (over a CPU tile of 8).
+             * Every type in the forms the graph uses (gate and up, down); the indexing of the
+             * other two with f32 and q4_0. A cold compile of a grouped pipeline takes
+             * seconds on lavapipe. */
+            bool graph_form = form == FORM_SLOTS_SHARED || form == FORM_SUM;
+            if (graph_form || type == GGML_F32 || type == GGML_Q4_0)
+                check_experts(dev, &te, 21, 2, (moe_form)form);
         }
         if (!gpu_av)
             check_experts(dev, &te, 3, 1, FORM_SUM);
@@ -553,6 +613,11 @@ int main(void)
         if (!gpu_av) {
             check_experts(dev, &te, 2, 1, FORM_SLOTS_SHARED);
             check_experts(dev, &te, 2, 1, FORM_SUM_ACC);
+            if (type == GGML_F32 || type == GGML_Q4_0) {
+                /* 40 tokens, top 3 of 8 (lists of ~17 tokens); grouped 8 tokens at a time. */
+                check_experts(dev, &te, 40, 3, FORM_SLOTS_PER_SLOT);
+                check_experts_run(dev, &te, 21, 2, FORM_SUM_ACC, RUN_GROUPED_IN_ROUNDS);
+            }
         }
         free_experts(dev, &te);
     }
@@ -577,12 +642,31 @@ int main(void)
         }
     }
 
+    /* The grouped tiles GPUs get (64 rows x 16 tokens per workgroup): lists longer than a
+     * tile and shorter. */
+    if (!gpu_av) {
+        setenv("VKLLM_MATMUL_SHAPES", "gpu", 1);
+        printf("-- with VKLLM_MATMUL_SHAPES=gpu\n");
+        const uint32_t gpu_types[] = {GGML_F16, GGML_Q4_0};
+        for (size_t ti = 0; ti < 2; ti++) {
+            test_experts te;
+            make_experts(dev, gpu_types[ti], 8, 100, 256, 6, 90 + (uint32_t)ti, &te);
+            check_experts_run(dev, &te, 40, 3, FORM_SLOTS_SHARED, RUN_GROUPED);
+            check_experts_run(dev, &te, 40, 2, FORM_SUM, RUN_GROUPED);
+            free_experts(dev, &te);
+        }
+        unsetenv("VKLLM_MATMUL_SHAPES");
+    }
+
     if (gpu_av) {
-        check_ffn(dev, GGML_Q4_0, 6);
+        check_ffn(dev, GGML_Q4_0, 6, false);
+        check_ffn(dev, GGML_Q4_0, 24, true);
     } else {
-        check_ffn(dev, GGML_Q8_0, 1);
-        check_ffn(dev, GGML_Q8_0, 6);
-        check_ffn(dev, GGML_F32, 6);
+        check_ffn(dev, GGML_Q8_0, 1, false);
+        check_ffn(dev, GGML_Q8_0, 6, false);
+        check_ffn(dev, GGML_F32, 6, false);
+        check_ffn(dev, GGML_Q8_0, 24, true);
+        check_ffn(dev, GGML_F32, 24, true);
     }
 
     printf("worst expert-product error relative to sum|w x|, per type:\n");

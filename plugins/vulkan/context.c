@@ -36,6 +36,7 @@ struct vkllm_context_t {
     vkr_buffer top_k, top_k_scratch;
     vkr_buffer positions; /* n_past + t per batch row, for learned positions (OPT) */
     vkr_buffer attention_partials; /* split key ranges' scratch; size 0: none */
+    vkr_buffer moe_groups;         /* prompt tokens grouped by expert; size 0: none */
     recording recordings[MAX_RECORDINGS];
     uint64_t use_clock;
 
@@ -97,6 +98,7 @@ void context_free(vkllm_context ctx)
     vkr_buffer_destroy(dev, &ctx->top_k);
     vkr_buffer_destroy(dev, &ctx->top_k_scratch);
     vkr_buffer_destroy(dev, &ctx->attention_partials);
+    vkr_buffer_destroy(dev, &ctx->moe_groups);
     dispatch_plan_free(&ctx->plan_last);
     dispatch_plan_free(&ctx->plan_all);
     g_free(&ctx->graph_last);
@@ -213,6 +215,14 @@ static vkllm_status create_attention_partials(vkllm_context ctx)
     return bytes ? vkr_buffer_create(dev, bytes, VKR_MEMORY_DEVICE, &ctx->attention_partials) : VKLLM_OK;
 }
 
+/* Scratch for prompt batches of mixture-of-experts models, whose tokens are grouped by
+ * expert (graph_last's expert products are graph_all's). */
+static vkllm_status create_moe_groups(vkllm_context ctx)
+{
+    uint64_t bytes = dispatch_moe_groups_bytes(&ctx->graph_all, ctx->n_batch);
+    return bytes ? vkr_buffer_create(dev_of(ctx), bytes, VKR_MEMORY_DEVICE, &ctx->moe_groups) : VKLLM_OK;
+}
+
 /* The last token's logits row: host-visible, or with GPU candidates device-local beside the
  * candidates (host-visible) and a host copy for when the row is read after all. */
 static vkllm_status create_logits_last(vkllm_context ctx)
@@ -314,6 +324,7 @@ vkllm_status context_create(vkllm_model model, const vkllm_context_params *param
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->tokens)) ||
         (s = vkr_buffer_create(dev, ctx->n_batch * sizeof(int32_t), VKR_MEMORY_HOST, &ctx->positions)) ||
         (s = create_attention_partials(ctx)) ||
+        (s = create_moe_groups(ctx)) ||
         (s = create_logits_last(ctx)) ||
         (s = vkr_buffer_create(dev, (VkDeviceSize)hp->n_vocab * sizeof(float) * ctx->n_batch,
                                VKR_MEMORY_HOST, &ctx->logits_all)) ||
@@ -362,6 +373,7 @@ static vkllm_status get_recording(vkllm_context ctx, uint32_t n_tokens, bool all
         .top_k = !all && ctx->gpu_candidates ? &ctx->top_k : NULL,
         .top_k_scratch = &ctx->top_k_scratch,
         .attention_partials = ctx->attention_partials.size ? &ctx->attention_partials : NULL,
+        .moe_groups = ctx->moe_groups.size ? &ctx->moe_groups : NULL,
         .n_ctx = ctx->cache_rows,
     };
     vkllm_status s = VKLLM_OK;

@@ -146,6 +146,17 @@ uint64_t dispatch_attention_partials_bytes(const vkr_device *dev, const g_graph 
     return most;
 }
 
+uint64_t dispatch_moe_groups_bytes(const g_graph *g, uint32_t max_tokens)
+{
+    uint64_t most = 0;
+    for (uint32_t i = 0; i < g->n_nodes; i++) {
+        const g_node *n = &g->nodes[i];
+        uint64_t bytes = n->op == G_MOE_MATMUL ? op_moe_groups_bytes(n->moe.n_expert, n->moe.n_used, max_tokens) : 0;
+        most = bytes > most ? bytes : most;
+    }
+    return most;
+}
+
 static vkllm_status weight_of(const struct vkllm_model_t *m, const char *name, const model_weight **w)
 {
     *w = model_weight_find(m, name);
@@ -516,7 +527,8 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
         case G_MOE_MATMUL: {
             /* The experts are stacked rows of one weight; in[1] (the router) picks them on the GPU. */
             op_moe_desc d = {rows, node->moe.n_expert, node->moe.n_used, node->moe.weighted_sum,
-                             node->moe.weighted_sum, false};
+                             node->moe.weighted_sum, false,
+                             bufs->moe_groups ? whole(bufs->moe_groups) : (op_tensor){0}};
             s = op_moe_matmul(cmd, dev, &w0->matrix, in0, in1, out, &d);
             break;
         }

@@ -33,6 +33,9 @@ typedef struct dispatch_buffers {
     /* Scratch for attention's split key ranges (dispatch_attention_partials_bytes); NULL
      * where that is 0. */
     vkr_buffer *attention_partials;
+    /* Scratch for grouping prompt tokens by expert (dispatch_moe_groups_bytes); NULL where that
+     * is 0 (then expert products run per token). */
+    vkr_buffer *moe_groups;
 } dispatch_buffers;
 
 vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch_plan *plan);
@@ -42,6 +45,10 @@ void dispatch_plan_free(dispatch_plan *plan);
  * a cache of n_ctx rows (0: none). */
 uint64_t dispatch_attention_partials_bytes(const vkr_device *dev, const g_graph *g, uint32_t n_ctx,
                                            uint32_t max_tokens);
+
+/* The expert-grouping scratch a recording of g needs for batches of up to max_tokens tokens
+ * (0: none, or batches too small to group). */
+uint64_t dispatch_moe_groups_bytes(const g_graph *g, uint32_t max_tokens);
 
 /* Records graph `g` for a batch of n_tokens into cmd (begun and ended here). */
 vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,

@@ -134,6 +134,11 @@ vkllm_status op_get_rows(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_t
 vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor y,
                        uint32_t n_tokens, bool accumulate);
 
+/* The register tiles of the matrix-matrix shape (matmul.comp's MATMUL, and the grouped expert
+ * products of moe_matmul.comp) for weights of `type`: {wg, wg_rows, tm, tn}, a workgroup of wg
+ * invocations, wg_rows of them along the rows, each computing tm rows x tn tokens. */
+void op_matmul_tile_shape(const vkr_device *dev, uint32_t type, uint32_t spec[4]);
+
 /* Several products of one x in one dispatch, for decode, where op_matmul would record
  * one dispatch per product (the recorder fuses a layer's Q, K and V, and a SwiGLU MLP's gate,
  * up and activation). Both need op_matvec_fusable(w, x, n_tokens). */
@@ -241,7 +246,15 @@ typedef struct op_moe_desc {
     bool x_per_slot;   /* x is [n_tokens][n_used][cols] (one row per slot), else [n_tokens][cols] */
     bool weighted_sum; /* y [n_tokens][R] = sum over slots of weight * product, else y [n_tokens][n_used][R] */
     bool accumulate;   /* y += instead of y = */
+    /* Scratch for prompts (op_moe_groups_bytes): with it, batches of enough tokens list the
+     * tokens routed to each expert on the GPU and run matrix-matrix tiles per expert, reading
+     * each expert's weights once per tile instead of once per token. Size 0: per token. */
+    op_tensor groups;
 } op_moe_desc;
+
+/* The scratch that lets op_moe_matmul group batches of up to n_tokens tokens by expert; 0
+ * where per-token products serve (batches too small to gain from grouping). */
+uint64_t op_moe_groups_bytes(uint32_t n_expert, uint32_t n_used, uint32_t n_tokens);
 
 /* Expert products for routed tokens. w stacks n_expert matrices of R = w->rows / n_expert rows
  * (expert e holds rows [e R, (e + 1) R), GGUF's 3-D expert tensors). For token t and slot k with

@@ -345,10 +345,7 @@ static void matvec_lanes_shape(const vkr_device *dev, uint32_t n_tokens, uint32_
     spec[0] = wg, spec[1] = rows, spec[2] = n_tokens;
 }
 
-/* Matrix-matrix specialization {wg, wg_rows, tm, tn} (the caller adds W_ALIGNED and X_VEC4):
- * a workgroup of wg invocations, wg_rows of them along the rows, each computing tm rows x tn
- * tokens. */
-static void matmul_shape(const vkr_device *dev, uint32_t type, uint32_t spec[6])
+void op_matmul_tile_shape(const vkr_device *dev, uint32_t type, uint32_t spec[4])
 {
     const vkr_caps *c = &dev->caps;
     if (cpu_shapes(dev)) {
@@ -502,7 +499,7 @@ vkllm_status op_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_ten
                 gz = (tc + tiled->tokens - 1) / tiled->tokens;
             } else {
                 uint32_t spec[6];
-                matmul_shape(dev, w->type, spec);
+                op_matmul_tile_shape(dev, w->type, spec);
                 spec[4] = aligned_blocks(w, ch);
                 spec[5] = x_vec4;
                 snprintf(name, sizeof name, "matmul_%s%s", tname, texel ? "_tx" : "");

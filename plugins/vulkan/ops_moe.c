@@ -9,11 +9,14 @@
  * otherwise (lavapipe's 128 MiB, real Mixtral experts of 100+ MiB) it is one dispatch per
  * chunk, and a workgroup whose expert is elsewhere returns after reading two words.
  *
- * Cost: every token reads its experts' weights itself (a workgroup is rows x one token), so a
- * prompt batch costs n_tokens matrix-vector products per expert matrix, i.e. prompts run at
- * decode speed per token. Grouping the tokens routed to each expert into matrix-matrix tiles
- * is the next step for prompts. */
+ * Per token (decode), every token reads its experts' weights itself: a workgroup is rows x one
+ * token. Batches of MOE_GROUP_MIN_TOKENS or more, given the scratch for it, are grouped
+ * instead: moe_group lists the tokens routed to each (slot, expert) on the GPU, and the
+ * products run as matrix-matrix tiles over each list, so an expert's weights are read once per
+ * tile of tokens rather than once per token. The grid covers every list at its longest (all
+ * tokens); tiles past a list's end return at once. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -34,9 +37,21 @@ typedef struct moe_matmul_push {
     uint32_t chunk_begin, chunk_rows, n_expert;
     uint32_t x_skip, x_stride, r_skip, y_skip, y_stride;
     uint32_t accumulate;
+    uint32_t g_skip, group_tokens, n_tiles, k_first; /* grouped */
 } moe_matmul_push;
 
+/* Must match shaders/moe_router.comp (GROUP). */
+typedef struct group_push {
+    uint32_t n_tokens, n_expert, n_used, r_skip, g_skip;
+} group_push;
+
 #define ROUTER_WG 64u
+/* Batches of at least this many tokens are grouped by expert (with the scratch). Fewer leave
+ * most of each expert's tile empty. */
+#define MOE_GROUP_MIN_TOKENS 8u
+/* Tokens per grouping: moe_group's loop walks them once per invocation, far below lavapipe's
+ * 65,535-iteration cut. */
+#define MOE_GROUP_MAX_TOKENS 8192u
 /* Per invocation the router's loops run (n_used + 2) * n_expert times; lavapipe stops any
  * invocation at 65,535 loop iterations. */
 #define ROUTER_MAX_ITERATIONS 60000u
@@ -154,6 +169,111 @@ static void moe_shape(const vkr_device *dev, uint32_t n_used, uint32_t spec[3])
     spec[0] = wg, spec[1] = rows, spec[2] = n_used;
 }
 
+uint64_t op_moe_groups_bytes(uint32_t n_expert, uint32_t n_used, uint32_t n_tokens)
+{
+    if (n_tokens < MOE_GROUP_MIN_TOKENS)
+        return 0;
+    if (n_tokens > MOE_GROUP_MAX_TOKENS)
+        n_tokens = MOE_GROUP_MAX_TOKENS;
+    return (uint64_t)n_used * n_expert * (n_tokens + 1) * 4; /* counts, then the lists */
+}
+
+/* Whether to group a batch, and how many tokens per grouping: those fitting the bindings
+ * (per), the scratch's table, moe_group's loop and the grid (slots x experts x tiles along z).
+ * 0: per token. VKLLM_MOE_GROUPED=off keeps prompts per token (for measuring). */
+static uint32_t group_tokens(const vkr_device *dev, const op_moe_desc *d, uint32_t per, uint32_t tile_tokens)
+{
+    const char *e = getenv("VKLLM_MOE_GROUPED");
+    if ((e && !strcmp(e, "off")) || d->n_tokens < MOE_GROUP_MIN_TOKENS || !d->groups.buffer)
+        return 0;
+    uint64_t lists = (uint64_t)d->n_used * d->n_expert;
+    uint64_t n = d->groups.size / 4 / lists;
+    n = n > 0 ? n - 1 : 0;
+    uint64_t z_lists = d->weighted_sum ? d->n_expert : lists; /* SUM: one slot per dispatch */
+    uint64_t by_grid = dev->caps.max_workgroup_count[2] / z_lists * tile_tokens;
+    uint64_t limits[] = {per, MOE_GROUP_MAX_TOKENS, by_grid, d->n_tokens};
+    for (size_t i = 0; i < sizeof limits / sizeof *limits; i++)
+        n = limits[i] < n ? limits[i] : n;
+    if (!op_tensor_holds(d->groups, lists * (n + 1) * 4))
+        return 0;
+    return n >= MOE_GROUP_MIN_TOKENS || n == d->n_tokens ? (uint32_t)n : 0;
+}
+
+/* The grouped products (see the top of this file): per grouping of tokens, moe_group lists
+ * them, then one dispatch per weight chunk (and, for the weighted sum, per slot) runs the
+ * tiles. */
+static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
+                                       op_tensor route, op_tensor y, const op_moe_desc *d, uint32_t per,
+                                       const uint32_t shape[4])
+{
+    const uint32_t R = w->rows / d->n_expert, K = d->n_used, E = d->n_expert, T = d->n_tokens;
+    const uint32_t tile_rows = shape[1] * shape[2], tile_tokens = shape[0] / shape[1] * shape[3];
+    uint64_t x_row = (uint64_t)w->cols * (d->x_per_slot ? K : 1) * 4;
+    uint64_t y_row = (uint64_t)R * (d->weighted_sum ? 1 : K) * 4;
+    uint64_t r_row = (uint64_t)K * 8;
+    char name[48];
+    snprintf(name, sizeof name, "moe_matmul_grouped_%s", op_weight_type_name(w->type));
+    uint32_t group_spec[] = {ROUTER_WG};
+    vkr_pipeline *group_pipe;
+    vkllm_status s = vkr_pipeline_get(dev, "moe_group", group_spec, 1, &group_pipe);
+    uint32_t gx, gy, group_gx, group_gy;
+    vkr_grid(dev, (R + tile_rows - 1) / tile_rows, &gx, &gy);
+    vkr_grid(dev, (K * E + ROUTER_WG - 1) / ROUTER_WG, &group_gx, &group_gy);
+    const uint32_t passes = d->weighted_sum ? K : 1, slots_per_pass = d->weighted_sum ? 1 : K;
+
+    for (uint32_t t0 = 0, tc = 0; t0 < T && !s; t0 += tc) {
+        tc = T - t0 < per ? T - t0 : per;
+        uint64_t table = (uint64_t)K * E * (tc + 1) * 4;
+        group_push gp = {tc, E, K, 0, 0};
+        vkr_binding gb[] = {
+            op_bind_span(dev, route, t0 * r_row, tc * r_row, 4, false, &gp.r_skip),
+            op_bind_span(dev, d->groups, 0, table, 4, true, &gp.g_skip),
+        };
+        if ((s = vkr_cmd_dispatch(cmd, group_pipe, gb, 2, &gp, sizeof gp, group_gx, group_gy, 1, "moe_group")))
+            break;
+        uint32_t n_tiles = (tc + tile_tokens - 1) / tile_tokens;
+        for (uint32_t k = 0; k < passes && !s; k++) {
+            for (uint32_t c = 0; c < w->n_chunks && !s; c++) {
+                const op_weight_chunk *ch = &w->chunks[c];
+                uint64_t wbytes = ch->skip_bytes + (uint64_t)ch->row_count * w->row_bytes;
+                moe_matmul_push push = {
+                    .rows = R,
+                    .cols = w->cols,
+                    .row_bytes = (uint32_t)w->row_bytes,
+                    .w_skip = ch->skip_bytes,
+                    .chunk_begin = ch->row_begin,
+                    .chunk_rows = ch->row_count,
+                    .n_expert = E,
+                    .x_stride = (uint32_t)(x_row / 4),
+                    .y_stride = (uint32_t)(y_row / 4),
+                    /* Each (token, slot) is stored by the one chunk holding its expert's row;
+                     * the weighted sum's later slots add to the first's. */
+                    .accumulate = d->accumulate || k > 0,
+                    .group_tokens = tc,
+                    .n_tiles = n_tiles,
+                    .k_first = k,
+                };
+                vkr_binding bindings[5] = {
+                    {ch->buffer, ch->offset, (wbytes + 3) & ~(uint64_t)3, false},
+                    span(dev, x, t0 * x_row, tc * x_row, false, &push.x_skip),
+                    op_bind_span(dev, route, t0 * r_row, tc * r_row, 4, false, &push.r_skip),
+                    span(dev, y, t0 * y_row, tc * y_row, true, &push.y_skip),
+                    op_bind_span(dev, d->groups, 0, table, 4, false, &push.g_skip),
+                };
+                uint32_t spec[10] = {shape[0], 1, K, aligned_blocks(w, ch),
+                                     push.x_skip % 4 == 0 && push.x_stride % 4 == 0 && w->cols % 4 == 0,
+                                     !d->x_per_slot, d->weighted_sum, shape[1], shape[2], shape[3]};
+                vkr_pipeline *pipe;
+                if ((s = vkr_pipeline_get(dev, name, spec, 10, &pipe)))
+                    break;
+                s = vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy,
+                                     slots_per_pass * E * n_tiles, pipe->name);
+            }
+        }
+    }
+    return s;
+}
+
 vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
                            op_tensor route, op_tensor y, const op_moe_desc *d)
 {
@@ -181,6 +301,12 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
         per = dev->caps.max_workgroup_count[2];
     if (per == 0)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "moe_matmul: one token's activations exceed a binding");
+
+    uint32_t shape[4];
+    op_matmul_tile_shape(dev, w->type, shape);
+    uint32_t grouped = group_tokens(dev, d, per, shape[0] / shape[1] * shape[3]);
+    if (grouped)
+        return moe_matmul_grouped(cmd, dev, w, x, route, y, d, grouped, shape);
 
     char name[48];
     snprintf(name, sizeof name, "moe_matmul_%s%s", tname, dev->caps.subgroup_arithmetic ? "_sg" : "");

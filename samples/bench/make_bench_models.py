@@ -10,6 +10,11 @@ Two shapes (--shape):
   6.7B  LLaMA-7B (dim 4096, 32 layers, 32 heads, FFN 11008, vocab 32000): large
         enough to be bandwidth-bound on a real GPU. F16 only is practical here
         (13.5 GB, ~1 min); quantize it with llama-quantize.
+  8x134M  Mixtral's layout on the 134M shape: each FFN is 8 experts of width
+        1024 of which a token uses 2 (llama.expert_count, expert_used_count;
+        stacked ffn_{gate,up,down}_exps and an F32 router ffn_gate_inp, as
+        llama.cpp writes them), so a token reads as many FFN weights as the
+        134M model's; 305M parameters in all.
 Context length 2048.
 
 The weights are random (normal * 0.02, norms 1): the files are for timing only,
@@ -44,13 +49,15 @@ FILE_TYPES = {  # weight type -> (tensor type, general.file_type)
     "Q4_0": (QT.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
 }
 
-# name -> (dim, layers, query heads, KV heads, FFN width); all use the 32000-token vocab
+# name -> (dim, layers, query heads, KV heads, FFN width, experts, experts used); all use
+# the 32000-token vocab; 0 experts: a dense FFN
 SHAPES = {
-    "134M": (768, 12, 12, 12, 2048),    # stories110M, Llama-2 style
-    "1.1B": (2048, 22, 32, 4, 5632),    # TinyLlama-1.1B
-    "6.7B": (4096, 32, 32, 32, 11008),  # LLaMA-7B
+    "134M": (768, 12, 12, 12, 2048, 0, 0),    # stories110M, Llama-2 style
+    "1.1B": (2048, 22, 32, 4, 5632, 0, 0),    # TinyLlama-1.1B
+    "6.7B": (4096, 32, 32, 32, 11008, 0, 0),  # LLaMA-7B
+    "8x134M": (768, 12, 12, 12, 1024, 8, 2),  # mixture of experts
 }
-DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN = SHAPES["134M"]  # set by main() from --shape
+DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN, N_EXPERT, N_EXPERT_USED = SHAPES["134M"]  # set by main()
 VOCAB, CTX = 32000, 2048
 NORM_EPS, ROPE_BASE = 1e-5, 10000.0
 
@@ -75,10 +82,20 @@ def tensor_list(tied):
             (p + "attn_v.weight", (DIM // N_HEADS * N_KV_HEADS, DIM)),
             (p + "attn_output.weight", (DIM, DIM)),
             (p + "ffn_norm.weight", (DIM,)),
-            (p + "ffn_gate.weight", (FFN, DIM)),
-            (p + "ffn_up.weight", (FFN, DIM)),
-            (p + "ffn_down.weight", (DIM, FFN)),
         ]
+        if N_EXPERT:
+            out += [
+                (p + "ffn_gate_inp.weight", (N_EXPERT, DIM)),
+                (p + "ffn_gate_exps.weight", (N_EXPERT, FFN, DIM)),
+                (p + "ffn_up_exps.weight", (N_EXPERT, FFN, DIM)),
+                (p + "ffn_down_exps.weight", (N_EXPERT, DIM, FFN)),
+            ]
+        else:
+            out += [
+                (p + "ffn_gate.weight", (FFN, DIM)),
+                (p + "ffn_up.weight", (FFN, DIM)),
+                (p + "ffn_down.weight", (DIM, FFN)),
+            ]
     out.append(("output_norm.weight", (DIM,)))
     if not tied:
         out.append(("output.weight", (VOCAB, DIM)))
@@ -135,6 +152,9 @@ def write_model(path, base, wtype, tok_fields, seed, tied):
     w.add_rope_freq_base(ROPE_BASE)
     w.add_layer_norm_rms_eps(NORM_EPS)
     w.add_vocab_size(VOCAB)
+    if N_EXPERT:
+        w.add_expert_count(N_EXPERT)
+        w.add_expert_used_count(N_EXPERT_USED)
     w.add_file_type(ftype)
     add_tokenizer(w, tok_fields)
 
@@ -142,7 +162,7 @@ def write_model(path, base, wtype, tok_fields, seed, tied):
     for index, (tname, shape) in enumerate(tensor_list(tied)):
         data = make_weight(seed, index, shape)
         n_params += data.size
-        if data.ndim == 1:
+        if data.ndim == 1 or tname.endswith("ffn_gate_inp.weight"):  # norms, routers: F32
             w.add_tensor(tname, data)
         elif qtype == QT.F16:
             w.add_tensor(tname, data.astype(np.float16))
@@ -172,8 +192,8 @@ def main():
     ap.add_argument("--shape", default="134M", choices=sorted(SHAPES),
                     help="model shape (default 134M)")
     args = ap.parse_args()
-    global DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN
-    DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN = SHAPES[args.shape]
+    global DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN, N_EXPERT, N_EXPERT_USED
+    DIM, N_LAYERS, N_HEADS, N_KV_HEADS, FFN, N_EXPERT, N_EXPERT_USED = SHAPES[args.shape]
 
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     for t in types:
@@ -183,7 +203,8 @@ def main():
         ap.error(f"vocab GGUF not found: {args.vocab}")
     tok_fields = read_tokenizer(args.vocab)
     os.makedirs(args.out_dir, exist_ok=True)
-    base = f"rand-llama-{args.shape}" + ("-tied" if args.tied else "")
+    family = "rand-mixtral" if N_EXPERT else "rand-llama"
+    base = f"{family}-{args.shape}" + ("-tied" if args.tied else "")
     if args.shape == "134M" and args.tied:
         base = "rand-llama-110M-tied"  # the name it has always had
     for t in types:
