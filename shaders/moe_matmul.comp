@@ -19,10 +19,11 @@
 // (8 WG) for f32/f16/bf16); the rest is unrolled: far from lavapipe's 65,535-iteration limit.
 //
 // GROUPED (prompts): the products as matrix-matrix tiles over the tokens routed to each
-// expert, which moe_group (moe_router.comp) lists per slot and expert. Per token, MATVEC
-// reads all its experts' weights; here a workgroup decodes a weight block once for TN tokens
-// per invocation, as matmul.comp's MATMUL shape does. Workgroup z is (slot k_first + k, expert
-// e, tile of that list); each invocation computes TM rows x TN listed tokens, a workgroup
+// expert, which moe_group and moe_tiles (moe_router.comp) list per slot and expert. Per token,
+// MATVEC reads all its experts' weights; here a workgroup decodes a weight block once for TN
+// tokens per invocation, as matmul.comp's MATMUL shape does. Workgroup z is (slot k_first + k,
+// entry j of the slot's tile list: an expert and a tile of its list; past the slot's tiles
+// it returns); each invocation computes TM rows x TN listed tokens, a workgroup
 // WG_ROWS x (WG / WG_ROWS) invocations. Each (token, slot) is one list entry, so with SUM one
 // dispatch per slot (k_first) keeps the additions to y[t] in order and free of races: slot 0
 // stores weight * product (or adds it with `accumulate`), later slots add theirs.
@@ -47,10 +48,22 @@ layout(constant_id = 9) const uint TN = 8;      // listed tokens per invocation
 layout(std430, binding = 4) readonly buffer Groups { uint groups[]; }; // see moe_group
 #endif
 
+#ifdef WEIGHTS_TEXEL
+// GROUPED on lavapipe: weights and x through storage texel buffers, as matmul.comp's _tx
+// variants read them (an imageLoad there is a gather; a storage-buffer load, a loop over the
+// lanes).
+layout(binding = 8, r32ui) uniform readonly uimageBuffer wtex; // see blocks.glsl
+layout(binding = 9, rgba32ui) uniform readonly uimageBuffer xtex;
+float xs_at(uint i) { return uintBitsToFloat(imageLoad(xtex, int(i >> 2))[i & 3u]); }
+vec4 x4_at(uint i) { return uintBitsToFloat(imageLoad(xtex, int(i))); } // floats 4i .. 4i+3
+#else
 layout(std430, binding = 0) readonly buffer W { uint w[]; };
 layout(std430, binding = 0) readonly buffer W4 { uvec4 w4[]; }; // see blocks.glsl
 layout(std430, binding = 1) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 1) readonly buffer XS { float xs[]; };
+float xs_at(uint i) { return xs[i]; }
+vec4 x4_at(uint i) { return x4[i]; }
+#endif
 layout(std430, binding = 2) readonly buffer Route { uint route[]; };
 layout(std430, binding = 3) buffer Y { float y[]; };
 
@@ -71,7 +84,7 @@ layout(push_constant) uniform Push {
     // GROUPED
     uint g_skip;       // words from the groups binding's start to the table
     uint group_tokens; // tokens the table lists (the length of each list)
-    uint n_tiles;      // token tiles per list (workgroups along z per slot and expert)
+    uint max_tiles;    // room per slot in the table's tile list (workgroups along z per slot)
     uint k_first;      // the first slot of this dispatch
 } p;
 
@@ -88,13 +101,13 @@ vec4 load_x4(uint t, uint k, uint c)
         vec4 v = vec4(0.0);
         [[unroll]] for (uint j = 0u; j < 4u; j++)
             if (c + j < p.cols)
-                v[j] = xs[i + j];
+                v[j] = xs_at(i + j);
         return v;
     }
 #endif
     if (X_VEC4)
-        return x4[i >> 2];
-    return vec4(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]);
+        return x4_at(i >> 2);
+    return vec4(xs_at(i), xs_at(i + 1u), xs_at(i + 2u), xs_at(i + 3u));
 }
 
 uint valid_weights(uint col)
@@ -108,8 +121,12 @@ void main()
 {
     const uint TILE = WG / WG_ROWS * TN; // listed tokens per workgroup
     uint tid = gl_LocalInvocationID.x;
-    uint tile = gl_WorkGroupID.z % p.n_tiles, ke = gl_WorkGroupID.z / p.n_tiles;
-    uint k = p.k_first + ke / p.n_expert, e = ke % p.n_expert;
+    uint k = p.k_first + gl_WorkGroupID.z / p.max_tiles, j = gl_WorkGroupID.z % p.max_tiles;
+    uint lists = NK * p.n_expert, tiles_at = p.g_skip + lists * (1u + p.group_tokens);
+    if (j >= groups[tiles_at + k])
+        return; // past slot k's tiles
+    uint entry = groups[tiles_at + NK + k * p.max_tiles + j];
+    uint e = entry >> 16, tile = entry & 0xffffu;
     uint list = k * p.n_expert + e;
     uint n = groups[p.g_skip + list];
     uint i0 = tile * TILE + (tid / WG_ROWS) * TN;
@@ -129,7 +146,7 @@ void main()
     }
     if (!any)
         return;
-    uint first = p.g_skip + NK * p.n_expert + list * p.group_tokens;
+    uint first = p.g_skip + lists + list * p.group_tokens;
     uint toks[TN];
     [[unroll]] for (uint t = 0u; t < TN; t++)
         toks[t] = groups[first + min(i0 + t, n - 1u)];

@@ -9,27 +9,36 @@
 // n_expert flags is needed; per invocation the loops run (n_used + 2) * n_expert times
 // (the host keeps that far below lavapipe's 65,535-iteration limit).
 //
-// GROUP (moe_group): the routed tokens listed by slot and expert, for op_moe_matmul's grouped
-// products (prompts). One invocation per (slot k, expert e) walks the tokens in order and
-// lists those whose k-th pick is e; a token picks an expert at most once, so a list holds at
-// most n_tokens entries. Output words from g_skip: counts [n_used][n_expert], then the lists
-// [n_used][n_expert][n_tokens] (token indices). The loop runs n_tokens times per invocation.
+// GROUP (moe_group) and TILES (moe_tiles): the routed tokens listed by slot and expert, for
+// op_moe_matmul's grouped products (prompts), in one table of words from g_skip:
+//   counts [n_used][n_expert]            tokens whose k-th pick is e
+//   lists  [n_used][n_expert][n_tokens]  their indices, in order (a token picks an expert at
+//                                        most once, so a list holds at most n_tokens)
+//   n_tiles [n_used]                     the non-empty tiles of `tile` tokens of slot k's lists
+//   tiles  [n_used][max_tiles]           each as e << 16 | tile index
+// The tile list lets the products' grid cover ceil(n_tokens / tile) + n_expert tiles per slot
+// instead of every list at its longest: on lavapipe the empty workgroups of such a grid cost
+// 40 % of a Mixtral-shaped prompt. moe_group runs one invocation per list (its loop walks
+// the tokens once); moe_tiles one per slot (its loops walk the experts and the tiles).
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-#ifdef GROUP
+#if defined(GROUP) || defined(TILES)
 
 layout(std430, binding = 0) readonly buffer Route { uint route[]; };
-layout(std430, binding = 1) writeonly buffer Groups { uint groups[]; };
+layout(std430, binding = 1) buffer Groups { uint groups[]; };
 
 layout(push_constant) uniform Push {
     uint n_tokens;
     uint n_expert;
     uint n_used;
-    uint r_skip; // words from the route binding's start to token 0
-    uint g_skip; // words from the groups binding's start to the table
+    uint r_skip;    // words from the route binding's start to token 0
+    uint g_skip;    // words from the groups binding's start to the table
+    uint tile;      // TILES: tokens per tile
+    uint max_tiles; // TILES: room per slot in `tiles`
 } p;
 
+#ifdef GROUP
 void main()
 {
     uint list = linear_group_id() * gl_WorkGroupSize.x + gl_LocalInvocationID.x; // k * n_expert + e
@@ -47,6 +56,24 @@ void main()
     }
     groups[p.g_skip + list] = n;
 }
+#else
+void main()
+{
+    uint k = linear_group_id() * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
+    if (k >= p.n_used)
+        return;
+    uint tiles_at = p.g_skip + p.n_used * p.n_expert * (1u + p.n_tokens);
+    uint n = 0u;
+    for (uint e = 0u; e < p.n_expert; e++) {
+        uint count = groups[p.g_skip + k * p.n_expert + e];
+        for (uint j = 0u; j * p.tile < count; j++) {
+            groups[tiles_at + p.n_used + k * p.max_tiles + n] = e << 16 | j;
+            n++;
+        }
+    }
+    groups[tiles_at + k] = n;
+}
+#endif
 
 #else
 

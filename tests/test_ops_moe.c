@@ -14,9 +14,10 @@
  * weighted sum (down), and the weighted sum accumulated into y. Routes are random distinct
  * experts per token, some experts never chosen. Under the small-range profile (64 KiB
  * bindings) the stacked weights span several chunks whose boundaries fall inside experts.
- * Batches of 8 tokens or more run twice: per token, and grouped by expert (the prompt path,
- * given its scratch): lists longer than a tile, partial tiles, and a scratch too small for the
- * whole batch, so that it is grouped in several rounds.
+ * Batches of 8 tokens or more run again grouped by expert (the prompt path, given its scratch),
+ * through texel views and storage buffers: lists of one partial tile, of several tiles (40
+ * tokens, 3 in 4 of them routed to expert 0 first), empty lists, and a scratch too small for
+ * the whole batch, so that it is grouped in several rounds.
  *
  * Finally a whole MoE feed-forward block (router on the GPU feeding the expert products,
  * SwiGLU, weighted down projection added to a residual) is recorded once and replayed with a
@@ -212,6 +213,27 @@ static void random_route(uint32_t n_tokens, uint32_t n_expert, uint32_t k, uint3
     }
 }
 
+/* Skews a route so that 3 of every 4 tokens pick expert 0 first: one list of many tiles beside
+ * short ones (grouped products). */
+static void skew_route(uint32_t n_tokens, uint32_t k, uint32_t *route)
+{
+    for (uint32_t t = 0; t < n_tokens; t++) {
+        uint32_t *ids = route + (size_t)t * 2 * k;
+        if (t % 4 == 3)
+            continue;
+        uint32_t j = 0;
+        while (j < k && ids[j] != 0)
+            j++;
+        if (j == k) { /* expert 0 not picked: it replaces the first pick */
+            ids[0] = 0;
+        } else {
+            uint32_t id = ids[0], w = ids[k];
+            ids[0] = ids[j], ids[k] = ids[k + j];
+            ids[j] = id, ids[k + j] = w;
+        }
+    }
+}
+
 typedef enum { FORM_SLOTS_SHARED, FORM_SLOTS_PER_SLOT, FORM_SUM, FORM_SUM_ACC } moe_form;
 static const char *form_names[] = {"slots, shared x", "slots, x per slot", "weighted sum", "weighted sum +="};
 static double worst_err[GGML_TYPE_COUNT];
@@ -232,10 +254,11 @@ static vkllm_status moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w
     return s;
 }
 
-/* Ways to run a batch: per token (no scratch), grouped by expert, or grouped with scratch for
- * only 8 tokens at a time. */
-typedef enum { RUN_PER_TOKEN, RUN_GROUPED, RUN_GROUPED_IN_ROUNDS } moe_run;
-static const char *run_names[] = {"", ", grouped", ", grouped by 8"};
+/* Ways to run a batch: per token (no scratch), grouped by expert, the same reading the weights
+ * through storage buffers where the device would take texel views (the weight's texel_chunks
+ * dropped, as in test_ops_matmul.c), or grouped with scratch for only 8 tokens at a time. */
+typedef enum { RUN_PER_TOKEN, RUN_GROUPED, RUN_GROUPED_STORAGE, RUN_GROUPED_IN_ROUNDS } moe_run;
+static const char *run_names[] = {"", ", grouped", ", grouped, storage", ", grouped by 8"};
 
 static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_tokens, uint32_t k, moe_form form,
                               moe_run run)
@@ -253,20 +276,25 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
         for (size_t i = 0; i < ny; i++)
             y0[i] = 1e30f; /* must be overwritten */
     random_route(n_tokens, E, k, n_tokens * 13 + E + k + form, route);
+    if (n_tokens >= 40)
+        skew_route(n_tokens, k, route);
 
     op_tensor tx = t_tensor_from(dev, x, nx * 4), ty = t_tensor_from(dev, y0, ny * 4);
     op_tensor troute = t_tensor_from(dev, route, (size_t)n_tokens * 2 * k * 4);
     uint64_t group_bytes = op_moe_groups_bytes(E, k, run == RUN_GROUPED_IN_ROUNDS ? 8 : n_tokens);
     op_moe_desc d = {n_tokens, E, k, per_slot, sum, acc, run == RUN_PER_TOKEN ? (op_tensor){0} : t_tensor(dev, group_bytes)};
     vkr_cmd *cmd = t_begin(dev);
-    vkllm_status s = moe_matmul(cmd, dev, &te->w, tx, troute, ty, &d);
+    op_weight w = te->w;
+    if (run == RUN_GROUPED_STORAGE)
+        w.n_texel_chunks = 0;
+    vkllm_status s = moe_matmul(cmd, dev, &w, tx, troute, ty, &d);
     uint32_t dispatches = vkr_cmd_dispatch_count(cmd);
     if (run != RUN_PER_TOKEN) {
-        /* Grouped: per round, moe_group and a dispatch per chunk (per slot and chunk for the
-         * weighted sum). Rounds: at least those the scratch needs (more where the activations
+        /* Grouped: per round, moe_group, moe_tiles and a dispatch per chunk of the way the
+         * weight is read (per slot and chunk for the weighted sum). Rounds: at least those the scratch needs (more where the activations
          * exceed a binding, under small-range). */
-        uint32_t min_rounds = run == RUN_GROUPED ? 1 : (n_tokens + 7) / 8;
-        uint32_t per_round = 1 + (sum ? k : 1) * te->w.n_chunks;
+        uint32_t min_rounds = run == RUN_GROUPED_IN_ROUNDS ? (n_tokens + 7) / 8 : 1;
+        uint32_t per_round = 2 + (sum ? k : 1) * (w.n_texel_chunks ? w.n_texel_chunks : w.n_chunks);
         t_check(dispatches % per_round == 0 && dispatches / per_round >= min_rounds,
                 "grouped: %u dispatches, %u rounds of %u (at least %u rounds)", dispatches,
                 dispatches / per_round, per_round, min_rounds);
@@ -274,8 +302,20 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
     if (s) {
         t_check(0, "moe_matmul record: %s", vk_error_message());
         vkr_cmd_destroy(cmd);
+    } else if (vkr_cmd_end(cmd) || vkr_cmd_submit_wait(cmd)) {
+        printf("FAIL: submit: %s\n", vk_error_message());
+        exit(1);
     } else {
-        t_run(cmd);
+        /* Grouped: the products (dispatch 2, after moe_group and moe_tiles) read texel views
+         * exactly when the weight has them. */
+        const char *label = "";
+        double ms;
+        if (run != RUN_PER_TOKEN && vkr_cmd_dispatch_time(cmd, 2, &label, &ms)) {
+            size_t n = strlen(label);
+            bool texel = n > 3 && !strcmp(label + n - 3, "_tx");
+            t_check(texel == (w.n_texel_chunks != 0), "grouped products ran %s", label);
+        }
+        vkr_cmd_destroy(cmd);
     }
     t_read(dev, ty, got, ny * 4);
 
@@ -342,8 +382,11 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
 static void check_experts(vkr_device *dev, test_experts *te, uint32_t n_tokens, uint32_t k, moe_form form)
 {
     check_experts_run(dev, te, n_tokens, k, form, RUN_PER_TOKEN);
-    if (op_moe_groups_bytes(te->n_expert, k, n_tokens))
+    if (op_moe_groups_bytes(te->n_expert, k, n_tokens)) {
         check_experts_run(dev, te, n_tokens, k, form, RUN_GROUPED);
+        if (te->w.n_texel_chunks)
+            check_experts_run(dev, te, n_tokens, k, form, RUN_GROUPED_STORAGE);
+    }
 }
 
 /* ---- a whole MoE feed-forward block, replayed with a different routing ----------------- */

@@ -11,10 +11,11 @@
  *
  * Per token (decode), every token reads its experts' weights itself: a workgroup is rows x one
  * token. Batches of MOE_GROUP_MIN_TOKENS or more, given the scratch for it, are grouped
- * instead: moe_group lists the tokens routed to each (slot, expert) on the GPU, and the
- * products run as matrix-matrix tiles over each list, so an expert's weights are read once per
- * tile of tokens rather than once per token. The grid covers every list at its longest (all
- * tokens); tiles past a list's end return at once. */
+ * instead: moe_group lists the tokens routed to each (slot, expert) on the GPU, moe_tiles the
+ * tiles of those lists, and the products run as matrix-matrix tiles over each list, so an
+ * expert's weights are read once per tile of tokens rather than once per token. The grid
+ * covers the most tiles a slot's lists can have (ceil(tokens / tile) + experts); workgroups
+ * past the slot's tiles return at once. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +38,12 @@ typedef struct moe_matmul_push {
     uint32_t chunk_begin, chunk_rows, n_expert;
     uint32_t x_skip, x_stride, r_skip, y_skip, y_stride;
     uint32_t accumulate;
-    uint32_t g_skip, group_tokens, n_tiles, k_first; /* grouped */
+    uint32_t g_skip, group_tokens, max_tiles, k_first; /* grouped */
 } moe_matmul_push;
 
-/* Must match shaders/moe_router.comp (GROUP). */
+/* Must match shaders/moe_router.comp (GROUP and TILES). */
 typedef struct group_push {
-    uint32_t n_tokens, n_expert, n_used, r_skip, g_skip;
+    uint32_t n_tokens, n_expert, n_used, r_skip, g_skip, tile, max_tiles;
 } group_push;
 
 #define ROUTER_WG 64u
@@ -169,39 +170,47 @@ static void moe_shape(const vkr_device *dev, uint32_t n_used, uint32_t spec[3])
     spec[0] = wg, spec[1] = rows, spec[2] = n_used;
 }
 
+/* Words of the grouping table (shaders/moe_router.comp) for n tokens: counts and lists, then
+ * per slot its tile count and room for ceil(n / tile) + n_expert tiles (tile >= 1). */
+static uint64_t table_words(uint64_t n_expert, uint64_t n_used, uint64_t n)
+{
+    return n_used * n_expert * (1 + n) + n_used * (1 + n + n_expert);
+}
+
 uint64_t op_moe_groups_bytes(uint32_t n_expert, uint32_t n_used, uint32_t n_tokens)
 {
     if (n_tokens < MOE_GROUP_MIN_TOKENS)
         return 0;
     if (n_tokens > MOE_GROUP_MAX_TOKENS)
         n_tokens = MOE_GROUP_MAX_TOKENS;
-    return (uint64_t)n_used * n_expert * (n_tokens + 1) * 4; /* counts, then the lists */
+    return table_words(n_expert, n_used, n_tokens) * 4;
 }
 
 /* Whether to group a batch, and how many tokens per grouping: those fitting the bindings
- * (per), the scratch's table, moe_group's loop and the grid (slots x experts x tiles along z).
- * 0: per token. VKLLM_MOE_GROUPED=off keeps prompts per token (for measuring). */
+ * (per), the scratch's table, moe_group's loop and the grid (slots x tiles along z). 0: per
+ * token. VKLLM_MOE_GROUPED=off keeps prompts per token (for measuring). */
 static uint32_t group_tokens(const vkr_device *dev, const op_moe_desc *d, uint32_t per, uint32_t tile_tokens)
 {
     const char *e = getenv("VKLLM_MOE_GROUPED");
     if ((e && !strcmp(e, "off")) || d->n_tokens < MOE_GROUP_MIN_TOKENS || !d->groups.buffer)
         return 0;
-    uint64_t lists = (uint64_t)d->n_used * d->n_expert;
-    uint64_t n = d->groups.size / 4 / lists;
-    n = n > 0 ? n - 1 : 0;
-    uint64_t z_lists = d->weighted_sum ? d->n_expert : lists; /* SUM: one slot per dispatch */
-    uint64_t by_grid = dev->caps.max_workgroup_count[2] / z_lists * tile_tokens;
+    const uint64_t E = d->n_expert, K = d->n_used;
+    uint64_t fixed = table_words(E, K, 0), words = d->groups.size / 4;
+    uint64_t n = words > fixed ? (words - fixed) / (K * (E + 1)) : 0;
+    uint64_t z_slots = d->weighted_sum ? 1 : K; /* SUM: one slot per dispatch */
+    uint64_t z_tiles = dev->caps.max_workgroup_count[2] / z_slots;
+    uint64_t by_grid = z_tiles > E ? (z_tiles - E) * tile_tokens : 0;
     uint64_t limits[] = {per, MOE_GROUP_MAX_TOKENS, by_grid, d->n_tokens};
     for (size_t i = 0; i < sizeof limits / sizeof *limits; i++)
         n = limits[i] < n ? limits[i] : n;
-    if (!op_tensor_holds(d->groups, lists * (n + 1) * 4))
+    if (!op_tensor_holds(d->groups, table_words(E, K, n) * 4))
         return 0;
     return n >= MOE_GROUP_MIN_TOKENS || n == d->n_tokens ? (uint32_t)n : 0;
 }
 
 /* The grouped products (see the top of this file): per grouping of tokens, moe_group lists
- * them, then one dispatch per weight chunk (and, for the weighted sum, per slot) runs the
- * tiles. */
+ * them and moe_tiles their tiles, then one dispatch per weight chunk (and, for the weighted
+ * sum, per slot) runs the tiles. */
 static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
                                        op_tensor route, op_tensor y, const op_moe_desc *d, uint32_t per,
                                        const uint32_t shape[4])
@@ -211,30 +220,41 @@ static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_w
     uint64_t x_row = (uint64_t)w->cols * (d->x_per_slot ? K : 1) * 4;
     uint64_t y_row = (uint64_t)R * (d->weighted_sum ? 1 : K) * 4;
     uint64_t r_row = (uint64_t)K * 8;
+    /* Weights and x through texel views where both have them and a token's x fits a view. */
+    bool texel = w->n_texel_chunks && x.buffer->n_texel_views && x_row <= x.buffer->texel_stride;
+    uint32_t n_chunks = texel ? w->n_texel_chunks : w->n_chunks;
     char name[48];
-    snprintf(name, sizeof name, "moe_matmul_grouped_%s", op_weight_type_name(w->type));
+    snprintf(name, sizeof name, "moe_matmul_grouped_%s%s", op_weight_type_name(w->type), texel ? "_tx" : "");
     uint32_t group_spec[] = {ROUTER_WG};
-    vkr_pipeline *group_pipe;
+    vkr_pipeline *group_pipe, *tiles_pipe;
     vkllm_status s = vkr_pipeline_get(dev, "moe_group", group_spec, 1, &group_pipe);
-    uint32_t gx, gy, group_gx, group_gy;
+    if (!s)
+        s = vkr_pipeline_get(dev, "moe_tiles", group_spec, 1, &tiles_pipe);
+    uint32_t gx, gy, group_gx, group_gy, tiles_gx, tiles_gy;
     vkr_grid(dev, (R + tile_rows - 1) / tile_rows, &gx, &gy);
     vkr_grid(dev, (K * E + ROUTER_WG - 1) / ROUTER_WG, &group_gx, &group_gy);
+    vkr_grid(dev, (K + ROUTER_WG - 1) / ROUTER_WG, &tiles_gx, &tiles_gy);
     const uint32_t passes = d->weighted_sum ? K : 1, slots_per_pass = d->weighted_sum ? 1 : K;
 
     for (uint32_t t0 = 0, tc = 0; t0 < T && !s; t0 += tc) {
         tc = T - t0 < per ? T - t0 : per;
-        uint64_t table = (uint64_t)K * E * (tc + 1) * 4;
-        group_push gp = {tc, E, K, 0, 0};
+        uint64_t x_first = x.offset + t0 * x_row, x_start = 0, x_end = 0;
+        uint32_t x_view = texel ? op_texel_view_at(x.buffer, x_first, &x_start, &x_end) : 0;
+        if (texel && (x_end - x_first) / x_row < tc)
+            tc = (uint32_t)((x_end - x_first) / x_row); /* at least 1: x_row <= texel_stride */
+        uint64_t table = table_words(E, K, tc) * 4;
+        uint32_t max_tiles = (tc + tile_tokens - 1) / tile_tokens + E;
+        group_push gp = {tc, E, K, 0, 0, tile_tokens, max_tiles};
         vkr_binding gb[] = {
             op_bind_span(dev, route, t0 * r_row, tc * r_row, 4, false, &gp.r_skip),
             op_bind_span(dev, d->groups, 0, table, 4, true, &gp.g_skip),
         };
-        if ((s = vkr_cmd_dispatch(cmd, group_pipe, gb, 2, &gp, sizeof gp, group_gx, group_gy, 1, "moe_group")))
+        if ((s = vkr_cmd_dispatch(cmd, group_pipe, gb, 2, &gp, sizeof gp, group_gx, group_gy, 1, "moe_group")) ||
+            (s = vkr_cmd_dispatch(cmd, tiles_pipe, gb, 2, &gp, sizeof gp, tiles_gx, tiles_gy, 1, "moe_tiles")))
             break;
-        uint32_t n_tiles = (tc + tile_tokens - 1) / tile_tokens;
         for (uint32_t k = 0; k < passes && !s; k++) {
-            for (uint32_t c = 0; c < w->n_chunks && !s; c++) {
-                const op_weight_chunk *ch = &w->chunks[c];
+            for (uint32_t c = 0; c < n_chunks && !s; c++) {
+                const op_weight_chunk *ch = texel ? &w->texel_chunks[c] : &w->chunks[c];
                 uint64_t wbytes = ch->skip_bytes + (uint64_t)ch->row_count * w->row_bytes;
                 moe_matmul_push push = {
                     .rows = R,
@@ -250,24 +270,35 @@ static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_w
                      * the weighted sum's later slots add to the first's. */
                     .accumulate = d->accumulate || k > 0,
                     .group_tokens = tc,
-                    .n_tiles = n_tiles,
+                    .max_tiles = max_tiles,
                     .k_first = k,
                 };
                 vkr_binding bindings[5] = {
-                    {ch->buffer, ch->offset, (wbytes + 3) & ~(uint64_t)3, false},
-                    span(dev, x, t0 * x_row, tc * x_row, false, &push.x_skip),
+                    {0}, /* the weight and x: below */
+                    {0},
                     op_bind_span(dev, route, t0 * r_row, tc * r_row, 4, false, &push.r_skip),
                     span(dev, y, t0 * y_row, tc * y_row, true, &push.y_skip),
                     op_bind_span(dev, d->groups, 0, table, 4, false, &push.g_skip),
                 };
+                vkr_texel_binding tb[2] = {{0}};
+                if (texel) {
+                    tb[0] = op_texel_binding(ch->buffer, ch->view, VKR_TEXEL_R32);
+                    tb[1] = op_texel_binding(x.buffer, x_view, VKR_TEXEL_RGBA32);
+                    push.x_skip = (uint32_t)((x_first - x_start) / 4);
+                } else {
+                    bindings[0] = (vkr_binding){ch->buffer, ch->offset, (wbytes + 3) & ~(uint64_t)3, false};
+                    bindings[1] = span(dev, x, t0 * x_row, tc * x_row, false, &push.x_skip);
+                }
                 uint32_t spec[10] = {shape[0], 1, K, aligned_blocks(w, ch),
                                      push.x_skip % 4 == 0 && push.x_stride % 4 == 0 && w->cols % 4 == 0,
                                      !d->x_per_slot, d->weighted_sum, shape[1], shape[2], shape[3]};
                 vkr_pipeline *pipe;
                 if ((s = vkr_pipeline_get(dev, name, spec, 10, &pipe)))
                     break;
-                s = vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy,
-                                     slots_per_pass * E * n_tiles, pipe->name);
+                uint32_t gz = slots_per_pass * max_tiles;
+                s = texel ? vkr_cmd_dispatch_texel(cmd, pipe, bindings, 5, tb, 2, &push, sizeof push, gx, gy, gz,
+                                                   pipe->name)
+                          : vkr_cmd_dispatch(cmd, pipe, bindings, 5, &push, sizeof push, gx, gy, gz, pipe->name);
             }
         }
     }
