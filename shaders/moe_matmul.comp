@@ -17,6 +17,8 @@
 // slot (the down projection's input).
 // Per invocation the only loop that grows with the sizes walks cols / (32 WG) blocks (cols /
 // (8 WG) for f32/f16/bf16); the rest is unrolled: far from lavapipe's 65,535-iteration limit.
+// LANES (per token on lavapipe, with WEIGHTS_TEXEL): each invocation computes ROWS whole rows
+// instead, see main below.
 //
 // GROUPED (prompts): the products as matrix-matrix tiles over the tokens routed to each
 // expert, which moe_group and moe_tiles (moe_router.comp) list per slot and expert. Per token,
@@ -35,7 +37,7 @@
 #include "common.glsl"
 
 layout(constant_id = 0) const uint WG = 32;
-layout(constant_id = 1) const uint ROWS = 1;          // expert rows per workgroup
+layout(constant_id = 1) const uint ROWS = 1;          // expert rows per workgroup (LANES: per invocation)
 layout(constant_id = 2) const uint NK = 1;            // slots: experts used per token
 layout(constant_id = 3) const bool W_ALIGNED = false; // see load_block (blocks.glsl)
 layout(constant_id = 4) const bool X_VEC4 = false;    // x rows start 16-byte aligned
@@ -49,7 +51,7 @@ layout(std430, binding = 4) readonly buffer Groups { uint groups[]; }; // see mo
 #endif
 
 #ifdef WEIGHTS_TEXEL
-// GROUPED on lavapipe: weights and x through storage texel buffers, as matmul.comp's _tx
+// GROUPED and LANES on lavapipe: weights and x through storage texel buffers, as matmul.comp's _tx
 // variants read them (an imageLoad there is a gather; a storage-buffer load, a loop over the
 // lanes).
 layout(binding = 8, r32ui) uniform readonly uimageBuffer wtex; // see blocks.glsl
@@ -183,6 +185,105 @@ void main()
                 float v = wk * acc[r * TN + t];
                 y[base + r] = p.accumulate != 0u ? y[base + r] + v : v;
             }
+        }
+    }
+}
+
+#elif defined(LANES)
+
+// Per token on lavapipe, with WEIGHTS_TEXEL: each invocation computes ROWS whole rows of every
+// slot's expert in turn (a workgroup WG * ROWS rows of token z), as matmul.comp's texel
+// MATVEC does: no reduction across invocations, which costs more than a dozen blocks there.
+// The weighted sum is summed in registers over the slots, so one dispatch per chunk serves
+// it; as in the shape below, a chunk's dispatch after the first adds only the rows it holds.
+void main()
+{
+    uint row0 = (linear_group_id() * WG + gl_LocalInvocationID.x) * ROWS;
+    uint t = gl_WorkGroupID.z;
+    if (row0 >= p.rows)
+        return;
+    uint rbase = p.r_skip + t * 2u * NK;
+    uint n_blocks = (p.cols + BLOCK_WEIGHTS - 1u) / BLOCK_WEIGHTS;
+    float total[ROWS];
+    bool here[ROWS];
+    [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+        total[r] = 0.0;
+        here[r] = false;
+    }
+    [[unroll]] for (uint k = 0u; k < NK; k++) {
+        uint e = min(route[rbase + k], p.n_expert - 1u);
+        uint at[ROWS];
+        bool held[ROWS];
+        bool any = false;
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            uint local = e * p.rows + min(row0 + r, p.rows - 1u) - p.chunk_begin; // wraps below
+            held[r] = local < p.chunk_rows && row0 + r < p.rows;
+            any = any || held[r];
+            at[r] = p.w_skip + min(local, p.chunk_rows - 1u) * p.row_bytes;
+        }
+        if (!any)
+            continue;
+        float acc[ROWS];
+        [[unroll]] for (uint r = 0u; r < ROWS; r++)
+            acc[r] = 0.0;
+        for (uint b = 0u; b < n_blocks; b++) {
+            uint col = b * BLOCK_WEIGHTS;
+            wblock blk[ROWS];
+            [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                blk[r] = load_block(at[r] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
+#ifdef PLAIN_WEIGHTS
+            [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+                vec4 xv = load_x4(t, k, col + 4u * g);
+                [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                    acc[r] += dot(block_q4(blk[r], g), xv);
+            }
+#else
+            // Quants times x, then the block's scale (and offset times sum(x)) once per row.
+            float qdot[ROWS];
+            [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                qdot[r] = 0.0;
+            float xsum = 0.0;
+            [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
+                vec4 xv = load_x4(t, k, col + 4u * g);
+                xsum += (xv.x + xv.y) + (xv.z + xv.w);
+                [[unroll]] for (uint r = 0u; r < ROWS; r++)
+                    qdot[r] += dot(block_q4(blk[r], g), xv);
+            }
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+#ifdef BLOCK_HAS_OFFSET
+                acc[r] += blk[r].d * qdot[r] + blk[r].m * xsum;
+#else
+                acc[r] += blk[r].d * qdot[r];
+#endif
+            }
+#endif
+        }
+        if (SUM) {
+            float wk = uintBitsToFloat(route[rbase + NK + k]);
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+                if (held[r]) {
+                    total[r] += wk * acc[r];
+                    here[r] = true;
+                }
+            }
+        } else {
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+                if (held[r]) {
+                    uint i = p.y_skip + t * p.y_stride + k * p.rows + row0 + r;
+                    y[i] = p.accumulate != 0u ? y[i] + acc[r] : acc[r];
+                }
+            }
+        }
+    }
+    if (SUM) {
+        [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            uint i = p.y_skip + t * p.y_stride + row0 + r;
+            if (row0 + r >= p.rows)
+                continue;
+            if (p.accumulate == 0u)
+                y[i] = total[r];
+            else if (here[r])
+                y[i] += total[r];
         }
     }
 }

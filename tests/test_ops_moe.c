@@ -14,8 +14,9 @@
  * weighted sum (down), and the weighted sum accumulated into y. Routes are random distinct
  * experts per token, some experts never chosen. Under the small-range profile (64 KiB
  * bindings) the stacked weights span several chunks whose boundaries fall inside experts.
- * Batches of 8 tokens or more run again grouped by expert (the prompt path, given its scratch),
- * through texel views and storage buffers: lists of one partial tile, of several tiles (40
+ * Every case runs per token both ways the device reads weights (lavapipe: texel views, in the
+ * LANES shape, and storage buffers). Batches of 8 tokens or more run again grouped by expert
+ * (the prompt path, given its scratch), also both ways: lists of one partial tile, of several tiles (40
  * tokens, 3 in 4 of them routed to expert 0 first), empty lists, and a scratch too small for
  * the whole batch, so that it is grouped in several rounds.
  *
@@ -254,11 +255,18 @@ static vkllm_status moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w
     return s;
 }
 
-/* Ways to run a batch: per token (no scratch), grouped by expert, the same reading the weights
- * through storage buffers where the device would take texel views (the weight's texel_chunks
- * dropped, as in test_ops_matmul.c), or grouped with scratch for only 8 tokens at a time. */
-typedef enum { RUN_PER_TOKEN, RUN_GROUPED, RUN_GROUPED_STORAGE, RUN_GROUPED_IN_ROUNDS } moe_run;
-static const char *run_names[] = {"", ", grouped", ", grouped, storage", ", grouped by 8"};
+/* Ways to run a batch: per token (no scratch) or grouped by expert, each also reading the
+ * weights through storage buffers where the device would take texel views (the weight's
+ * texel_chunks dropped, as in test_ops_matmul.c), or grouped with scratch for only 8 tokens at
+ * a time. */
+typedef enum {
+    RUN_PER_TOKEN,
+    RUN_PER_TOKEN_STORAGE,
+    RUN_GROUPED,
+    RUN_GROUPED_STORAGE,
+    RUN_GROUPED_IN_ROUNDS
+} moe_run;
+static const char *run_names[] = {"", ", storage", ", grouped", ", grouped, storage", ", grouped by 8"};
 
 static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_tokens, uint32_t k, moe_form form,
                               moe_run run)
@@ -281,15 +289,16 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
 
     op_tensor tx = t_tensor_from(dev, x, nx * 4), ty = t_tensor_from(dev, y0, ny * 4);
     op_tensor troute = t_tensor_from(dev, route, (size_t)n_tokens * 2 * k * 4);
+    bool grouped = run >= RUN_GROUPED;
     uint64_t group_bytes = op_moe_groups_bytes(E, k, run == RUN_GROUPED_IN_ROUNDS ? 8 : n_tokens);
-    op_moe_desc d = {n_tokens, E, k, per_slot, sum, acc, run == RUN_PER_TOKEN ? (op_tensor){0} : t_tensor(dev, group_bytes)};
+    op_moe_desc d = {n_tokens, E, k, per_slot, sum, acc, grouped ? t_tensor(dev, group_bytes) : (op_tensor){0}};
     vkr_cmd *cmd = t_begin(dev);
     op_weight w = te->w;
-    if (run == RUN_GROUPED_STORAGE)
+    if (run == RUN_GROUPED_STORAGE || run == RUN_PER_TOKEN_STORAGE)
         w.n_texel_chunks = 0;
     vkllm_status s = moe_matmul(cmd, dev, &w, tx, troute, ty, &d);
     uint32_t dispatches = vkr_cmd_dispatch_count(cmd);
-    if (run != RUN_PER_TOKEN) {
+    if (grouped) {
         /* Grouped: per round, moe_group, moe_tiles and a dispatch per chunk of the way the
          * weight is read (per slot and chunk for the weighted sum). Rounds: at least those the scratch needs (more where the activations
          * exceed a binding, under small-range). */
@@ -306,14 +315,16 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
         printf("FAIL: submit: %s\n", vk_error_message());
         exit(1);
     } else {
-        /* Grouped: the products (dispatch 2, after moe_group and moe_tiles) read texel views
-         * exactly when the weight has them. */
+        /* The products (grouped: dispatch 2, after moe_group and moe_tiles) read texel views
+         * exactly when the weight has them and a token's x fits one view of x. */
+        uint64_t x_row = (uint64_t)C * (per_slot ? k : 1) * 4;
+        bool want_texel = w.n_texel_chunks && tx.buffer->n_texel_views && x_row <= tx.buffer->texel_stride;
         const char *label = "";
         double ms;
-        if (run != RUN_PER_TOKEN && vkr_cmd_dispatch_time(cmd, 2, &label, &ms)) {
+        if (vkr_cmd_dispatch_time(cmd, grouped ? 2 : 0, &label, &ms)) {
             size_t n = strlen(label);
             bool texel = n > 3 && !strcmp(label + n - 3, "_tx");
-            t_check(texel == (w.n_texel_chunks != 0), "grouped products ran %s", label);
+            t_check(texel == want_texel, "products ran %s", label);
         }
         vkr_cmd_destroy(cmd);
     }
@@ -382,6 +393,8 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
 static void check_experts(vkr_device *dev, test_experts *te, uint32_t n_tokens, uint32_t k, moe_form form)
 {
     check_experts_run(dev, te, n_tokens, k, form, RUN_PER_TOKEN);
+    if (te->w.n_texel_chunks)
+        check_experts_run(dev, te, n_tokens, k, form, RUN_PER_TOKEN_STORAGE);
     if (op_moe_groups_bytes(te->n_expert, k, n_tokens)) {
         check_experts_run(dev, te, n_tokens, k, form, RUN_GROUPED);
         if (te->w.n_texel_chunks)

@@ -7,7 +7,8 @@
 #
 # STEPS (default "tests bench sweep") chooses what runs (sweep: decode without the fusion,
 # then matrix-vector shapes, SHAPES overrides the list; decode at depth 4096 with attention's
-# keys split or not; prompt tiles of 64 and 128; GPU sampling on and off); MODELS_1B=0 and MODELS_7B=0 skip the 1.1B and 6.7B models;
+# keys split or not; prompt tiles of 64 and 128; mixture-of-experts prompts grouped by expert
+# or per token; GPU sampling on and off); MODELS_1B=0 and MODELS_7B=0 skip the 1.1B and 6.7B models;
 # BENCH_ARGS (default "-p 512 -n 128 -r 3") goes to both vkllm-bench and llama-bench.
 # Each step has its own time limit, so one that hangs costs its limit, not the run.
 set -uo pipefail
@@ -68,6 +69,7 @@ if [[ " $steps " == *" bench "* ]]; then
     mb="python3 samples/bench/make_bench_models.py $models --vocab $kit/shared/models/ggml-vocab-llama-spm.gguf"
     (
         $mb --shape 134M --types F16,Q8_0,Q4_0
+        $mb --shape 8x134M --types Q4_0
         if [ "${MODELS_1B:-1}" = 1 ]; then
             $mb --shape 1.1B --types F16
             # llama-quantize (multi-threaded) instead of the gguf package's numpy quantizers,
@@ -108,7 +110,8 @@ if [[ " $steps " == *" bench "* ]]; then
     wait "$models_pid"
     tail -8 "$out/logs/make_models.log" | tee -a "$out/summary.txt"
     list="$kit/shared/models/stories260K.gguf"
-    for f in rand-llama-134M.{F16,Q8_0,Q4_0} rand-llama-1.1B.{F16,Q8_0,Q4_0} rand-llama-6.7B.{F16,Q4_0}; do
+    for f in rand-llama-134M.{F16,Q8_0,Q4_0} rand-mixtral-8x134M.Q4_0 rand-llama-1.1B.{F16,Q8_0,Q4_0} \
+        rand-llama-6.7B.{F16,Q4_0}; do
         list="$list $models/$f.gguf"
     done
     first=1
@@ -178,6 +181,16 @@ if [[ " $steps " == *" sweep "* ]]; then
         GGML_VK_VISIBLE_DEVICES=0 LD_LIBRARY_PATH=$llama_bin:$kit:$LD_LIBRARY_PATH timeout 120 "$llama_bin/llama-bench" \
             -m "$m" -p 0 -n 64 -d 4096 -r 3 -ngl 99 -o md 2>/dev/null | grep 'tg64' | tee -a "$out/summary.txt"
     done
+    # Mixture-of-experts prompts: tokens grouped by expert into matrix-matrix tiles (the
+    # default) against matrix-vector products per token.
+    m=$models/rand-mixtral-8x134M.Q4_0.gguf
+    if [ -f "$m" ]; then
+        stamp "MoE prompts grouped or per token, $(basename "$m" .gguf)"
+        for g in on off; do
+            r=$(VKLLM_MOE_GROUPED=$g bench_ts pp512 "$m" -p 512 -n 0 -r 3)
+            say "  VKLLM_MOE_GROUPED=$g pp512 $r"
+        done
+    fi
     # Sampling candidates on the GPU (the default there) against the host sampler over the
     # read-back row: vkllm-run's generation speed, which includes sampling (the bench's does not).
     for m in $models/rand-llama-1.1B.Q4_0.gguf $models/rand-llama-134M.Q4_0.gguf; do
