@@ -525,11 +525,22 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
                               node->moe.scale);
             break;
         case G_MOE_MATMUL: {
-            /* The experts are stacked rows of one weight; in[1] (the router) picks them on the GPU. */
+            /* The experts are stacked rows of one weight; in[1] (the router) picks them on the GPU.
+             * A weighted sum that the next node only adds to the residual in place is added there
+             * by this dispatch (x += sum): one dispatch less per layer. */
+            const g_node *add = i + 1 < g->n_nodes ? &g->nodes[i + 1] : NULL;
+            bool into_residual = !fusion_off() && node->moe.weighted_sum && add && add->op == G_ADD &&
+                                 add->inplace == 1 && add->in[1] == (int32_t)i && add->in[0] != (int32_t)i &&
+                                 add->width == node->width &&
+                                 plan->node_single_row[i + 1] == plan->node_single_row[i] &&
+                                 !read_outside(g, (int32_t)i, i + 1, i + 2);
             op_moe_desc d = {rows, node->moe.n_expert, node->moe.n_used, node->moe.weighted_sum,
-                             node->moe.weighted_sum, false,
+                             node->moe.weighted_sum, into_residual,
                              bufs->moe_groups ? whole(bufs->moe_groups) : (op_tensor){0}};
-            s = op_moe_matmul(cmd, dev, &w0->matrix, in0, in1, out, &d);
+            s = op_moe_matmul(cmd, dev, &w0->matrix, in0, in1,
+                              into_residual ? slot_tensor(plan, bufs, g, (int32_t)i + 1, n_tokens) : out, &d);
+            if (into_residual)
+                i++; /* the add is done */
             break;
         }
         case G_LAST_ROW:
