@@ -240,16 +240,20 @@ static const char *form_names[] = {"slots, shared x", "slots, x per slot", "weig
 static double worst_err[GGML_TYPE_COUNT];
 static bool gpu_av; /* VKLLM_GPU_AV: the validation layer's GPU-assisted checks */
 
-/* op_moe_matmul; under gpu-av, grouped products take the GPU's 4 x 4 register tiles (the
- * same code with smaller specialization constants): lavapipe compiles the instrumented 16 x 8
- * tiles for minutes. */
+/* op_moe_matmul; given the scratch, grouped whenever the batch allows (VKLLM_MOE_GROUPED=on:
+ * by default lavapipe groups only batches of a tile per expert). Under gpu-av, grouped products
+ * take the GPU's 4 x 4 register tiles (the same code with smaller specialization constants):
+ * lavapipe compiles the instrumented 16 x 8 tiles for minutes. */
 static vkllm_status moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor route,
                                op_tensor y, const op_moe_desc *d)
 {
-    bool small_tiles = gpu_av && d->groups.buffer;
+    bool grouped = d->groups.buffer != NULL, small_tiles = gpu_av && grouped;
+    if (grouped)
+        setenv("VKLLM_MOE_GROUPED", "on", 1);
     if (small_tiles)
         setenv("VKLLM_MATMUL_SHAPES", "gpu", 1);
     vkllm_status s = op_moe_matmul(cmd, dev, w, x, route, y, d);
+    unsetenv("VKLLM_MOE_GROUPED");
     if (small_tiles)
         unsetenv("VKLLM_MATMUL_SHAPES");
     return s;

@@ -191,11 +191,19 @@ uint64_t op_moe_groups_bytes(uint32_t n_expert, uint32_t n_used, uint32_t n_toke
 
 /* Whether to group a batch, and how many tokens per grouping: those fitting the bindings
  * (per), the scratch's table, moe_group's loop and the grid (slots x tiles along z). 0: per
- * token. VKLLM_MOE_GROUPED=off keeps prompts per token (for measuring). */
-static uint32_t group_tokens(const vkr_device *dev, const op_moe_desc *d, uint32_t per, uint32_t tile_tokens)
+ * token.
+ * Where the per-token products read texel views (lanes: lavapipe), they beat tiles whose
+ * lists are shorter than a tile, so batches are grouped from n_expert tiles of tokens on (a
+ * slot's list then averages a tile). 8x134M Q4_0 on lavapipe, pp8/16/32/64 t/s, per token:
+ * 101, 131, 144, 150; grouped: 65, 93, 119, 158 (tile 8, 8 experts: grouped from 64 tokens).
+ * VKLLM_MOE_GROUPED=off|on: never, or from MOE_GROUP_MIN_TOKENS on (measuring, tests). */
+static uint32_t group_tokens(const vkr_device *dev, const op_moe_desc *d, uint32_t per, uint32_t tile_tokens,
+                             bool lanes)
 {
     const char *e = getenv("VKLLM_MOE_GROUPED");
-    if ((e && !strcmp(e, "off")) || d->n_tokens < MOE_GROUP_MIN_TOKENS || !d->groups.buffer)
+    bool off = e && !strcmp(e, "off"), on = e && !strcmp(e, "on");
+    if (off || d->n_tokens < MOE_GROUP_MIN_TOKENS || !d->groups.buffer ||
+        (lanes && !on && d->n_tokens < (uint64_t)d->n_expert * tile_tokens))
         return 0;
     const uint64_t E = d->n_expert, K = d->n_used;
     uint64_t fixed = table_words(E, K, 0), words = d->groups.size / 4;
@@ -410,10 +418,11 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
 
     uint32_t shape[4];
     op_matmul_tile_shape(dev, w->type, shape);
-    uint32_t grouped = group_tokens(dev, d, per, shape[0] / shape[1] * shape[3]);
+    bool lanes = reads_texel(w, x, x_row);
+    uint32_t grouped = group_tokens(dev, d, per, shape[0] / shape[1] * shape[3], lanes);
     if (grouped)
         return moe_matmul_grouped(cmd, dev, w, x, route, y, d, grouped, shape);
-    if (reads_texel(w, x, x_row))
+    if (lanes)
         return moe_matmul_lanes(cmd, dev, w, x, route, y, d, per);
 
     char name[48];
