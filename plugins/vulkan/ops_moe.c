@@ -219,6 +219,36 @@ static uint32_t group_tokens(const vkr_device *dev, const op_moe_desc *d, uint32
     return n >= MOE_GROUP_MIN_TOKENS || n == d->n_tokens ? (uint32_t)n : 0;
 }
 
+/* One token's rows in bytes: x, y and the route (see op_moe_desc). */
+typedef struct moe_rows {
+    uint64_t x, y, route;
+} moe_rows;
+
+static moe_rows rows_of(const op_weight *w, const op_moe_desc *d)
+{
+    uint64_t R = w->rows / d->n_expert, K = d->n_used;
+    return (moe_rows){(uint64_t)w->cols * (d->x_per_slot ? K : 1) * 4, R * (d->weighted_sum ? 1 : K) * 4, K * 8};
+}
+
+/* The push constants every shape takes for weight chunk ch; the skips and the grouped fields
+ * are the caller's. */
+static moe_matmul_push chunk_push(const op_weight *w, const op_weight_chunk *ch, const op_moe_desc *d, moe_rows rw,
+                                  bool accumulate)
+{
+    return (moe_matmul_push){
+        .rows = w->rows / d->n_expert,
+        .cols = w->cols,
+        .row_bytes = (uint32_t)w->row_bytes,
+        .w_skip = ch->skip_bytes,
+        .chunk_begin = ch->row_begin,
+        .chunk_rows = ch->row_count,
+        .n_expert = d->n_expert,
+        .x_stride = (uint32_t)(rw.x / 4),
+        .y_stride = (uint32_t)(rw.y / 4),
+        .accumulate = accumulate,
+    };
+}
+
 /* Weights and x through texel views where both have them and a token's x fits a view (x_row
  * bytes; views start every texel_stride bytes). */
 static bool reads_texel(const op_weight *w, op_tensor x, uint64_t x_row)
@@ -240,12 +270,9 @@ static uint32_t tokens_in_view(op_tensor x, uint64_t x_row, uint32_t t0, uint32_
 /* Per token through texel views (lavapipe): the LANES shape, ROWS whole rows per invocation,
  * one dispatch per weight chunk and group of tokens. */
 static vkllm_status moe_matmul_lanes(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
-                                     op_tensor route, op_tensor y, const op_moe_desc *d, uint32_t per)
+                                     op_tensor route, op_tensor y, const op_moe_desc *d, moe_rows rw, uint32_t per)
 {
     const uint32_t R = w->rows / d->n_expert, K = d->n_used, T = d->n_tokens;
-    uint64_t x_row = (uint64_t)w->cols * (d->x_per_slot ? K : 1) * 4;
-    uint64_t y_row = (uint64_t)R * (d->weighted_sum ? 1 : K) * 4;
-    uint64_t r_row = (uint64_t)K * 8;
     uint32_t wg = dev->caps.subgroup_size ? dev->caps.subgroup_size : 8, rows = MOE_LANES_ROWS;
     if (wg > dev->caps.max_workgroup_size)
         wg = dev->caps.max_workgroup_size;
@@ -256,28 +283,17 @@ static vkllm_status moe_matmul_lanes(vkr_cmd *cmd, vkr_device *dev, const op_wei
     vkllm_status s = VKLLM_OK;
     for (uint32_t t0 = 0, tc = 0; t0 < T && !s; t0 += tc) {
         uint32_t x_view, x_skip;
-        tc = tokens_in_view(x, x_row, t0, T - t0 < per ? T - t0 : per, &x_view, &x_skip);
+        tc = tokens_in_view(x, rw.x, t0, T - t0 < per ? T - t0 : per, &x_view, &x_skip);
         for (uint32_t c = 0; c < w->n_texel_chunks && !s; c++) {
             const op_weight_chunk *ch = &w->texel_chunks[c];
-            moe_matmul_push push = {
-                .rows = R,
-                .cols = w->cols,
-                .row_bytes = (uint32_t)w->row_bytes,
-                .w_skip = ch->skip_bytes,
-                .chunk_begin = ch->row_begin,
-                .chunk_rows = ch->row_count,
-                .n_expert = d->n_expert,
-                .x_skip = x_skip,
-                .x_stride = (uint32_t)(x_row / 4),
-                .y_stride = (uint32_t)(y_row / 4),
-                /* The weighted sum adds each later chunk's experts to the first chunk's. */
-                .accumulate = d->accumulate || (d->weighted_sum && c > 0),
-            };
+            /* The weighted sum adds each later chunk's experts to the first chunk's. */
+            moe_matmul_push push = chunk_push(w, ch, d, rw, d->accumulate || (d->weighted_sum && c > 0));
+            push.x_skip = x_skip;
             vkr_binding bindings[4] = {
                 {0}, /* the weight and x: texel views */
                 {0},
-                op_bind_span(dev, route, t0 * r_row, tc * r_row, 4, false, &push.r_skip),
-                span(dev, y, t0 * y_row, tc * y_row, true, &push.y_skip),
+                op_bind_span(dev, route, t0 * rw.route, tc * rw.route, 4, false, &push.r_skip),
+                span(dev, y, t0 * rw.y, tc * rw.y, true, &push.y_skip),
             };
             vkr_texel_binding tb[2] = {op_texel_binding(ch->buffer, ch->view, VKR_TEXEL_R32),
                                        op_texel_binding(x.buffer, x_view, VKR_TEXEL_RGBA32)};
@@ -297,15 +313,12 @@ static vkllm_status moe_matmul_lanes(vkr_cmd *cmd, vkr_device *dev, const op_wei
  * them and moe_tiles their tiles, then one dispatch per weight chunk (and, for the weighted
  * sum, per slot) runs the tiles. */
 static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
-                                       op_tensor route, op_tensor y, const op_moe_desc *d, uint32_t per,
-                                       const uint32_t shape[4])
+                                       op_tensor route, op_tensor y, const op_moe_desc *d, moe_rows rw,
+                                       uint32_t per, const uint32_t shape[4])
 {
     const uint32_t R = w->rows / d->n_expert, K = d->n_used, E = d->n_expert, T = d->n_tokens;
     const uint32_t tile_rows = shape[1] * shape[2], tile_tokens = shape[0] / shape[1] * shape[3];
-    uint64_t x_row = (uint64_t)w->cols * (d->x_per_slot ? K : 1) * 4;
-    uint64_t y_row = (uint64_t)R * (d->weighted_sum ? 1 : K) * 4;
-    uint64_t r_row = (uint64_t)K * 8;
-    bool texel = reads_texel(w, x, x_row);
+    bool texel = reads_texel(w, x, rw.x);
     uint32_t n_chunks = texel ? w->n_texel_chunks : w->n_chunks;
     char name[48];
     snprintf(name, sizeof name, "moe_matmul_grouped_%s%s", op_weight_type_name(w->type), texel ? "_tx" : "");
@@ -324,12 +337,12 @@ static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_w
         tc = T - t0 < per ? T - t0 : per;
         uint32_t x_view = 0, x_skip = 0;
         if (texel)
-            tc = tokens_in_view(x, x_row, t0, tc, &x_view, &x_skip);
+            tc = tokens_in_view(x, rw.x, t0, tc, &x_view, &x_skip);
         uint64_t table = table_words(E, K, tc) * 4;
         uint32_t max_tiles = (tc + tile_tokens - 1) / tile_tokens + E;
         group_push gp = {tc, E, K, 0, 0, tile_tokens, max_tiles};
         vkr_binding gb[] = {
-            op_bind_span(dev, route, t0 * r_row, tc * r_row, 4, false, &gp.r_skip),
+            op_bind_span(dev, route, t0 * rw.route, tc * rw.route, 4, false, &gp.r_skip),
             op_bind_span(dev, d->groups, 0, table, 4, true, &gp.g_skip),
         };
         if ((s = vkr_cmd_dispatch(cmd, group_pipe, gb, 2, &gp, sizeof gp, group_gx, group_gy, 1, "moe_group")) ||
@@ -339,28 +352,17 @@ static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_w
             for (uint32_t c = 0; c < n_chunks && !s; c++) {
                 const op_weight_chunk *ch = texel ? &w->texel_chunks[c] : &w->chunks[c];
                 uint64_t wbytes = ch->skip_bytes + (uint64_t)ch->row_count * w->row_bytes;
-                moe_matmul_push push = {
-                    .rows = R,
-                    .cols = w->cols,
-                    .row_bytes = (uint32_t)w->row_bytes,
-                    .w_skip = ch->skip_bytes,
-                    .chunk_begin = ch->row_begin,
-                    .chunk_rows = ch->row_count,
-                    .n_expert = E,
-                    .x_stride = (uint32_t)(x_row / 4),
-                    .y_stride = (uint32_t)(y_row / 4),
-                    /* Each (token, slot) is stored by the one chunk holding its expert's row;
-                     * the weighted sum's later slots add to the first's. */
-                    .accumulate = d->accumulate || k > 0,
-                    .group_tokens = tc,
-                    .max_tiles = max_tiles,
-                    .k_first = k,
-                };
+                /* Each (token, slot) is stored by the one chunk holding its expert's row; the
+                 * weighted sum's later slots add to the first's. */
+                moe_matmul_push push = chunk_push(w, ch, d, rw, d->accumulate || k > 0);
+                push.group_tokens = tc;
+                push.max_tiles = max_tiles;
+                push.k_first = k;
                 vkr_binding bindings[5] = {
                     {0}, /* the weight and x: below */
                     {0},
-                    op_bind_span(dev, route, t0 * r_row, tc * r_row, 4, false, &push.r_skip),
-                    span(dev, y, t0 * y_row, tc * y_row, true, &push.y_skip),
+                    op_bind_span(dev, route, t0 * rw.route, tc * rw.route, 4, false, &push.r_skip),
+                    span(dev, y, t0 * rw.y, tc * rw.y, true, &push.y_skip),
                     op_bind_span(dev, d->groups, 0, table, 4, false, &push.g_skip),
                 };
                 vkr_texel_binding tb[2] = {{0}};
@@ -370,7 +372,7 @@ static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_w
                     push.x_skip = x_skip;
                 } else {
                     bindings[0] = (vkr_binding){ch->buffer, ch->offset, (wbytes + 3) & ~(uint64_t)3, false};
-                    bindings[1] = span(dev, x, t0 * x_row, tc * x_row, false, &push.x_skip);
+                    bindings[1] = span(dev, x, t0 * rw.x, tc * rw.x, false, &push.x_skip);
                 }
                 uint32_t spec[10] = {shape[0], 1, K, aligned_blocks(w, ch),
                                      push.x_skip % 4 == 0 && push.x_stride % 4 == 0 && w->cols % 4 == 0,
@@ -402,14 +404,11 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "moe_matmul: %u rows are not %u experts' worth",
                        w->rows, d->n_expert);
     const uint32_t R = w->rows / d->n_expert, K = d->n_used, T = d->n_tokens;
-    uint64_t x_row = (uint64_t)w->cols * (d->x_per_slot ? K : 1) * 4;
-    uint64_t y_row = (uint64_t)R * (d->weighted_sum ? 1 : K) * 4;
-    uint64_t r_row = (uint64_t)K * 8;
-    if (!op_tensor_holds(x, x_row * T) || !op_tensor_holds(y, y_row * T) ||
-        !op_tensor_holds(route, r_row * T))
+    moe_rows rw = rows_of(w, d);
+    if (!op_tensor_holds(x, rw.x * T) || !op_tensor_holds(y, rw.y * T) || !op_tensor_holds(route, rw.route * T))
         return vk_fail(VKLLM_ERR_INTERNAL, "moe_matmul %u experts of %ux%u, %u tokens: x, y or route too small",
                        d->n_expert, R, w->cols, T);
-    uint64_t rows[3] = {x_row, y_row, r_row};
+    uint64_t rows[3] = {rw.x, rw.y, rw.route};
     uint32_t per = tokens_per_dispatch(dev, rows, 3, activation_align(dev));
     if (per > dev->caps.max_workgroup_count[2])
         per = dev->caps.max_workgroup_count[2];
@@ -418,12 +417,12 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
 
     uint32_t shape[4];
     op_matmul_tile_shape(dev, w->type, shape);
-    bool lanes = reads_texel(w, x, x_row);
+    bool lanes = reads_texel(w, x, rw.x);
     uint32_t grouped = group_tokens(dev, d, per, shape[0] / shape[1] * shape[3], lanes);
     if (grouped)
-        return moe_matmul_grouped(cmd, dev, w, x, route, y, d, grouped, shape);
+        return moe_matmul_grouped(cmd, dev, w, x, route, y, d, rw, grouped, shape);
     if (lanes)
-        return moe_matmul_lanes(cmd, dev, w, x, route, y, d, per);
+        return moe_matmul_lanes(cmd, dev, w, x, route, y, d, rw, per);
 
     char name[48];
     snprintf(name, sizeof name, "moe_matmul_%s%s", tname, dev->caps.subgroup_arithmetic ? "_sg" : "");
@@ -441,24 +440,13 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
         spec[3] = aligned_blocks(w, ch);
         for (uint32_t t0 = 0; t0 < T && !s; t0 += per) {
             uint32_t tc = T - t0 < per ? T - t0 : per;
-            moe_matmul_push push = {
-                .rows = R,
-                .cols = w->cols,
-                .row_bytes = (uint32_t)w->row_bytes,
-                .w_skip = ch->skip_bytes,
-                .chunk_begin = ch->row_begin,
-                .chunk_rows = ch->row_count,
-                .n_expert = d->n_expert,
-                .x_stride = (uint32_t)(x_row / 4),
-                .y_stride = (uint32_t)(y_row / 4),
-                /* The weighted sum adds each later chunk's experts to the first chunk's. */
-                .accumulate = d->accumulate || (d->weighted_sum && c > 0),
-            };
+            /* The weighted sum adds each later chunk's experts to the first chunk's. */
+            moe_matmul_push push = chunk_push(w, ch, d, rw, d->accumulate || (d->weighted_sum && c > 0));
             vkr_binding bindings[4] = {
                 wb,
-                span(dev, x, t0 * x_row, tc * x_row, false, &push.x_skip),
-                op_bind_span(dev, route, t0 * r_row, tc * r_row, 4, false, &push.r_skip),
-                span(dev, y, t0 * y_row, tc * y_row, true, &push.y_skip),
+                span(dev, x, t0 * rw.x, tc * rw.x, false, &push.x_skip),
+                op_bind_span(dev, route, t0 * rw.route, tc * rw.route, 4, false, &push.r_skip),
+                span(dev, y, t0 * rw.y, tc * rw.y, true, &push.y_skip),
             };
             spec[4] = push.x_skip % 4 == 0 && push.x_stride % 4 == 0 && w->cols % 4 == 0;
             vkr_pipeline *pipe;
