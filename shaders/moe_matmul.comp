@@ -49,6 +49,9 @@ layout(constant_id = 8) const uint TM = 8;      // rows per invocation
 layout(constant_id = 9) const uint TN = 8;      // listed tokens per invocation
 layout(std430, binding = 4) readonly buffer Groups { uint groups[]; }; // see moe_group
 #endif
+#ifdef LANES
+layout(constant_id = 7) const bool GLU = false; // gate and up stacks end to end: silu(gate) * up
+#endif
 
 #ifdef WEIGHTS_TEXEL
 // GROUPED and LANES on lavapipe: weights and x through storage texel buffers, as matmul.comp's _tx
@@ -88,6 +91,7 @@ layout(push_constant) uniform Push {
     uint group_tokens; // tokens the table lists (the length of each list)
     uint max_tiles;    // room per slot in the table's tile list (workgroups along z per slot)
     uint k_first;      // the first slot of this dispatch
+    uint up_rows;      // LANES with GLU: stacked rows from a gate row to its up row
 } p;
 
 #include "blocks.glsl"
@@ -196,6 +200,10 @@ void main()
 // MATVEC does: no reduction across invocations, which costs more than a dozen blocks there.
 // The weighted sum is summed in registers over the slots, so one dispatch per chunk serves
 // it; as in the shape below, a chunk's dispatch after the first adds only the rows it holds.
+// GLU: the weight is a gate stack and then an up stack (up_rows further on, in this chunk);
+// each output row reads both and stores silu(gate) * up (a MoE MLP's gate, up and SwiGLU).
+const uint NW = GLU ? 2u : 1u; // weight rows per output row
+
 void main()
 {
     uint row0 = (linear_group_id() * WG + gl_LocalInvocationID.x) * ROWS;
@@ -212,51 +220,58 @@ void main()
     }
     [[unroll]] for (uint k = 0u; k < NK; k++) {
         uint e = min(route[rbase + k], p.n_expert - 1u);
-        uint at[ROWS];
+        uint at[ROWS * NW]; // row r's gate (or only) row at r, its up row at ROWS + r
         bool held[ROWS];
         bool any = false;
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
             uint local = e * p.rows + min(row0 + r, p.rows - 1u) - p.chunk_begin; // wraps below
-            held[r] = local < p.chunk_rows && row0 + r < p.rows;
+            held[r] = local < p.chunk_rows && row0 + r < p.rows && (!GLU || local + p.up_rows < p.chunk_rows);
             any = any || held[r];
-            at[r] = p.w_skip + min(local, p.chunk_rows - 1u) * p.row_bytes;
+            [[unroll]] for (uint j = 0u; j < NW; j++)
+                at[j * ROWS + r] = p.w_skip + min(local + j * p.up_rows, p.chunk_rows - 1u) * p.row_bytes;
         }
         if (!any)
             continue;
-        float acc[ROWS];
-        [[unroll]] for (uint r = 0u; r < ROWS; r++)
-            acc[r] = 0.0;
+        float acc[ROWS * NW];
+        [[unroll]] for (uint i = 0u; i < ROWS * NW; i++)
+            acc[i] = 0.0;
         for (uint b = 0u; b < n_blocks; b++) {
             uint col = b * BLOCK_WEIGHTS;
-            wblock blk[ROWS];
-            [[unroll]] for (uint r = 0u; r < ROWS; r++)
-                blk[r] = load_block(at[r] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
+            wblock blk[ROWS * NW];
+            [[unroll]] for (uint i = 0u; i < ROWS * NW; i++)
+                blk[i] = load_block(at[i] + b * BLOCK_BYTES, valid_weights(col), W_ALIGNED);
 #ifdef PLAIN_WEIGHTS
             [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
                 vec4 xv = load_x4(t, k, col + 4u * g);
-                [[unroll]] for (uint r = 0u; r < ROWS; r++)
-                    acc[r] += dot(block_q4(blk[r], g), xv);
+                [[unroll]] for (uint i = 0u; i < ROWS * NW; i++)
+                    acc[i] += dot(block_q4(blk[i], g), xv);
             }
 #else
             // Quants times x, then the block's scale (and offset times sum(x)) once per row.
-            float qdot[ROWS];
-            [[unroll]] for (uint r = 0u; r < ROWS; r++)
-                qdot[r] = 0.0;
+            float qdot[ROWS * NW];
+            [[unroll]] for (uint i = 0u; i < ROWS * NW; i++)
+                qdot[i] = 0.0;
             float xsum = 0.0;
             [[unroll]] for (uint g = 0u; g < BLOCK_GROUPS; g++) {
                 vec4 xv = load_x4(t, k, col + 4u * g);
                 xsum += (xv.x + xv.y) + (xv.z + xv.w);
-                [[unroll]] for (uint r = 0u; r < ROWS; r++)
-                    qdot[r] += dot(block_q4(blk[r], g), xv);
+                [[unroll]] for (uint i = 0u; i < ROWS * NW; i++)
+                    qdot[i] += dot(block_q4(blk[i], g), xv);
             }
-            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+            [[unroll]] for (uint i = 0u; i < ROWS * NW; i++) {
 #ifdef BLOCK_HAS_OFFSET
-                acc[r] += blk[r].d * qdot[r] + blk[r].m * xsum;
+                acc[i] += blk[i].d * qdot[i] + blk[i].m * xsum;
 #else
-                acc[r] += blk[r].d * qdot[r];
+                acc[i] += blk[i].d * qdot[i];
 #endif
             }
 #endif
+        }
+        if (GLU) {
+            [[unroll]] for (uint r = 0u; r < ROWS; r++) {
+                float gate = acc[r];
+                acc[r] = gate / (1.0 + exp(-gate)) * acc[ROWS + r]; // as activation.comp's swiglu
+            }
         }
         if (SUM) {
             float wk = uintBitsToFloat(route[rbase + NK + k]);

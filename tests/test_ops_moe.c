@@ -20,6 +20,8 @@
  * tokens, 3 in 4 of them routed to expert 0 first), empty lists, and a scratch too small for
  * the whole batch, so that it is grouped in several rounds.
  *
+ * Gate, up and SwiGLU in one dispatch (op_moe_matmul_glu) against silu(gate x) * (up x).
+ *
  * Finally a whole MoE feed-forward block (router on the GPU feeding the expert products,
  * SwiGLU, weighted down projection added to a residual) is recorded once and replayed with a
  * second input that routes differently: the replay must follow the new routing, i.e. the
@@ -454,6 +456,59 @@ static void ref_ffn(const test_experts *gate_w, const test_experts *up_w, const 
     free(h);
 }
 
+/* op_moe_matmul_glu: gate and up stacks end to end (2 n_expert experts of R rows: gate e is
+ * expert e, up e expert n_expert + e) against silu(gate_e x) * (up_e x) in double; where
+ * op_moe_glu_fusable says no, that the stacks are not in one texel chunk (GPUs: no texel
+ * views; small-range: 64 KiB views). */
+static void check_glu(vkr_device *dev, uint32_t type, uint32_t n_tokens, uint32_t k)
+{
+    const uint32_t E = 4, R = 40, C = 96;
+    test_experts te;
+    make_experts(dev, type, 2 * E, R, C, 0, 60 + type, &te);
+    size_t nx = (size_t)n_tokens * C, ny = (size_t)n_tokens * k * R;
+    float *x = malloc(nx * 4), *want = malloc(ny * 4), *scale = malloc(ny * 4), *got = malloc(ny * 4);
+    uint32_t *route = malloc((size_t)n_tokens * 2 * k * 4);
+    t_fill_random(x, nx, 70 + n_tokens);
+    random_route(n_tokens, E, k, 80 + n_tokens, route);
+    op_tensor tx = t_tensor_from(dev, x, nx * 4), ty = t_tensor(dev, ny * 4);
+    op_tensor troute = t_tensor_from(dev, route, (size_t)n_tokens * 2 * k * 4);
+    op_moe_desc d = {n_tokens, E, k, false, false, false, {0}};
+    if (!op_moe_glu_fusable(dev, &te.w, tx, &d)) {
+        t_check(te.w.n_texel_chunks != 1, "moe glu %s: not fusable, the stacks in %u texel chunks (one needed)",
+                ggml_traits(type).name, te.w.n_texel_chunks);
+    } else {
+        vkr_cmd *cmd = t_begin(dev);
+        vkllm_status s = op_moe_matmul_glu(cmd, dev, &te.w, tx, troute, ty, &d);
+        t_check(s == VKLLM_OK && vkr_cmd_dispatch_count(cmd) == 1, "moe glu %s: one dispatch (%s)",
+                ggml_traits(type).name, s ? vk_error_message() : "ok");
+        t_run(cmd);
+        t_read(dev, ty, got, ny * 4);
+        for (uint32_t t = 0; t < n_tokens; t++)
+            for (uint32_t j = 0; j < k; j++)
+                for (uint32_t r = 0; r < R; r++) {
+                    uint32_t e = route[(size_t)t * 2 * k + j];
+                    const float *gw = te.deq + ((size_t)e * R + r) * C, *uw = te.deq + ((size_t)(E + e) * R + r) * C;
+                    double g = 0, u = 0, gs = 0, us = 0;
+                    for (uint32_t c = 0; c < C; c++) {
+                        g += (double)gw[c] * x[(size_t)t * C + c];
+                        u += (double)uw[c] * x[(size_t)t * C + c];
+                        gs += fabs((double)gw[c] * x[(size_t)t * C + c]);
+                        us += fabs((double)uw[c] * x[(size_t)t * C + c]);
+                    }
+                    double silu = g / (1 + exp(-g));
+                    size_t i = ((size_t)t * k + j) * R + r;
+                    want[i] = (float)(silu * u);
+                    scale[i] = (float)(gs * fabs(u) + fabs(silu) * us); /* first-order rounding bound */
+                }
+        char what[80];
+        snprintf(what, sizeof what, "moe glu %s, %u token(s), top %u", ggml_traits(type).name, n_tokens, k);
+        t_compare_scaled(what, got, want, scale, ny, 1e-6, tolerance(type));
+    }
+    t_tensor_free(dev, tx), t_tensor_free(dev, ty), t_tensor_free(dev, troute);
+    free(x), free(want), free(scale), free(got), free(route);
+    free_experts(dev, &te);
+}
+
 static void check_ffn(vkr_device *dev, uint32_t type, uint32_t n_tokens, bool grouped)
 {
     const uint32_t E = 64, F = 96, N = 8, K = 2;
@@ -717,6 +772,14 @@ int main(void)
         }
         unsetenv("VKLLM_MATMUL_SHAPES");
     }
+
+    /* Gate, up and SwiGLU in one dispatch (decode fusion on lavapipe). */
+    const uint32_t glu_types[] = {GGML_F32, GGML_F16, GGML_Q8_0, GGML_Q4_0, GGML_Q4_1};
+    for (size_t ti = 0; ti < sizeof glu_types / sizeof *glu_types; ti++)
+        if (!gpu_av || glu_types[ti] == GGML_Q4_0) {
+            check_glu(dev, glu_types[ti], 1, 2);
+            check_glu(dev, glu_types[ti], 3, 1);
+        }
 
     if (gpu_av) {
         check_ffn(dev, GGML_Q4_0, 6, false);

@@ -51,12 +51,21 @@ vkllm_status dispatch_plan_graph(const g_graph *g, uint32_t max_tokens, dispatch
                                    (node->in[0] >= 0 && plan->node_single_row[node->in[0]]);
     }
     /* The recorder may compute an RMSNorm, the products of its output and a SWIGLU of two of
-     * them in one dispatch (record_fused_matmuls): what that dispatch reads (the products'
-     * input, and the norm's) must not share storage with what it writes. */
+     * them in one dispatch (record_fused_matmuls; for expert products record_moe_glu): what
+     * that dispatch reads (the products' input, the norm's, the route) must not share storage
+     * with what it writes. */
     for (uint32_t i = 0; i < n; i++) {
         const g_node *node = &g->nodes[i];
         for (int j = 0; j < G_MAX_INPUTS; j++) {
             int32_t product = node->op == G_SWIGLU ? node->in[j] : node->op == G_MATMUL && j == 0 ? (int32_t)i : -1;
+            if (product >= 0 && g->nodes[product].op == G_MOE_MATMUL) {
+                for (int k = 0; k < 2; k++) {
+                    int32_t in = g->nodes[product].in[k];
+                    if (in >= 0 && last_use[in] < (int32_t)i)
+                        last_use[in] = (int32_t)i;
+                }
+                continue;
+            }
             if (product < 0 || g->nodes[product].op != G_MATMUL || g->nodes[product].in[0] < 0)
                 continue;
             int32_t x = g->nodes[product].in[0];
@@ -357,6 +366,46 @@ static vkllm_status record_rope_kv_store(vkr_device *dev, const g_graph *g, cons
     return op_rope_kv_store(cmd, dev, &d);
 }
 
+/* Decode fusion of a mixture-of-experts MLP: when node i and i + 1 are the gate and up expert
+ * products of one x and route, read only by the SWIGLU at i + 2, and model.c put their stacks
+ * end to end, one op_moe_matmul_glu dispatch computes all three where op_moe_glu_fusable.
+ * *n_fused gets the nodes recorded (0: none). */
+static vkllm_status record_moe_glu(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,
+                                   const dispatch_plan *plan, const dispatch_buffers *bufs, uint32_t n_tokens,
+                                   uint32_t i, vkr_cmd *cmd, uint32_t *n_fused)
+{
+    *n_fused = 0;
+    if (fusion_off() || i + 2 >= g->n_nodes)
+        return VKLLM_OK;
+    const g_node *gate = &g->nodes[i], *up = &g->nodes[i + 1], *act = &g->nodes[i + 2];
+    if (up->op != G_MOE_MATMUL || act->op != G_SWIGLU || gate->moe.weighted_sum || up->moe.weighted_sum ||
+        up->in[0] != gate->in[0] || up->in[1] != gate->in[1] || act->in[0] != (int32_t)i ||
+        act->in[1] != (int32_t)i + 1 || up->moe.n_expert != gate->moe.n_expert ||
+        up->moe.n_used != gate->moe.n_used || up->width != gate->width ||
+        read_outside(g, (int32_t)i, i + 2, i + 3) || read_outside(g, (int32_t)i + 1, i + 2, i + 3) ||
+        plan->node_single_row[i] != plan->node_single_row[i + 2])
+        return VKLLM_OK;
+    const model_weight *wg, *wu;
+    vkllm_status s;
+    if ((s = weight_of(model, gate->weight[0], &wg)) || (s = weight_of(model, up->weight[0], &wu)))
+        return s;
+    const op_weight *a = &wg->matrix, *b = &wu->matrix;
+    op_weight both; /* the gate stack, then the up stack */
+    if (a->buffer != b->buffer || a->type != b->type || a->cols != b->cols || a->rows != b->rows ||
+        b->offset != a->offset + (VkDeviceSize)a->rows * a->row_bytes ||
+        op_weight_init(dev, a->type, 2 * a->rows, a->cols, a->buffer, a->offset, &both))
+        return VKLLM_OK;
+    uint32_t rows = plan->node_single_row[i] ? 1 : n_tokens;
+    op_tensor x = slot_tensor(plan, bufs, g, gate->in[0], n_tokens);
+    op_moe_desc d = {rows, gate->moe.n_expert, gate->moe.n_used, false, false, false,
+                     bufs->moe_groups ? whole(bufs->moe_groups) : (op_tensor){0}};
+    if (!op_moe_glu_fusable(dev, &both, x, &d))
+        return VKLLM_OK;
+    *n_fused = 3;
+    return op_moe_matmul_glu(cmd, dev, &both, x, slot_tensor(plan, bufs, g, gate->in[1], n_tokens),
+                             slot_tensor(plan, bufs, g, (int32_t)i + 2, n_tokens), &d);
+}
+
 vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,
                              const dispatch_plan *plan, const dispatch_buffers *bufs,
                              uint32_t n_tokens, vkr_cmd *cmd)
@@ -525,6 +574,11 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
                               node->moe.scale);
             break;
         case G_MOE_MATMUL: {
+            uint32_t n_glu = 0;
+            if ((s = record_moe_glu(dev, model, g, plan, bufs, n_tokens, i, cmd, &n_glu)) || n_glu) {
+                i += n_glu - 1;
+                break;
+            }
             /* The experts are stacked rows of one weight; in[1] (the router) picks them on the GPU.
              * A weighted sum that the next node only adds to the residual in place is added there
              * by this dispatch (x += sum): one dispatch less per layer. */

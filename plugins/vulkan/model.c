@@ -166,7 +166,9 @@ static bool used_as_array(const g_graph *g, const char *name)
  * Q, K and V; a SwiGLU MLP's up and gate: dispatch.c) are uploaded end to end into one buffer,
  * so that together they are one matrix. A group is a run of consecutive MATMUL nodes reading
  * the same input, none accumulating, each using all of a 2-D tensor that no other node uses,
- * all uploaded as the same type with the same row length. */
+ * all uploaded as the same type with the same row length; or two consecutive expert products
+ * (MOE_MATMUL, not summed) of one input and route whose 3-D stacks have one shape (a
+ * mixture-of-experts MLP's gate and up). */
 #define GROUP_MAX OP_MATVEC_MAX_PARTS
 
 typedef struct weight_group {
@@ -190,12 +192,19 @@ static uint32_t weight_uses(const g_graph *g, const char *name)
 static bool groupable(const g_graph *g, const gguf_file *f, const g_node *first, const g_node *n,
                       int32_t convert_to)
 {
-    if (n->op != G_MATMUL || n->accumulate || n->in[0] != first->in[0] || !n->weight[0] || !first->weight[0])
+    if (!n->weight[0] || !first->weight[0] || n->in[0] != first->in[0] || n->op != first->op)
         return false;
     const gguf_tensor *t = gguf_find_tensor(f, n->weight[0]), *t0 = gguf_find_tensor(f, first->weight[0]);
-    if (!t || !t0 || t->n_dims != 2 || t->ne[2] != 1 || t->ne[3] != 1 || n->rows.begin != 0 ||
-        (n->rows.count && n->rows.count != t->ne[1]) || weight_uses(g, n->weight[0]) != 1)
+    if (!t || !t0 || weight_uses(g, n->weight[0]) != 1)
         return false;
+    if (n->op == G_MOE_MATMUL) {
+        if (n->moe.weighted_sum || n->in[1] != first->in[1] || n - first > 1 || t->n_dims != 3 ||
+            t->ne[1] != t0->ne[1] || t->ne[2] != t0->ne[2])
+            return false;
+    } else if (n->op != G_MATMUL || n->accumulate || t->n_dims != 2 || t->ne[2] != 1 || t->ne[3] != 1 ||
+               n->rows.begin != 0 || (n->rows.count && n->rows.count != t->ne[1])) {
+        return false;
+    }
     uint32_t type = upload_type(t, convert_to);
     return type == upload_type(t0, convert_to) && t->ne[0] == t0->ne[0] &&
            ggml_row_bytes(type, t->ne[0]) % 2 == 0;
@@ -229,7 +238,7 @@ static vkllm_status find_groups(const g_graph *g, const gguf_file *f, int32_t co
         for (uint32_t k = 0; k < len; k++) {
             const gguf_tensor *t = gguf_find_tensor(f, g->nodes[i + k].weight[0]);
             gr->names[gr->n++] = t->name;
-            gr->bytes += t->ne[1] * ggml_row_bytes(upload_type(t, convert_to), t->ne[0]);
+            gr->bytes += t->ne[1] * t->ne[2] * ggml_row_bytes(upload_type(t, convert_to), t->ne[0]);
         }
         i += len;
     }

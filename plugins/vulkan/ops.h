@@ -263,6 +263,15 @@ uint64_t op_moe_groups_bytes(uint32_t n_expert, uint32_t n_used, uint32_t n_toke
 vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
                            op_tensor route, op_tensor y, const op_moe_desc *desc);
 
+/* A MoE MLP's gate and up products and SwiGLU in one dispatch, for decode: w is the gate
+ * stack followed in memory by the up stack (2 * n_expert matrices of R rows, as model.c
+ * uploads them), x one row per token, y [n_tokens][n_used][R] = silu(gate_e x) * (up_e x).
+ * desc as for op_moe_matmul's gate (not summed, x shared); only where op_moe_glu_fusable:
+ * the per-token texel shape (lavapipe), over one texel chunk, for a batch not grouped. */
+bool op_moe_glu_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, const op_moe_desc *desc);
+vkllm_status op_moe_matmul_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
+                               op_tensor route, op_tensor y, const op_moe_desc *desc);
+
 /* Mamba (ops_ssm.c). Tokens are processed in order; the state carries the recurrence
  * from one call to the next (zero it to start a sequence).
  * Causal depthwise conv1d of x [n_tokens][d_inner] with kernel w [d_inner][d_conv]

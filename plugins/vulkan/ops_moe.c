@@ -39,6 +39,7 @@ typedef struct moe_matmul_push {
     uint32_t x_skip, x_stride, r_skip, y_skip, y_stride;
     uint32_t accumulate;
     uint32_t g_skip, group_tokens, max_tiles, k_first; /* grouped */
+    uint32_t up_rows;                                  /* lanes with GLU */
 } moe_matmul_push;
 
 /* Must match shaders/moe_router.comp (GROUP and TILES). */
@@ -268,11 +269,13 @@ static uint32_t tokens_in_view(op_tensor x, uint64_t x_row, uint32_t t0, uint32_
 }
 
 /* Per token through texel views (lavapipe): the LANES shape, ROWS whole rows per invocation,
- * one dispatch per weight chunk and group of tokens. */
+ * one dispatch per weight chunk and group of tokens. up_rows: 0, or (GLU) the gate stack's
+ * rows, after which w holds the up stack. */
 static vkllm_status moe_matmul_lanes(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x,
-                                     op_tensor route, op_tensor y, const op_moe_desc *d, moe_rows rw, uint32_t per)
+                                     op_tensor route, op_tensor y, const op_moe_desc *d, moe_rows rw, uint32_t per,
+                                     uint32_t up_rows)
 {
-    const uint32_t R = w->rows / d->n_expert, K = d->n_used, T = d->n_tokens;
+    const uint32_t R = (w->rows - up_rows) / d->n_expert, K = d->n_used, T = d->n_tokens;
     uint32_t wg = dev->caps.subgroup_size ? dev->caps.subgroup_size : 8, rows = MOE_LANES_ROWS;
     if (wg > dev->caps.max_workgroup_size)
         wg = dev->caps.max_workgroup_size;
@@ -288,7 +291,9 @@ static vkllm_status moe_matmul_lanes(vkr_cmd *cmd, vkr_device *dev, const op_wei
             const op_weight_chunk *ch = &w->texel_chunks[c];
             /* The weighted sum adds each later chunk's experts to the first chunk's. */
             moe_matmul_push push = chunk_push(w, ch, d, rw, d->accumulate || (d->weighted_sum && c > 0));
+            push.rows = R;
             push.x_skip = x_skip;
+            push.up_rows = up_rows;
             vkr_binding bindings[4] = {
                 {0}, /* the weight and x: texel views */
                 {0},
@@ -297,11 +302,11 @@ static vkllm_status moe_matmul_lanes(vkr_cmd *cmd, vkr_device *dev, const op_wei
             };
             vkr_texel_binding tb[2] = {op_texel_binding(ch->buffer, ch->view, VKR_TEXEL_R32),
                                        op_texel_binding(x.buffer, x_view, VKR_TEXEL_RGBA32)};
-            uint32_t spec[7] = {wg, rows, K, aligned_blocks(w, ch),
+            uint32_t spec[8] = {wg, rows, K, aligned_blocks(w, ch),
                                 push.x_skip % 4 == 0 && push.x_stride % 4 == 0 && w->cols % 4 == 0,
-                                !d->x_per_slot, d->weighted_sum};
+                                !d->x_per_slot, d->weighted_sum, up_rows != 0};
             vkr_pipeline *pipe;
-            if ((s = vkr_pipeline_get(dev, name, spec, 7, &pipe)))
+            if ((s = vkr_pipeline_get(dev, name, spec, 8, &pipe)))
                 break;
             s = vkr_cmd_dispatch_texel(cmd, pipe, bindings, 4, tb, 2, &push, sizeof push, gx, gy, tc, pipe->name);
         }
@@ -422,7 +427,7 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
     if (grouped)
         return moe_matmul_grouped(cmd, dev, w, x, route, y, d, rw, grouped, shape);
     if (lanes)
-        return moe_matmul_lanes(cmd, dev, w, x, route, y, d, rw, per);
+        return moe_matmul_lanes(cmd, dev, w, x, route, y, d, rw, per, 0);
 
     char name[48];
     snprintf(name, sizeof name, "moe_matmul_%s%s", tname, dev->caps.subgroup_arithmetic ? "_sg" : "");
@@ -456,4 +461,40 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
         }
     }
     return s;
+}
+
+/* ---- a MoE MLP's gate, up and SwiGLU in one dispatch (decode) ----------------------- */
+
+/* Whether op_moe_matmul would run the gate product alone in the lanes shape (tokens not
+ * grouped, x in texel views), and w's two stacks lie in one texel chunk. */
+bool op_moe_glu_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, const op_moe_desc *d)
+{
+    if (!w || d->weighted_sum || d->x_per_slot || d->n_tokens == 0 || d->n_expert == 0 ||
+        w->rows % (2 * d->n_expert) || check_route(d->n_expert, d->n_used, "moe_glu") || w->n_texel_chunks != 1 ||
+        w->texel_chunks[0].row_count != w->rows || w->texel_chunks[0].row_begin != 0)
+        return false;
+    uint32_t R = w->rows / (2 * d->n_expert), K = d->n_used;
+    moe_rows rw = {(uint64_t)w->cols * 4, (uint64_t)R * K * 4, (uint64_t)K * 8};
+    uint64_t rows[3] = {rw.x, rw.y, rw.route};
+    uint32_t per = tokens_per_dispatch(dev, rows, 3, activation_align(dev));
+    uint32_t shape[4];
+    op_matmul_tile_shape(dev, w->type, shape);
+    return reads_texel(w, x, rw.x) && per > 0 && !group_tokens(dev, d, per, shape[0] / shape[1] * shape[3], true);
+}
+
+vkllm_status op_moe_matmul_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor route,
+                               op_tensor y, const op_moe_desc *d)
+{
+    if (!op_moe_glu_fusable(dev, w, x, d))
+        return vk_fail(VKLLM_ERR_INTERNAL, "moe_matmul_glu: not fusable (see op_moe_glu_fusable)");
+    const uint32_t R = w->rows / (2 * d->n_expert), K = d->n_used, T = d->n_tokens;
+    moe_rows rw = {(uint64_t)w->cols * 4, (uint64_t)R * K * 4, (uint64_t)K * 8};
+    if (!op_tensor_holds(x, rw.x * T) || !op_tensor_holds(y, rw.y * T) || !op_tensor_holds(route, rw.route * T))
+        return vk_fail(VKLLM_ERR_INTERNAL, "moe_matmul_glu %u experts of %ux%u, %u tokens: x, y or route too small",
+                       d->n_expert, R, w->cols, T);
+    uint64_t rows[3] = {rw.x, rw.y, rw.route};
+    uint32_t per = tokens_per_dispatch(dev, rows, 3, activation_align(dev));
+    if (per > dev->caps.max_workgroup_count[2])
+        per = dev->caps.max_workgroup_count[2];
+    return moe_matmul_lanes(cmd, dev, w, x, route, y, d, rw, per, d->n_expert * R);
 }
