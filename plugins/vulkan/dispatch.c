@@ -575,7 +575,9 @@ vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model,
             break;
         case G_MOE_MATMUL: {
             uint32_t n_glu = 0;
-            if ((s = record_moe_glu(dev, model, g, plan, bufs, n_tokens, i, cmd, &n_glu)) || n_glu) {
+            if ((s = record_moe_glu(dev, model, g, plan, bufs, n_tokens, i, cmd, &n_glu)))
+                break;
+            if (n_glu) {
                 i += n_glu - 1;
                 break;
             }
