@@ -296,7 +296,7 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
     op_tensor tx = t_tensor_from(dev, x, nx * 4), ty = t_tensor_from(dev, y0, ny * 4);
     op_tensor troute = t_tensor_from(dev, route, (size_t)n_tokens * 2 * k * 4);
     bool grouped = run >= RUN_GROUPED;
-    uint64_t group_bytes = op_moe_groups_bytes(E, k, run == RUN_GROUPED_IN_ROUNDS ? 8 : n_tokens);
+    uint64_t group_bytes = op_moe_groups_bytes(dev, E, k, run == RUN_GROUPED_IN_ROUNDS ? 8 : n_tokens);
     op_moe_desc d = {n_tokens, E, k, per_slot, sum, acc, grouped ? t_tensor(dev, group_bytes) : (op_tensor){0}};
     vkr_cmd *cmd = t_begin(dev);
     op_weight w = te->w;
@@ -401,7 +401,7 @@ static void check_experts(vkr_device *dev, test_experts *te, uint32_t n_tokens, 
     check_experts_run(dev, te, n_tokens, k, form, RUN_PER_TOKEN);
     if (te->w.n_texel_chunks)
         check_experts_run(dev, te, n_tokens, k, form, RUN_PER_TOKEN_STORAGE);
-    if (op_moe_groups_bytes(te->n_expert, k, n_tokens)) {
+    if (op_moe_groups_bytes(dev, te->n_expert, k, n_tokens)) {
         check_experts_run(dev, te, n_tokens, k, form, RUN_GROUPED);
         if (te->w.n_texel_chunks)
             check_experts_run(dev, te, n_tokens, k, form, RUN_GROUPED_STORAGE);
@@ -538,7 +538,7 @@ static void check_ffn(vkr_device *dev, uint32_t type, uint32_t n_tokens, bool gr
         printf("FAIL: cmd: %s\n", vk_error_message());
         exit(1);
     }
-    op_tensor groups = grouped ? t_tensor(dev, op_moe_groups_bytes(N, K, n_tokens)) : (op_tensor){0};
+    op_tensor groups = grouped ? t_tensor(dev, op_moe_groups_bytes(dev, N, K, n_tokens)) : (op_tensor){0};
     op_moe_desc gate_d = {n_tokens, N, K, false, false, false, groups};
     op_moe_desc down_d = {n_tokens, N, K, true, true, true, groups};
     vkllm_status s = op_matmul(cmd, dev, &router, tx, tl, n_tokens, false);
@@ -622,7 +622,7 @@ static void time_experts(vkr_device *dev)
     random_route(T, N, K, 9, route);
     op_tensor tx = t_tensor(dev, (size_t)T * C * 4), ty = t_tensor(dev, (size_t)T * K * R * 4);
     op_tensor tr = t_tensor_from(dev, route, (size_t)T * 2 * K * 4);
-    op_tensor groups = t_tensor(dev, op_moe_groups_bytes(N, K, T));
+    op_tensor groups = t_tensor(dev, op_moe_groups_bytes(dev, N, K, T));
     for (int k = 0; k < 5; k++) { /* decode: moe, dense; prompt: moe per token, dense, grouped */
         uint32_t nt = k < 2 ? 1 : T;
         bool moe = k % 2 == 0, grouped = k == 4;
@@ -755,6 +755,15 @@ int main(void)
             check_experts(dev, &te, 3, 2, FORM_SUM);
             free_experts(dev, &te);
         }
+    }
+
+    /* Top 8 of 60 experts: the grouping table takes ~2 KB per token, so under small-range
+     * (64 KiB bindings) 40 tokens are grouped in rounds that fit a binding. */
+    {
+        test_experts te;
+        make_experts(dev, GGML_Q8_0, 60, 4, 64, 0, 95, &te);
+        check_experts(dev, &te, 40, 8, FORM_SUM);
+        free_experts(dev, &te);
     }
 
     /* The grouped tiles GPUs get (64 rows x 16 tokens per workgroup): lists longer than a

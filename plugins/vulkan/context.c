@@ -219,7 +219,7 @@ static vkllm_status create_attention_partials(vkllm_context ctx)
  * expert (graph_last's expert products are graph_all's). */
 static vkllm_status create_moe_groups(vkllm_context ctx)
 {
-    uint64_t bytes = dispatch_moe_groups_bytes(&ctx->graph_all, ctx->n_batch);
+    uint64_t bytes = dispatch_moe_groups_bytes(dev_of(ctx), &ctx->graph_all, ctx->n_batch);
     return bytes ? vkr_buffer_create(dev_of(ctx), bytes, VKR_MEMORY_DEVICE, &ctx->moe_groups) : VKLLM_OK;
 }
 

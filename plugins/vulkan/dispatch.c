@@ -155,12 +155,13 @@ uint64_t dispatch_attention_partials_bytes(const vkr_device *dev, const g_graph 
     return most;
 }
 
-uint64_t dispatch_moe_groups_bytes(const g_graph *g, uint32_t max_tokens)
+uint64_t dispatch_moe_groups_bytes(const vkr_device *dev, const g_graph *g, uint32_t max_tokens)
 {
     uint64_t most = 0;
     for (uint32_t i = 0; i < g->n_nodes; i++) {
         const g_node *n = &g->nodes[i];
-        uint64_t bytes = n->op == G_MOE_MATMUL ? op_moe_groups_bytes(n->moe.n_expert, n->moe.n_used, max_tokens) : 0;
+        uint64_t bytes =
+            n->op == G_MOE_MATMUL ? op_moe_groups_bytes(dev, n->moe.n_expert, n->moe.n_used, max_tokens) : 0;
         most = bytes > most ? bytes : most;
     }
     return most;

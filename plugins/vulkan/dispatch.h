@@ -48,7 +48,7 @@ uint64_t dispatch_attention_partials_bytes(const vkr_device *dev, const g_graph 
 
 /* The expert-grouping scratch a recording of g needs for batches of up to max_tokens tokens
  * (0: none, or batches too small to group). */
-uint64_t dispatch_moe_groups_bytes(const g_graph *g, uint32_t max_tokens);
+uint64_t dispatch_moe_groups_bytes(const vkr_device *dev, const g_graph *g, uint32_t max_tokens);
 
 /* Records graph `g` for a batch of n_tokens into cmd (begun and ended here). */
 vkllm_status dispatch_record(vkr_device *dev, const struct vkllm_model_t *model, const g_graph *g,

@@ -252,9 +252,10 @@ typedef struct op_moe_desc {
     op_tensor groups;
 } op_moe_desc;
 
-/* The scratch that lets op_moe_matmul group batches of up to n_tokens tokens by expert; 0
- * where per-token products serve (batches too small to gain from grouping). */
-uint64_t op_moe_groups_bytes(uint32_t n_expert, uint32_t n_used, uint32_t n_tokens);
+/* The scratch that lets op_moe_matmul group batches of up to n_tokens tokens by expert (in
+ * rounds of fewer where a table for all would exceed a binding); 0 where per-token products
+ * serve (batches too small to gain from grouping). */
+uint64_t op_moe_groups_bytes(const vkr_device *dev, uint32_t n_expert, uint32_t n_used, uint32_t n_tokens);
 
 /* Expert products for routed tokens. w stacks n_expert matrices of R = w->rows / n_expert rows
  * (expert e holds rows [e R, (e + 1) R), GGUF's 3-D expert tensors). For token t and slot k with

@@ -181,13 +181,20 @@ static uint64_t table_words(uint64_t n_expert, uint64_t n_used, uint64_t n)
     return n_used * n_expert * (1 + n) + n_used * (1 + n + n_expert);
 }
 
-uint64_t op_moe_groups_bytes(uint32_t n_expert, uint32_t n_used, uint32_t n_tokens)
+/* Tokens whose table fits one binding (bound from an aligned offset at or below its start). */
+static uint64_t tokens_in_binding(const vkr_device *dev, uint64_t n_expert, uint64_t n_used)
 {
-    if (n_tokens < MOE_GROUP_MIN_TOKENS)
-        return 0;
-    if (n_tokens > MOE_GROUP_MAX_TOKENS)
-        n_tokens = MOE_GROUP_MAX_TOKENS;
-    return table_words(n_expert, n_used, n_tokens) * 4;
+    uint64_t align = dev->caps.storage_offset_alignment ? dev->caps.storage_offset_alignment : 1;
+    uint64_t words = (dev->caps.max_storage_buffer_range - (align - 1)) / 4, fixed = table_words(n_expert, n_used, 0);
+    return words > fixed ? (words - fixed) / (n_used * (n_expert + 1)) : 0;
+}
+
+uint64_t op_moe_groups_bytes(const vkr_device *dev, uint32_t n_expert, uint32_t n_used, uint32_t n_tokens)
+{
+    uint64_t n = n_tokens < MOE_GROUP_MAX_TOKENS ? n_tokens : MOE_GROUP_MAX_TOKENS;
+    uint64_t fit = tokens_in_binding(dev, n_expert, n_used);
+    n = n < fit ? n : fit;
+    return n >= MOE_GROUP_MIN_TOKENS ? table_words(n_expert, n_used, n) * 4 : 0;
 }
 
 /* Whether to group a batch, and how many tokens per grouping: those fitting the bindings
@@ -212,7 +219,7 @@ static uint32_t group_tokens(const vkr_device *dev, const op_moe_desc *d, uint32
     uint64_t z_slots = d->weighted_sum ? 1 : K; /* SUM: one slot per dispatch */
     uint64_t z_tiles = dev->caps.max_workgroup_count[2] / z_slots;
     uint64_t by_grid = z_tiles > E ? (z_tiles - E) * tile_tokens : 0;
-    uint64_t limits[] = {per, MOE_GROUP_MAX_TOKENS, by_grid, d->n_tokens};
+    uint64_t limits[] = {per, MOE_GROUP_MAX_TOKENS, by_grid, d->n_tokens, tokens_in_binding(dev, E, K)};
     for (size_t i = 0; i < sizeof limits / sizeof *limits; i++)
         n = limits[i] < n ? limits[i] : n;
     if (!op_tensor_holds(d->groups, table_words(E, K, n) * 4))
