@@ -238,6 +238,24 @@ static moe_rows rows_of(const op_weight *w, const op_moe_desc *d)
     return (moe_rows){(uint64_t)w->cols * (d->x_per_slot ? K : 1) * 4, R * (d->weighted_sum ? 1 : K) * 4, K * 8};
 }
 
+/* Checks that x, y and the route hold the batch's rows; *per: tokens per dispatch (as many
+ * as fit every binding and the grid's z). */
+static vkllm_status fit_tokens(const vkr_device *dev, op_tensor x, op_tensor y, op_tensor route, moe_rows rw,
+                               const op_moe_desc *d, const char *op, uint32_t *per)
+{
+    uint64_t T = d->n_tokens;
+    if (!op_tensor_holds(x, rw.x * T) || !op_tensor_holds(y, rw.y * T) || !op_tensor_holds(route, rw.route * T))
+        return vk_fail(VKLLM_ERR_INTERNAL, "%s: %u experts, %llu tokens: x, y or route too small", op, d->n_expert,
+                       (unsigned long long)T);
+    uint64_t rows[3] = {rw.x, rw.y, rw.route};
+    *per = tokens_per_dispatch(dev, rows, 3, activation_align(dev));
+    if (*per > dev->caps.max_workgroup_count[2])
+        *per = dev->caps.max_workgroup_count[2];
+    if (*per == 0)
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "%s: one token's activations exceed a binding", op);
+    return VKLLM_OK;
+}
+
 /* The push constants every shape takes for weight chunk ch; the skips and the grouped fields
  * are the caller's. */
 static moe_matmul_push chunk_push(const op_weight *w, const op_weight_chunk *ch, const op_moe_desc *d, moe_rows rw,
@@ -417,15 +435,9 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
                        w->rows, d->n_expert);
     const uint32_t R = w->rows / d->n_expert, K = d->n_used, T = d->n_tokens;
     moe_rows rw = rows_of(w, d);
-    if (!op_tensor_holds(x, rw.x * T) || !op_tensor_holds(y, rw.y * T) || !op_tensor_holds(route, rw.route * T))
-        return vk_fail(VKLLM_ERR_INTERNAL, "moe_matmul %u experts of %ux%u, %u tokens: x, y or route too small",
-                       d->n_expert, R, w->cols, T);
-    uint64_t rows[3] = {rw.x, rw.y, rw.route};
-    uint32_t per = tokens_per_dispatch(dev, rows, 3, activation_align(dev));
-    if (per > dev->caps.max_workgroup_count[2])
-        per = dev->caps.max_workgroup_count[2];
-    if (per == 0)
-        return vk_fail(VKLLM_ERR_UNSUPPORTED, "moe_matmul: one token's activations exceed a binding");
+    uint32_t per;
+    if ((s = fit_tokens(dev, x, y, route, rw, d, "moe_matmul", &per)))
+        return s;
 
     uint32_t shape[4];
     op_matmul_tile_shape(dev, w->type, shape);
@@ -494,14 +506,9 @@ vkllm_status op_moe_matmul_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w
 {
     if (!op_moe_glu_fusable(dev, w, x, d))
         return vk_fail(VKLLM_ERR_INTERNAL, "moe_matmul_glu: not fusable (see op_moe_glu_fusable)");
-    const uint32_t R = w->rows / (2 * d->n_expert), K = d->n_used, T = d->n_tokens;
+    const uint32_t R = w->rows / (2 * d->n_expert), K = d->n_used;
     moe_rows rw = {(uint64_t)w->cols * 4, (uint64_t)R * K * 4, (uint64_t)K * 8};
-    if (!op_tensor_holds(x, rw.x * T) || !op_tensor_holds(y, rw.y * T) || !op_tensor_holds(route, rw.route * T))
-        return vk_fail(VKLLM_ERR_INTERNAL, "moe_matmul_glu %u experts of %ux%u, %u tokens: x, y or route too small",
-                       d->n_expert, R, w->cols, T);
-    uint64_t rows[3] = {rw.x, rw.y, rw.route};
-    uint32_t per = tokens_per_dispatch(dev, rows, 3, activation_align(dev));
-    if (per > dev->caps.max_workgroup_count[2])
-        per = dev->caps.max_workgroup_count[2];
-    return moe_matmul_lanes(cmd, dev, w, x, route, y, d, rw, per, d->n_expert * R);
+    uint32_t per;
+    vkllm_status s = fit_tokens(dev, x, y, route, rw, d, "moe_matmul_glu", &per);
+    return s ? s : moe_matmul_lanes(cmd, dev, w, x, route, y, d, rw, per, d->n_expert * R);
 }
