@@ -121,6 +121,16 @@ uint valid_weights(uint col)
     return min(p.cols - col, BLOCK_WEIGHTS);
 }
 
+// Where row `row` of expert e lies in this dispatch's chunk of stacked rows, `extra` stacked
+// rows further on (GLU's up stack; else 0): the byte offset, clamped into the chunk, and
+// whether the chunk holds it (rows past the expert's last never are).
+uint expert_row_at(uint e, uint row, uint extra, out bool held)
+{
+    uint local = e * p.rows + min(row, p.rows - 1u) - p.chunk_begin; // wraps below the chunk
+    held = local < p.chunk_rows && row < p.rows && local + extra < p.chunk_rows;
+    return p.w_skip + min(local + extra, p.chunk_rows - 1u) * p.row_bytes;
+}
+
 #ifdef GROUPED
 
 void main()
@@ -145,10 +155,8 @@ void main()
     bool held[TM];
     bool any = false;
     [[unroll]] for (uint r = 0u; r < TM; r++) {
-        uint local = e * p.rows + min(row0 + r, p.rows - 1u) - p.chunk_begin; // wraps below
-        held[r] = local < p.chunk_rows && row0 + r < p.rows;
+        at[r] = expert_row_at(e, row0 + r, 0u, held[r]);
         any = any || held[r];
-        at[r] = p.w_skip + min(local, p.chunk_rows - 1u) * p.row_bytes;
     }
     if (!any)
         return;
@@ -224,11 +232,10 @@ void main()
         bool held[ROWS];
         bool any = false;
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-            uint local = e * p.rows + min(row0 + r, p.rows - 1u) - p.chunk_begin; // wraps below
-            held[r] = local < p.chunk_rows && row0 + r < p.rows && (!GLU || local + p.up_rows < p.chunk_rows);
+            at[r] = expert_row_at(e, row0 + r, 0u, held[r]);
+            if (GLU) // held: the up row is here too (and so the gate row)
+                at[ROWS + r] = expert_row_at(e, row0 + r, p.up_rows, held[r]);
             any = any || held[r];
-            [[unroll]] for (uint j = 0u; j < NW; j++)
-                at[j * ROWS + r] = p.w_skip + min(local + j * p.up_rows, p.chunk_rows - 1u) * p.row_bytes;
         }
         if (!any)
             continue;
@@ -324,10 +331,8 @@ void main()
     [[unroll]] for (uint k = 0u; k < NK; k++) {
         uint e = min(route[rbase + k], p.n_expert - 1u);
         [[unroll]] for (uint r = 0u; r < ROWS; r++) {
-            uint local = e * p.rows + min(row0 + r, p.rows - 1u) - p.chunk_begin; // wraps below
-            held[k * ROWS + r] = local < p.chunk_rows && row0 + r < p.rows;
+            at[k * ROWS + r] = expert_row_at(e, row0 + r, 0u, held[k * ROWS + r]);
             any = any || held[k * ROWS + r];
-            at[k * ROWS + r] = p.w_skip + min(local, p.chunk_rows - 1u) * p.row_bytes;
         }
     }
     if (!any) { // none of this token's experts is here (uniform over the workgroup)

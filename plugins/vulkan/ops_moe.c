@@ -10,8 +10,9 @@
  * chunk, and a workgroup whose expert is elsewhere returns after reading two words.
  *
  * Per token (decode), every token reads its experts' weights itself: a workgroup is rows x one
- * token (on lavapipe, through texel views, each invocation whole rows: moe_matmul_lanes). Batches of MOE_GROUP_MIN_TOKENS or more, given the scratch for it, are grouped
- * instead: moe_group lists the tokens routed to each (slot, expert) on the GPU, moe_tiles the
+ * token (on lavapipe, through texel views, each invocation whole rows: moe_matmul_lanes).
+ * Batches large enough (group_tokens), given the scratch for it, are grouped instead:
+ * moe_group lists the tokens routed to each (slot, expert) on the GPU, moe_tiles the
  * tiles of those lists, and the products run as matrix-matrix tiles over each list, so an
  * expert's weights are read once per tile of tokens rather than once per token. The grid
  * covers the most tiles a slot's lists can have (ceil(tokens / tile) + experts); workgroups
@@ -172,6 +173,12 @@ static void moe_shape(const vkr_device *dev, uint32_t n_used, uint32_t spec[3])
     while (wg > 1 && (uint64_t)rows * n_used * wg * 4 > c->shared_memory_size)
         wg /= 2;
     spec[0] = wg, spec[1] = rows, spec[2] = n_used;
+}
+
+/* Tokens per workgroup of the grouped products' tile shape (op_matmul_tile_shape). */
+static uint32_t tile_tokens_of(const uint32_t shape[4])
+{
+    return shape[0] / shape[1] * shape[3];
 }
 
 /* Words of the grouping table (shaders/moe_router.comp) for n tokens: counts and lists, then
@@ -347,7 +354,7 @@ static vkllm_status moe_matmul_grouped(vkr_cmd *cmd, vkr_device *dev, const op_w
                                        uint32_t per, const uint32_t shape[4])
 {
     const uint32_t R = w->rows / d->n_expert, K = d->n_used, E = d->n_expert, T = d->n_tokens;
-    const uint32_t tile_rows = shape[1] * shape[2], tile_tokens = shape[0] / shape[1] * shape[3];
+    const uint32_t tile_rows = shape[1] * shape[2], tile_tokens = tile_tokens_of(shape);
     bool texel = reads_texel(w, x, rw.x);
     uint32_t n_chunks = texel ? w->n_texel_chunks : w->n_chunks;
     char name[48];
@@ -442,7 +449,7 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
     uint32_t shape[4];
     op_matmul_tile_shape(dev, w->type, shape);
     bool lanes = reads_texel(w, x, rw.x);
-    uint32_t grouped = group_tokens(dev, d, per, shape[0] / shape[1] * shape[3], lanes);
+    uint32_t grouped = group_tokens(dev, d, per, tile_tokens_of(shape), lanes);
     if (grouped)
         return moe_matmul_grouped(cmd, dev, w, x, route, y, d, rw, grouped, shape);
     if (lanes)
@@ -484,6 +491,14 @@ vkllm_status op_moe_matmul(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op
 
 /* ---- a MoE MLP's gate, up and SwiGLU in one dispatch (decode) ----------------------- */
 
+/* One token's rows for the fused gate and up: those of the gate product alone (w holds two
+ * stacks). */
+static moe_rows glu_rows_of(const op_weight *w, const op_moe_desc *d)
+{
+    uint64_t R = w->rows / (2 * d->n_expert), K = d->n_used;
+    return (moe_rows){(uint64_t)w->cols * 4, R * K * 4, K * 8};
+}
+
 /* Whether op_moe_matmul would run the gate product alone in the lanes shape (tokens not
  * grouped, x in texel views), and w's two stacks lie in one texel chunk. */
 bool op_moe_glu_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, const op_moe_desc *d)
@@ -492,13 +507,12 @@ bool op_moe_glu_fusable(const vkr_device *dev, const op_weight *w, op_tensor x, 
         w->rows % (2 * d->n_expert) || check_route(d->n_expert, d->n_used, "moe_glu") || w->n_texel_chunks != 1 ||
         w->texel_chunks[0].row_count != w->rows || w->texel_chunks[0].row_begin != 0)
         return false;
-    uint32_t R = w->rows / (2 * d->n_expert), K = d->n_used;
-    moe_rows rw = {(uint64_t)w->cols * 4, (uint64_t)R * K * 4, (uint64_t)K * 8};
+    moe_rows rw = glu_rows_of(w, d);
     uint64_t rows[3] = {rw.x, rw.y, rw.route};
     uint32_t per = tokens_per_dispatch(dev, rows, 3, activation_align(dev));
     uint32_t shape[4];
     op_matmul_tile_shape(dev, w->type, shape);
-    return reads_texel(w, x, rw.x) && per > 0 && !group_tokens(dev, d, per, shape[0] / shape[1] * shape[3], true);
+    return reads_texel(w, x, rw.x) && per > 0 && !group_tokens(dev, d, per, tile_tokens_of(shape), true);
 }
 
 vkllm_status op_moe_matmul_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w, op_tensor x, op_tensor route,
@@ -506,9 +520,8 @@ vkllm_status op_moe_matmul_glu(vkr_cmd *cmd, vkr_device *dev, const op_weight *w
 {
     if (!op_moe_glu_fusable(dev, w, x, d))
         return vk_fail(VKLLM_ERR_INTERNAL, "moe_matmul_glu: not fusable (see op_moe_glu_fusable)");
-    const uint32_t R = w->rows / (2 * d->n_expert), K = d->n_used;
-    moe_rows rw = {(uint64_t)w->cols * 4, (uint64_t)R * K * 4, (uint64_t)K * 8};
+    moe_rows rw = glu_rows_of(w, d);
     uint32_t per;
     vkllm_status s = fit_tokens(dev, x, y, route, rw, d, "moe_matmul_glu", &per);
-    return s ? s : moe_matmul_lanes(cmd, dev, w, x, route, y, d, rw, per, d->n_expert * R);
+    return s ? s : moe_matmul_lanes(cmd, dev, w, x, route, y, d, rw, per, w->rows / 2);
 }
