@@ -74,15 +74,6 @@ static void run_labelled(vkr_cmd *cmd, const char **label)
     vkr_cmd_destroy(cmd);
 }
 
-/* Whether the dispatch used the shader of this pass: a texel-view shader (name ending in
- * "_tx") exactly when `texel` (see op_matmul and op_get_rows in ops.h). */
-static bool right_shader(bool texel, const char *label)
-{
-    size_t n = strlen(label);
-    bool tx = n > 3 && !strcmp(label + n - 3, "_tx");
-    return !*label || tx == texel;
-}
-
 /* Random weights in [-1, 1), quantized to `type`, uploaded at byte `offset` of a device
  * buffer, laid out by op_weight_init (whose status is returned). */
 static vkllm_status make_weight(vkr_device *dev, uint32_t type, uint32_t rows, uint32_t cols,
@@ -194,7 +185,7 @@ static void check_matmul(vkr_device *dev, test_weight *tw, uint32_t n_tokens, bo
         run_labelled(cmd, &label);
     }
     bool texel = w.n_texel_chunks && tx.buffer->n_texel_views && (uint64_t)cols * 4 <= tx.buffer->texel_stride;
-    bool right = right_shader(texel, label);
+    bool right = t_right_shader(texel, label);
     t_read(dev, ty, got, ny * sizeof *got);
 
     double max_err = 0;
@@ -289,7 +280,7 @@ static void check_get_rows(vkr_device *dev, test_weight *tw, uint32_t n_ids)
     } else {
         run_labelled(cmd, &label);
     }
-    t_check(right_shader(w.n_texel_chunks != 0, label), "get_rows %s: shader %s", ggml_traits(tw->type).name,
+    t_check(t_right_shader(w.n_texel_chunks != 0, label), "get_rows %s: shader %s", ggml_traits(tw->type).name,
             label);
     t_read(dev, tout, got, n * sizeof *got);
     char what[96];

@@ -16,9 +16,9 @@
  * bindings) the stacked weights span several chunks whose boundaries fall inside experts.
  * Every case runs per token both ways the device reads weights (lavapipe: texel views, in the
  * LANES shape, and storage buffers). Batches of 8 tokens or more run again grouped by expert
- * (the prompt path, given its scratch), also both ways: lists of one partial tile, of several tiles (40
- * tokens, 3 in 4 of them routed to expert 0 first), empty lists, and a scratch too small for
- * the whole batch, so that it is grouped in several rounds.
+ * (the prompt path, given its scratch), also both ways: lists of one partial tile, of several
+ * tiles (40 tokens, 3 in 4 of them routed to expert 0 first), empty lists, and a scratch too
+ * small for the whole batch, so that it is grouped in several rounds.
  *
  * Gate, up and SwiGLU in one dispatch (op_moe_matmul_glu) against silu(gate x) * (up x).
  *
@@ -306,8 +306,8 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
     uint32_t dispatches = vkr_cmd_dispatch_count(cmd);
     if (grouped) {
         /* Grouped: per round, moe_group, moe_tiles and a dispatch per chunk of the way the
-         * weight is read (per slot and chunk for the weighted sum). Rounds: at least those the scratch needs (more where the activations
-         * exceed a binding, under small-range). */
+         * weight is read (per slot and chunk for the weighted sum). Rounds: at least those the
+         * scratch needs (more where the activations exceed a binding, under small-range). */
         uint32_t min_rounds = run == RUN_GROUPED_IN_ROUNDS ? (n_tokens + 7) / 8 : 1;
         uint32_t per_round = 2 + (sum ? k : 1) * (w.n_texel_chunks ? w.n_texel_chunks : w.n_chunks);
         t_check(dispatches % per_round == 0 && dispatches / per_round >= min_rounds,
@@ -327,11 +327,8 @@ static void check_experts_run(vkr_device *dev, test_experts *te, uint32_t n_toke
         bool want_texel = w.n_texel_chunks && tx.buffer->n_texel_views && x_row <= tx.buffer->texel_stride;
         const char *label = "";
         double ms;
-        if (vkr_cmd_dispatch_time(cmd, grouped ? 2 : 0, &label, &ms)) {
-            size_t n = strlen(label);
-            bool texel = n > 3 && !strcmp(label + n - 3, "_tx");
-            t_check(texel == want_texel, "products ran %s", label);
-        }
+        if (vkr_cmd_dispatch_time(cmd, grouped ? 2 : 0, &label, &ms))
+            t_check(t_right_shader(want_texel, label), "products ran %s", label);
         vkr_cmd_destroy(cmd);
     }
     t_read(dev, ty, got, ny * 4);

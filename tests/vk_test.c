@@ -156,6 +156,13 @@ void t_compare_scaled(const char *what, const float *got, const float *want, con
     t_failures += bad != 0;
 }
 
+bool t_right_shader(bool texel, const char *label)
+{
+    size_t n = strlen(label);
+    bool tx = n > 3 && !strcmp(label + n - 3, "_tx");
+    return !*label || tx == texel;
+}
+
 void t_check(int cond, const char *fmt, ...)
 {
     va_list ap;

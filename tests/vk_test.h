@@ -43,6 +43,9 @@ int t_compare(const char *what, const float *got, const float *want, size_t n, f
 void t_compare_scaled(const char *what, const float *got, const float *want, const float *scale,
                       size_t n, double atol, double rtol);
 void t_check(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether a dispatch labelled `label` (its shader's name; "" without timestamps: true) used
+ * a texel-view shader (name ending in "_tx") exactly when `texel`. */
+bool t_right_shader(bool texel, const char *label);
 
 /* Deterministic pseudo-random floats in [-1, 1). */
 void t_fill_random(float *x, size_t n, uint32_t seed);
