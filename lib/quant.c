@@ -268,11 +268,116 @@ static void dequant_q8_0(const uint8_t *b, float *y)
         y[j] = (float)(int8_t)b[2 + j] * d;
 }
 
+/* K-quants: super-blocks of 256 weights in sub-blocks of 16 or 32, each with its own
+ * scale (and min) stored as small integers that multiply the super-block's fp16 d (and
+ * dmin). As in ggml's dequantize_row_q*_K. */
+
+/* Scale and min of sub-block j (0..7) of a q4_K/q5_K super-block: 6 bits each, packed into
+ * 12 bytes (the low 6 bits of bytes 0-7 for j < 4, nibbles of bytes 8-11 plus the top two
+ * bits of bytes 0-7 for j >= 4). */
+static void scale_min_k4(int j, const uint8_t *q, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0f) | (q[j - 4] >> 6) << 4;
+        *m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
+/* Quant l (0..31) of sub-block j of a q4_K/q5_K super-block: sub-blocks 2i and 2i + 1 are
+ * the low and high nibbles of the same 32 bytes; q5_K's fifth bit j of byte l of qh. */
+static int quant_q4_k(const uint8_t *qs, int j, int l) { return (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f; }
+static int quant_q5_k(const uint8_t *qh, const uint8_t *qs, int j, int l)
+{
+    return quant_q4_k(qs, j, l) | ((qh[l] >> j) & 1) << 4;
+}
+
+/* q4_K, 144 bytes: d, dmin, scales[12], qs[128]; w = d*sc*q - dmin*m. */
+static void dequant_q4_k(const uint8_t *b, float *y)
+{
+    float d = half_at(b), dmin = half_at(b + 2);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        scale_min_k4(j, b + 4, &sc, &m);
+        float dj = d * (float)sc, mj = dmin * (float)m;
+        for (int l = 0; l < 32; l++) {
+            float v = dj * (float)quant_q4_k(b + 16, j, l);
+            y[32 * j + l] = v - mj;
+        }
+    }
+}
+
+/* q5_K, 176 bytes: d, dmin, scales[12], qh[32], qs[128]. */
+static void dequant_q5_k(const uint8_t *b, float *y)
+{
+    float d = half_at(b), dmin = half_at(b + 2);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        scale_min_k4(j, b + 4, &sc, &m);
+        float dj = d * (float)sc, mj = dmin * (float)m;
+        for (int l = 0; l < 32; l++) {
+            float v = dj * (float)quant_q5_k(b + 16, b + 48, j, l);
+            y[32 * j + l] = v - mj;
+        }
+    }
+}
+
+/* q6_K, 210 bytes: ql[128], qh[64], int8 scales[16], d. Each half of 128 weights takes 64
+ * bytes of ql (low nibbles: weights 0-63, high nibbles: 64-127) and 32 of qh (two bits per
+ * weight, for weights l, l + 32, l + 64, l + 96); sub-blocks of 16 weights. */
+static void dequant_q6_k(const uint8_t *b, float *y)
+{
+    float d = half_at(b + 208);
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
+        const int8_t *sc = (const int8_t *)(b + 192 + 8 * half);
+        for (int l = 0; l < 32; l++)
+            for (int k = 0; k < 4; k++) {
+                int q = ((ql[l + 32 * (k % 2)] >> (4 * (k / 2))) & 0x0f) | ((qh[l] >> (2 * k)) & 3) << 4;
+                float dk = d * (float)sc[l / 16 + 2 * k];
+                y[128 * half + 32 * k + l] = dk * (float)(q - 32);
+            }
+    }
+}
+
+/* q2_K, 84 bytes: scales[16] (scale in the low nibble, min in the high one), qs[64], d,
+ * dmin. Each 128 weights take 32 bytes of qs, two bits per weight, sub-blocks of 16. */
+static void dequant_q2_k(const uint8_t *b, float *y)
+{
+    float d = half_at(b + 80), dmin = half_at(b + 82);
+    for (int i = 0; i < 256; i++) {
+        int half = i / 128, shift = 2 * (i % 128 / 32), l = i % 32;
+        uint8_t sc = b[i / 16];
+        int q = (b[16 + 32 * half + l] >> shift) & 3;
+        float dl = d * (float)(sc & 0x0f), ml = dmin * (float)(sc >> 4);
+        float v = dl * (float)q;
+        y[i] = v - ml;
+    }
+}
+
+/* q3_K, 110 bytes: hmask[32], qs[64], scales[12], d. Like q2_K plus a third bit (set: +0,
+ * clear: -4) from hmask; 16 six-bit signed scales (offset 32): low nibbles from bytes 0-7,
+ * top two bits from bytes 8-11. */
+static void dequant_q3_k(const uint8_t *b, float *y)
+{
+    float d = half_at(b + 108);
+    const uint8_t *hm = b, *qs = b + 32, *scales = b + 96;
+    for (int i = 0; i < 256; i++) {
+        int half = i / 128, pair = i % 128 / 32, l = i % 32, j = i / 16;
+        int sc = ((j < 8 ? scales[j] : scales[j - 8] >> 4) & 0x0f) | ((scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
+        int q = ((qs[32 * half + l] >> (2 * pair)) & 3) - ((hm[l] >> (4 * half + pair)) & 1 ? 0 : 4);
+        float dl = d * (float)(sc - 32);
+        y[i] = dl * (float)q;
+    }
+}
+
 int vk_dequantize_row(uint32_t type, const void *src, float *dst, uint64_t n)
 {
     const uint8_t *s = src;
     ggml_type_traits t = ggml_traits(type);
-    if (!t.supported || n % t.block_size != 0)
+    if (!t.name || n % t.block_size != 0)
         return -1;
     void (*block_fn)(const uint8_t *, float *) = NULL;
     switch (type) {
@@ -292,6 +397,11 @@ int vk_dequantize_row(uint32_t type, const void *src, float *dst, uint64_t n)
     case GGML_Q5_0: block_fn = dequant_q5_0; break;
     case GGML_Q5_1: block_fn = dequant_q5_1; break;
     case GGML_Q8_0: block_fn = dequant_q8_0; break;
+    case GGML_Q2_K: block_fn = dequant_q2_k; break;
+    case GGML_Q3_K: block_fn = dequant_q3_k; break;
+    case GGML_Q4_K: block_fn = dequant_q4_k; break;
+    case GGML_Q5_K: block_fn = dequant_q5_k; break;
+    case GGML_Q6_K: block_fn = dequant_q6_k; break;
     default: return -1;
     }
     for (uint64_t i = 0; i < n / t.block_size; i++)
@@ -416,4 +526,86 @@ uint64_t vk_quantize_row(uint32_t type, const float *src, void *dst, uint64_t n)
     for (uint64_t i = 0; i < n / t.block_size; i++)
         block_fn(src + i * t.block_size, d + i * t.block_bytes);
     return n / t.block_size * t.block_bytes;
+}
+
+/* ---- conversion to what the device computes with --------------------------------------- */
+
+uint32_t vk_compute_type(uint32_t type)
+{
+    switch (type) {
+    case GGML_Q4_K: return GGML_Q4_1;
+    case GGML_Q5_K: return GGML_Q5_1;
+    case GGML_Q2_K:
+    case GGML_Q3_K:
+    case GGML_Q6_K: return GGML_Q8_0;
+    default: return ggml_traits(type).supported ? type : GGML_TYPE_COUNT;
+    }
+}
+
+/* Sub-block j of a q4_K/q5_K super-block as one q4_1/q5_1 block: the same quants, with
+ * d = fp16(d * sc) and m = fp16(-dmin * m). Returns 0 when those do not fit in fp16. */
+static int k_sub_block_as_q_1(uint32_t type, const uint8_t *b, int j, uint8_t *out)
+{
+    int sc, m;
+    scale_min_k4(j, b + 4, &sc, &m);
+    float d = half_at(b) * (float)sc, mn = -(half_at(b + 2) * (float)m);
+    if (!(fabsf(d) <= 65504.0f && fabsf(mn) <= 65504.0f))
+        return 0;
+    wr16(out, vk_fp32_to_fp16(d));
+    wr16(out + 2, vk_fp32_to_fp16(mn));
+    if (type == GGML_Q4_K) {
+        for (int l = 0; l < 16; l++)
+            out[4 + l] = (uint8_t)(quant_q4_k(b + 16, j, l) | quant_q4_k(b + 16, j, l + 16) << 4);
+        return 1;
+    }
+    uint32_t qh = 0;
+    for (int l = 0; l < 32; l++)
+        qh |= (uint32_t)(quant_q5_k(b + 16, b + 48, j, l) >> 4) << l;
+    wr32(out + 4, qh);
+    for (int l = 0; l < 16; l++)
+        out[8 + l] = (uint8_t)((quant_q5_k(b + 16, b + 48, j, l) & 0x0f) |
+                               (quant_q5_k(b + 16, b + 48, j, l + 16) & 0x0f) << 4);
+    return 1;
+}
+
+/* Whether `type` can hold these floats: no NaN, and its fp16 fields (scales, values) stay
+ * finite (a Q8_0 scale is amax / 127, and so on). */
+static int fits(uint32_t type, const float *x, uint64_t n)
+{
+    float amax = 0.0f;
+    for (uint64_t i = 0; i < n; i++) {
+        if (x[i] != x[i])
+            return 0;
+        amax = fmaxf(amax, fabsf(x[i]));
+    }
+    switch (type) {
+    case GGML_F16:
+    case GGML_Q4_1:
+    case GGML_Q5_1: return amax <= 65504.0f;
+    case GGML_Q4_0: return amax / 8.0f <= 65504.0f;
+    case GGML_Q5_0: return amax / 16.0f <= 65504.0f;
+    case GGML_Q8_0: return amax / 127.0f <= 65504.0f;
+    default: return 1;
+    }
+}
+
+uint64_t vk_convert_row(uint32_t src_type, const void *src, uint32_t dst_type, void *dst, uint64_t n,
+                        float *scratch)
+{
+    ggml_type_traits st = ggml_traits(src_type), dt = ggml_traits(dst_type);
+    uint64_t bytes = ggml_row_bytes(dst_type, n);
+    if (!st.name || !dt.supported || bytes == 0 || ggml_row_bytes(src_type, n) == 0)
+        return 0;
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    if ((src_type == GGML_Q4_K && dst_type == GGML_Q4_1) || (src_type == GGML_Q5_K && dst_type == GGML_Q5_1)) {
+        for (uint64_t i = 0; i < n / QK_K; i++)
+            for (int j = 0; j < 8; j++)
+                if (!k_sub_block_as_q_1(src_type, s + i * st.block_bytes, j, d + (8 * i + (uint64_t)j) * dt.block_bytes))
+                    return 0;
+        return bytes;
+    }
+    if (vk_dequantize_row(src_type, src, scratch, n) != 0 || !fits(dst_type, scratch, n))
+        return 0;
+    return vk_quantize_row(dst_type, scratch, dst, n);
 }

@@ -22,7 +22,7 @@ typedef struct ggml_type_traits {
     const char *name;  /* "q4_0"; NULL for unknown ids */
     uint32_t block_size;  /* weights per block (1 for plain types) */
     uint32_t block_bytes; /* bytes per block */
-    int supported;        /* vkllm can compute with it */
+    int supported;        /* the device computes with it as stored (see vk_compute_type) */
 } ggml_type_traits;
 
 /* Traits of a type id; a zeroed struct (name NULL) for ids ggml does not define. */
@@ -36,11 +36,25 @@ uint16_t vk_fp32_to_fp16(float f); /* round to nearest even */
 float vk_bf16_to_fp32(uint16_t h);
 uint16_t vk_fp32_to_bf16(float f); /* round to nearest even */
 
-/* Decodes `n` weights (a multiple of the block size) of `type` from `src` into `dst`.
- * Returns 0 on success, -1 for an unsupported type. */
+/* Decodes `n` weights (a multiple of the block size) of `type` from `src` into `dst`: the
+ * supported types and the K-quants (q2_K..q6_K). Returns 0 on success, -1 otherwise. */
 int vk_dequantize_row(uint32_t type, const void *src, float *dst, uint64_t n);
 /* Encodes `n` floats into `type` blocks, as llama.cpp's reference quantizers do.
  * Returns bytes written, 0 for an unsupported type. */
 uint64_t vk_quantize_row(uint32_t type, const float *src, void *dst, uint64_t n);
+
+
+/* The type the device computes with for matrices stored as `type`: the type itself when
+ * supported, else what it is converted to at load: q4_K -> q4_1 and q5_K -> q5_1 (each
+ * sub-block of 32 becomes a block with the same quants, its scale and min rounded to fp16),
+ * q2_K, q3_K, q6_K -> q8_0 (requantized: their sub-blocks of 16 have scales of their own).
+ * GGML_TYPE_COUNT when there is none. */
+uint32_t vk_compute_type(uint32_t type);
+/* Converts a row of `n` weights from `src_type` to the supported `dst_type`: q4_K -> q4_1
+ * and q5_K -> q5_1 quant for quant, anything else through floats (`scratch`: n floats).
+ * Returns bytes written; 0 when either type or n does not allow it, or when the weights
+ * do not fit `dst_type` (NaN, or fp16 scales that would overflow). */
+uint64_t vk_convert_row(uint32_t src_type, const void *src, uint32_t dst_type, void *dst, uint64_t n,
+                        float *scratch);
 
 #endif

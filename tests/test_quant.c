@@ -6,7 +6,10 @@
  *  - fp16/bf16 conversions: hand-picked edge cases, and hashes over all 65536 halves and
  *    ~320k probe floats (around every fp16 rounding boundary) against numpy / gguf-py;
  *  - for F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: vk_quantize_row bytes identical to
- *    gguf-py's quantize(), vk_dequantize_row floats bit-identical to its dequantize(). */
+ *    gguf-py's quantize(), vk_dequantize_row floats bit-identical to its dequantize();
+ *  - for the K-quants (Q2_K..Q6_K): vk_dequantize_row bit-identical to gguf-py's
+ *    dequantize() of random super-blocks, and vk_convert_row to the type the device
+ *    computes with (vk_compute_type) within the error its fp16 scales allow. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,8 +309,22 @@ static void check_traits(cursor *c)
     float f[256];
     uint8_t buf[512];
     memset(f, 0, sizeof f);
-    CHECK(vk_dequantize_row(GGML_Q4_K, buf, f, 256) == -1, "q4_K dequantize unsupported");
+    memset(buf, 0, sizeof buf);
+    CHECK(vk_dequantize_row(GGML_IQ2_XXS, buf, f, 256) == -1, "iq2_xxs dequantize unsupported");
+    CHECK(vk_dequantize_row(GGML_Q4_K, buf, f, 255) == -1, "q4_K partial super-block rejected");
     CHECK(vk_quantize_row(GGML_Q4_K, f, buf, 256) == 0, "q4_K quantize unsupported");
+    CHECK(vk_compute_type(GGML_IQ2_XXS) == GGML_TYPE_COUNT && vk_compute_type(GGML_Q8_1) == GGML_TYPE_COUNT &&
+          vk_compute_type(1000) == GGML_TYPE_COUNT, "no compute type for iq2_xxs, q8_1, 1000");
+    CHECK(vk_compute_type(GGML_Q5_0) == GGML_Q5_0 && vk_compute_type(GGML_BF16) == GGML_BF16,
+          "supported types compute as themselves");
+    CHECK(vk_convert_row(GGML_Q4_K, buf, GGML_Q4_1, buf + 256, 32, f) == 0, "q4_K row of 32 not converted");
+    CHECK(vk_convert_row(GGML_Q4_K, buf, GGML_Q4_K, buf + 256, 256, f) == 0, "no conversion to q4_K");
+    f[0] = NAN;
+    CHECK(vk_convert_row(GGML_F32, f, GGML_Q8_0, buf, 32, f + 32) == 0, "NaN does not convert");
+    f[0] = 8e6f;
+    CHECK(vk_convert_row(GGML_F32, f, GGML_Q8_0, buf, 32, f + 32) == 34, "8e6 fits q8_0 (d = 62992)");
+    f[0] = 1e8f;
+    CHECK(vk_convert_row(GGML_F32, f, GGML_Q4_0, buf, 32, f + 32) == 0, "1e8 overflows the q4_0 scale");
     CHECK(vk_quantize_row(GGML_Q8_0, f, buf, 33) == 0, "partial block rejected");
     CHECK(vk_dequantize_row(77, buf, f, 32) == -1, "unknown type rejected");
 }
@@ -378,6 +395,96 @@ static void check_records(cursor *c, const float *x, uint32_t n)
     free(mine);
 }
 
+/* ---- K-quants: decoding, and conversion to what the device computes with ----------- */
+
+/* Largest error the conversion of a super-block may add: q4_K/q5_K keep the quants and
+ * round d * sc and dmin * m (sc, m < 64) to fp16, so a weight moves by at most
+ * qmax * ulp(63 d) / 2 + ulp(63 dmin) / 2, with ulp(v) <= max(v * 2^-10, 2^-24); q2_K,
+ * q3_K and q6_K are requantized to q8_0, whose step d is amax / 127 over each 32 weights:
+ * a weight moves by at most half a step plus 127 times the fp16 rounding of d (ggml's
+ * quantizer rounds with the f32 d, the stored one is fp16). */
+static double conversion_bound(uint32_t type, const uint8_t *b, const float *w)
+{
+    if (type == GGML_Q4_K || type == GGML_Q5_K) {
+        double d = fabs(vk_fp16_to_fp32((uint16_t)(b[0] | b[1] << 8))) * 63;
+        double dmin = fabs(vk_fp16_to_fp32((uint16_t)(b[2] | b[3] << 8))) * 63;
+        double qmax = type == GGML_Q4_K ? 15 : 31, ulp_floor = ldexp(1, -24);
+        return qmax * fmax(d * ldexp(1, -10), ulp_floor) / 2 + fmax(dmin * ldexp(1, -10), ulp_floor) / 2 +
+               ldexp(qmax * d + dmin, -22); /* the f32 products and sum */
+    }
+    double amax = 0;
+    for (int i = 0; i < 32; i++)
+        amax = fmax(amax, fabs(w[i]));
+    return amax / 127 * 0.5 + 127 * fmax(amax / 127 * ldexp(1, -11), ldexp(1, -25)) + ldexp(1, -24);
+}
+
+static void check_decoded(cursor *c)
+{
+    uint32_t n_rec = (uint32_t)take_le(c, 4);
+    printf("%-5s %6s %10s %10s %12s %16s\n", "type", "bytes", "dequant", "as", "converted",
+           "max err/bound");
+    for (uint32_t r = 0; r < n_rec && !c->bad; r++) {
+        uint32_t type = (uint32_t)take_le(c, 4), n = (uint32_t)take_le(c, 4), nb = (uint32_t)take_le(c, 4);
+        const uint8_t *bytes = take(c, nb);
+        float *ref = take_floats(c, n);
+        if (c->bad) {
+            free(ref);
+            break;
+        }
+        ggml_type_traits t = ggml_traits(type);
+        CHECK(t.name && t.block_size == 256 && !t.supported, "fixture type %u should be a K-quant", type);
+        CHECK(ggml_row_bytes(type, n) == nb, "%s: row bytes %llu, fixture %u", t.name,
+              (unsigned long long)ggml_row_bytes(type, n), nb);
+        float *deq = malloc(n * sizeof(float)), *back = malloc(256 * sizeof(float)), scratch[256];
+        uint8_t conv[256 * 34 / 32];
+
+        CHECK(vk_dequantize_row(type, bytes, deq, n) == 0, "%s: dequantize failed", t.name);
+        uint32_t diff = 0;
+        for (uint32_t i = 0; i < n; i++)
+            diff += f2u(deq[i]) != f2u(ref[i]);
+        CHECK(diff == 0, "%s: %u of %u dequantized floats differ", t.name, diff, n);
+
+        /* Convert each super-block alone: the fixture's block 4 has d = 4000, whose products
+         * with the scales leave fp16 (q4_K, q5_K) or make a q8_0 scale overflow (q6_K). */
+        uint32_t ct = vk_compute_type(type), refused = 0, unfit = 0, converted = 0;
+        uint32_t want_ct = type == GGML_Q4_K ? GGML_Q4_1 : type == GGML_Q5_K ? GGML_Q5_1 : GGML_Q8_0;
+        CHECK(ct == want_ct, "%s computes as %u, want %u", t.name, ct, want_ct);
+        double worst = 0;
+        for (uint32_t blk = 0; blk < n / 256; blk++) {
+            const uint8_t *b = bytes + blk * t.block_bytes;
+            uint64_t w = vk_convert_row(type, b, ct, conv, 256, scratch);
+            double amax = 0;
+            for (int i = 0; i < 256; i++)
+                amax = fmax(amax, fabs(ref[blk * 256 + i]));
+            int must_fit = (type == GGML_Q4_K || type == GGML_Q5_K) ? blk != 4 : amax / 127 <= 65504;
+            unfit += !must_fit;
+            if (!w) {
+                refused++;
+                CHECK(!must_fit, "%s: super-block %u not converted", t.name, blk);
+                continue;
+            }
+            converted++;
+            CHECK(w == ggml_row_bytes(ct, 256), "%s: converted to %llu bytes", t.name, (unsigned long long)w);
+            CHECK(vk_dequantize_row(ct, conv, back, 256) == 0, "%s: converted block does not decode", t.name);
+            for (int i = 0; i < 256; i++) {
+                double bound = conversion_bound(type, b, ref + blk * 256 + i / 32 * 32);
+                double e = fabs((double)back[i] - ref[blk * 256 + i]);
+                CHECK(e <= bound, "%s block %u weight %d: %.9g converted to %.9g (bound %.3g)", t.name, blk, i,
+                      ref[blk * 256 + i], back[i], bound);
+                if (bound > 0 && e / bound > worst)
+                    worst = e / bound;
+            }
+        }
+        CHECK(refused == unfit, "%s: %u super-blocks refused, want %u", t.name, refused, unfit);
+        CHECK(type == GGML_Q2_K || type == GGML_Q3_K || unfit == 1, "%s: the d = 4000 block should not fit", t.name);
+        printf("%-5s %6u %10s %10s %5u of %-5u %16.4f\n", t.name, nb, diff ? "DIFFER" : "identical",
+               ggml_traits(ct).name, converted, n / 256, worst);
+        free(deq);
+        free(back);
+        free(ref);
+    }
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep the log complete if a sanitizer aborts */
@@ -394,8 +501,8 @@ int main(int argc, char **argv)
     cursor c = {blob, size, 0, 0};
     const uint8_t *magic = take(&c, 4);
     uint32_t version = (uint32_t)take_le(&c, 4);
-    if (!magic || memcmp(magic, "VKQR", 4) != 0 || version != 1) {
-        printf("FAIL: %s is not a version 1 quant fixture\n", argv[1]);
+    if (!magic || memcmp(magic, "VKQR", 4) != 0 || version != 2) {
+        printf("FAIL: %s is not a version 2 quant fixture\n", argv[1]);
         return 1;
     }
     uint32_t n = (uint32_t)take_le(&c, 4);
@@ -407,6 +514,7 @@ int main(int argc, char **argv)
     check_traits(&c);
     check_records(&c, x, n);
     check_hashes(&c);
+    check_decoded(&c);
     CHECK(!c.bad && c.pos == c.size, "fixture truncated or with trailing bytes (%zu of %zu read)",
           c.pos, c.size);
 

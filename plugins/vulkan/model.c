@@ -53,7 +53,7 @@ static bool keep_as_stored(const char *name)
     return n >= k && !strcmp(name + n - k, "ffn_gate_inp.weight");
 }
 
-/* Re-encodes a matrix as `type`, row by row through f32, into a new allocation. */
+/* Re-encodes a matrix as `type` (vk_convert_row), row by row, into a new allocation. */
 static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **converted,
                                    uint64_t *bytes)
 {
@@ -67,8 +67,7 @@ static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **c
         return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory converting %s", t->name);
     }
     for (uint64_t r = 0; r < rows; r++)
-        if (vk_dequantize_row(t->type, t->data + r * src_row, tmp, cols) != 0 ||
-            vk_quantize_row(type, tmp, out + r * dst_row, cols) != dst_row) {
+        if (vk_convert_row(t->type, t->data + r * src_row, type, out + r * dst_row, cols, tmp) != dst_row) {
             free(tmp);
             free(out);
             return vk_fail(VKLLM_ERR_UNSUPPORTED, "cannot convert %s from %s to %s", t->name,
@@ -80,13 +79,14 @@ static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **c
     return VKLLM_OK;
 }
 
-/* The ggml type a matrix is uploaded as: convert_to (-1 = as stored) where its rows allow it. */
+/* The ggml type a matrix is uploaded as: convert_to (-1 = as stored) where its rows allow it,
+ * else the type the device computes with for its stored type (K-quants are converted). */
 static uint32_t upload_type(const gguf_tensor *t, int32_t convert_to)
 {
     if (convert_to >= 0 && (uint32_t)convert_to != t->type && ggml_row_bytes((uint32_t)convert_to, t->ne[0]) != 0 &&
         !keep_as_stored(t->name))
         return (uint32_t)convert_to;
-    return t->type;
+    return vk_compute_type(t->type);
 }
 
 /* 1-D tensors (and `flat` ones, whatever their shape) become f32 vectors; matrices are
@@ -97,7 +97,7 @@ static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_wei
 {
     const gguf_tensor *t = w->tensor;
     ggml_type_traits tr = ggml_traits(t->type);
-    if (!tr.name || !tr.supported)
+    if (vk_compute_type(t->type) == GGML_TYPE_COUNT)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s has type %s (%u), which vkllm cannot compute with yet",
                        t->name, tr.name ? tr.name : "unknown", t->type);
     w->is_vector = t->n_dims == 1 || flat;

@@ -60,6 +60,16 @@ MODELS = [
          n_head_kv=[1, 4, 2], n_ff=[96, 160, 128], rms_eps=1e-5,
          features="4 query heads of dim 80 (width 320 != hidden 128) over 1, 4 and 2 KV "
                   "heads per layer, FFN widths 96/160/128 per layer, RMSNorm, normal RoPE, SwiGLU"),
+    # Llama with its matrices in the five K-quant types, quantized by llama.cpp's
+    # llama-quantize (K-quant rows are multiples of 256 long). The reference runs on an F32
+    # copy of the dequantized K-quant weights, so it holds exactly the weights of the file.
+    dict(name="llama_kquants", arch="llama", seed=203, vocab=384, hidden=256, n_head=4, head_dim=64,
+         n_head_kv=2, n_ff=512, rms_eps=1e-5,
+         ktypes={"token_embd": "q4_k", "output": "q6_k", "attn_q": "q2_k", "attn_k": "q3_k",
+                 "attn_v": "q6_k", "attn_output": "q5_k", "ffn_gate": "q4_k", "ffn_up": "q5_k",
+                 "ffn_down": "q3_k"},
+         features="K-quant weights (q2_K, q3_K, q4_K, q5_K, q6_K) by llama-quantize; 4 heads of "
+                  "dim 64 over 2 KV heads, FFN 512, RMSNorm, normal RoPE, SwiGLU"),
 ]
 
 
@@ -147,8 +157,9 @@ def write_gguf(path, spec, weights, kv_heads, n_ff, quantized):
     if arch == "qwen":
         wr.add_feed_forward_length(2 * n_ff[0])  # Qwen's doubled intermediate_size
     else:
-        wr.add_feed_forward_length(n_ff)
-        wr.add_head_count_kv(kv_heads)
+        uniform = len(set(n_ff)) == 1 and len(set(kv_heads)) == 1  # scalars, as converters write
+        wr.add_feed_forward_length(n_ff[0] if uniform else n_ff)
+        wr.add_head_count_kv(kv_heads[0] if uniform else kv_heads)
         wr.add_key_length(spec["head_dim"])
         wr.add_value_length(spec["head_dim"])
         wr.add_rope_dimension_count(spec["head_dim"])
@@ -227,17 +238,47 @@ def pick_tokens(ref, vocab, seed):
     return best
 
 
+def quantize_k(spec, args, f32_path, k_path):
+    """llama-quantize the F32 file into the K-quant types of spec["ktypes"], then read it
+    back: {name: float32 weights as the gguf package dequantizes them}, {type: count}."""
+    import subprocess
+    import gguf
+    kt = dict(spec["ktypes"])
+    cmd = [args.llama_quantize, "--token-embedding-type", kt.pop("token_embd"),
+           "--output-tensor-type", kt.pop("output")]
+    for name, t in kt.items():
+        cmd += ["--tensor-type", f"{name}={t}"]
+    subprocess.run(cmd + [f32_path, k_path, "Q4_K_M", "2"], check=True, stdout=subprocess.DEVNULL)
+    weights, types = {}, {}
+    for t in gguf.GGUFReader(k_path).tensors:
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+        a = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+        weights[t.name] = a.reshape([int(n) for n in reversed(t.shape)]) if a.ndim > 1 else a.reshape(-1)
+    want = {t.upper() for t in spec["ktypes"].values()}
+    if not want <= set(types):
+        sys.exit(f"{k_path}: types {types}, wanted all of {want}")
+    return weights, types
+
+
 def make_one(spec, args, models_dir, fixtures_dir):
     name = spec["name"]
     os.makedirs(args.scratch, exist_ok=True)
     weights, kv_heads, n_ff = make_weights(spec)
-    q8_path = os.path.join(models_dir, f"{name}.q8_0.gguf")
     f32_path = os.path.join(args.scratch, f"{name}.f32.gguf")
-    write_gguf(q8_path, spec, weights, kv_heads, n_ff, quantized=True)
-    write_gguf(f32_path, spec, weights, kv_heads, n_ff, quantized=False)
+    if "ktypes" in spec:
+        # The committed file is llama.cpp's K-quants; the reference an F32 copy of them.
+        q8_path = os.path.join(models_dir, f"{name}.gguf")
+        write_gguf(os.path.join(args.scratch, f"{name}.src.f32.gguf"), spec, weights, kv_heads, n_ff,
+                   quantized=False)
+        weights, types = quantize_k(spec, args, os.path.join(args.scratch, f"{name}.src.f32.gguf"), q8_path)
+        write_gguf(f32_path, spec, weights, kv_heads, n_ff, quantized=False)
+    else:
+        q8_path = os.path.join(models_dir, f"{name}.q8_0.gguf")
+        write_gguf(q8_path, spec, weights, kv_heads, n_ff, quantized=True)
+        write_gguf(f32_path, spec, weights, kv_heads, n_ff, quantized=False)
+        types = check_lossless(q8_path, f32_path)
     rep = {"name": name, "features": spec["features"], "vocab": spec["vocab"],
-           "tensor_types": check_lossless(q8_path, f32_path), "lossless_maxdiff": 0.0,
-           "bytes": os.path.getsize(q8_path), "sha256": sha256_of(q8_path)}
+           "tensor_types": types, "bytes": os.path.getsize(q8_path), "sha256": sha256_of(q8_path)}
 
     ref = LlamaCpp(f32_path)
     if ref.n_vocab != spec["vocab"]:
@@ -252,8 +293,9 @@ def make_one(spec, args, models_dir, fixtures_dir):
     if list(np.argmax(to_f16(logits), axis=1)) != list(np.argmax(logits, axis=1)):
         sys.exit(f"{name}: fp16 storage changes an argmax")
     rep["f16_storage_err"] = float(np.max(np.abs(to_f16(logits).astype(np.float32) - logits)))
-    # For the record: llama.cpp on the committed Q8_0 file (activations quantized too).
-    rep["llama_cpp_q8_0_vs_f32"] = compare(LlamaCpp(q8_path).batch(tokens), logits)
+    # For the record: llama.cpp on the committed file (its CPU backend quantizes the
+    # activations too: to Q8_0 beside Q8_0 weights, to Q8_K beside K-quants).
+    rep["llama_cpp_committed_file_vs_f32"] = compare(LlamaCpp(q8_path).batch(tokens), logits)
 
     fx = os.path.join(fixtures_dir, f"{name}.ref")
     rep["fixture_bytes"] = write_fixture(fx, rep["sha256"], tokens, logits)
@@ -266,6 +308,8 @@ def main():
     ap.add_argument("--out", default=HERE, help="tests/conformance (models/ and fixtures/ go here)")
     ap.add_argument("--only", help="comma-separated model names")
     ap.add_argument("--report", help="write the per-model report as JSON here")
+    ap.add_argument("--llama-quantize", default="llama-quantize",
+                    help="llama.cpp's llama-quantize, built from the same commit (for llama_kquants)")
     args = ap.parse_args()
     check_versions(PINNED)
     models_dir = os.path.join(args.out, "models")
