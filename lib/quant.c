@@ -478,17 +478,28 @@ static void quant_q5_1(const float *x, uint8_t *b)
     wr32(b + 4, qh);
 }
 
+/* roundf (half away from zero) without the libm call it costs on baseline x86-64: the
+ * K-quant conversions at load spend most of their time here. */
+static float round_half_away(float v)
+{
+    if (!(fabsf(v) < 8388608.0f)) /* 2^23: already an integer, or inf/NaN */
+        return v;
+    float t = (float)(int32_t)v, r = v - t; /* truncation; the difference is exact */
+    return t + (float)((r >= 0.5f) - (r <= -0.5f));
+}
+
 /* Symmetric 8 bits: d = amax / 127, q = round half away from zero (roundf). */
 static void quant_q8_0(const float *x, uint8_t *b)
 {
     float amax = 0.0f;
     for (int j = 0; j < 32; j++)
-        amax = fmaxf(amax, fabsf(x[j]));
+        if (fabsf(x[j]) > amax) /* (not fmaxf: a call too; a NaN is skipped either way) */
+            amax = fabsf(x[j]);
     float d = amax / 127.0f;
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     wr16(b, vk_fp32_to_fp16(d));
     for (int j = 0; j < 32; j++) {
-        float q = roundf(x[j] * id);
+        float q = round_half_away(x[j] * id);
         if (!(q >= -128.0f)) /* also NaN: keeps the int8 conversion defined */
             q = q != q ? 0.0f : -128.0f;
         if (q > 127.0f)
@@ -576,7 +587,8 @@ static int fits(uint32_t type, const float *x, uint64_t n)
     for (uint64_t i = 0; i < n; i++) {
         if (x[i] != x[i])
             return 0;
-        amax = fmaxf(amax, fabsf(x[i]));
+        if (fabsf(x[i]) > amax)
+            amax = fabsf(x[i]);
     }
     switch (type) {
     case GGML_F16:
