@@ -60,7 +60,8 @@ typedef struct convert_job {
     uint32_t type;
     uint8_t *out;
     uint64_t first, end;
-    int failed;
+    int failed;          /* 1: a row does not convert (bad_row), 2: out of memory */
+    uint64_t bad_row;
     pthread_t thread;
 } convert_job;
 
@@ -70,10 +71,13 @@ static void *convert_rows(void *arg)
     uint64_t cols = j->t->ne[0];
     uint64_t src_row = ggml_row_bytes(j->t->type, cols), dst_row = ggml_row_bytes(j->type, cols);
     float *tmp = malloc(cols * sizeof *tmp);
-    j->failed = !tmp;
+    j->failed = tmp ? 0 : 2;
     for (uint64_t r = j->first; r < j->end && !j->failed; r++)
-        j->failed = vk_convert_row(j->t->type, j->t->data + r * src_row, j->type, j->out + r * dst_row, cols, tmp) !=
-                    dst_row;
+        if (vk_convert_row(j->t->type, j->t->data + r * src_row, j->type, j->out + r * dst_row, cols, tmp) !=
+            dst_row) {
+            j->failed = 1;
+            j->bad_row = r;
+        }
     free(tmp);
     return NULL;
 }
@@ -97,7 +101,7 @@ static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **c
     convert_job jobs[MAX_THREADS];
     uint64_t started = 0;
     for (uint64_t i = 0; i < n; i++) {
-        jobs[i] = (convert_job){t, type, out, rows * i / n, rows * (i + 1) / n, 0, 0};
+        jobs[i] = (convert_job){t, type, out, rows * i / n, rows * (i + 1) / n, 0, 0, 0};
         /* job 0 runs on this thread, after the others are started; a thread that cannot be
          * started leaves its rows to this thread too */
         if (i > 0 && pthread_create(&jobs[i].thread, NULL, convert_rows, &jobs[i]) == 0)
@@ -106,17 +110,20 @@ static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **c
             convert_rows(&jobs[i]);
     }
     convert_rows(&jobs[0]);
-    int failed = jobs[0].failed;
-    for (uint64_t i = 1; i < n; i++) {
-        if (started >> i & 1)
+    const convert_job *failed = NULL;
+    for (uint64_t i = 0; i < n; i++) {
+        if (i > 0 && (started >> i & 1))
             pthread_join(jobs[i].thread, NULL);
-        failed |= jobs[i].failed;
+        if (jobs[i].failed && (!failed || jobs[i].failed > failed->failed))
+            failed = &jobs[i];
     }
     if (failed) {
         free(out);
-        return vk_fail(VKLLM_ERR_UNSUPPORTED, "cannot convert %s from %s to %s (out of memory, or weights "
-                       "that %s cannot hold)", t->name, ggml_traits(t->type).name, ggml_traits(type).name,
-                       ggml_traits(type).name);
+        if (failed->failed == 2)
+            return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory converting %s", t->name);
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "cannot convert %s from %s to %s: row %llu has NaN or infinite "
+                       "weights, or scales that do not fit %s's fp16 fields", t->name, ggml_traits(t->type).name,
+                       ggml_traits(type).name, (unsigned long long)failed->bad_row, ggml_traits(type).name);
     }
     *converted = out;
     *bytes = dst_row * rows;
