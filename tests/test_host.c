@@ -36,7 +36,8 @@ static int failures;
     X(meta_uint) X(meta_int) X(meta_float) X(meta_string) X(tokenize) X(detokenize)      \
     X(token_text) X(context_params_defaults) X(context_create) X(context_free)           \
     X(context_error) X(decode) X(logits) X(sampler_params_defaults) X(sample)            \
-    X(token_to_text_stream) X(kv_truncate) X(context_stats) X(measure_bandwidth) X(profile_entry)
+    X(token_to_text_stream) X(kv_truncate) X(context_stats) X(measure_bandwidth) X(profile_entry) \
+    X(chat_apply)
 
 /* Opens `path` with [lo, hi] and checks the status and that the message contains each
  * of the non-NULL `want` strings. The loader is left closed. */
@@ -105,6 +106,24 @@ static int test_loader(const char *plugin, const char *not_plugin, const char *f
         CHECK(bad == 0, "status_string is non-empty for codes -2..%d\n", VKLLM_ERR_INTERNAL + 3);
         CHECK(l.api->status_string(INT32_MIN) != NULL, "status_string(INT32_MIN) is not NULL\n");
         CHECK(l.api->last_error() != NULL, "last_error() is not NULL\n");
+    }
+
+    /* Chat formats need no instance or model when named (lib/chat.c is tested against
+     * llama.cpp by test_chat; this checks the table's entry and its errors). */
+    {
+        vkllm_chat_message msgs[2] = {{"system", "Be brief."}, {"user", "Hi"}};
+        char text[256];
+        size_t n = 0;
+        const char *want = "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+                           "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                           "<|start_header_id|>assistant<|end_header_id|>\n\n";
+        vkllm_status cs = l.api->chat_apply(NULL, "llama3", msgs, 2, 1, text, sizeof text, &n);
+        CHECK(cs == VKLLM_OK && n == strlen(want) && !memcmp(text, want, n), "chat_apply(NULL, \"llama3\")\n");
+        cs = l.api->chat_apply(NULL, "{{ messages }}", msgs, 2, 1, text, sizeof text, &n);
+        CHECK(cs == VKLLM_ERR_UNSUPPORTED && strstr(l.api->last_error(), "chatml"),
+              "an unknown template is refused, listing the formats: %s\n", l.api->last_error());
+        cs = l.api->chat_apply(NULL, NULL, msgs, 2, 1, text, sizeof text, &n);
+        CHECK(cs == VKLLM_ERR_INVALID_ARGUMENT, "no model and no template: invalid argument\n");
     }
 
     /* The table is static: a second open gets the same one. */

@@ -200,6 +200,13 @@ typedef struct vkllm_context_params {
     uint64_t seed;    /* sampler seed */
 } vkllm_context_params;
 
+/* One turn of a conversation, for chat_apply: role "system", "user" or "assistant" (others
+ * pass through where a format writes roles by name), content as UTF-8. */
+typedef struct vkllm_chat_message {
+    const char *role;
+    const char *content;
+} vkllm_chat_message;
+
 typedef struct vkllm_sampler_params {
     uint32_t size;
     float temperature;    /* <= 0: greedy */
@@ -331,6 +338,21 @@ typedef struct vkllm_api {
      * Labels live as long as the context. VKLLM_ERR_UNSUPPORTED without timestamps. */
     vkllm_status (*profile_entry)(vkllm_context ctx, uint32_t index, const char **label,
                                   double *ms, uint32_t *count);
+
+    /* Writes a conversation as one prompt, in the format of a chat template, as llama.cpp's
+     * llama_chat_apply_template does (vkllm does not run Jinja: it recognizes which known
+     * format a template writes by the marks in it). `tmpl`: NULL for the model's
+     * tokenizer.chat_template, else a format name ("chatml", "llama2", "llama2-sys",
+     * "mistral-v1", "mistral-v3", "mistral-v7", "zephyr", "gemma", "vicuna", "openchat",
+     * "deepseek", "llama3", "phi3", ...) or a template's text; `model` may be NULL then.
+     * add_assistant: end with the opening of an assistant turn, for the model to write. The
+     * text is for tokenize with parse_special set; BOS is tokenize's to add. Writes at most
+     * `capacity` bytes (no terminator); *n_out is the full length
+     * (VKLLM_ERR_BUFFER_TOO_SMALL when it exceeds capacity). VKLLM_ERR_UNSUPPORTED when the
+     * model has no template or the template is not one of these formats. */
+    vkllm_status (*chat_apply)(vkllm_model model, const char *tmpl, const vkllm_chat_message *messages,
+                               size_t n_messages, int32_t add_assistant, char *text, size_t capacity,
+                               size_t *n_out);
 } vkllm_api;
 
 /* True when the table `api` has the field `field` (i.e. the plugin is new enough). */

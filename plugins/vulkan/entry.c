@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "error.h"
 #include "plugin.h"
 
@@ -433,6 +434,16 @@ static vkllm_status api_profile_entry(vkllm_context c, uint32_t index, const cha
     CONTEXT_CALL(c, context_profile_entry(c, index, label, ms, count));
 }
 
+static vkllm_status api_chat_apply(vkllm_model m, const char *tmpl, const vkllm_chat_message *messages,
+                                   size_t n, int32_t add_assistant, char *text, size_t capacity, size_t *n_out)
+{
+    if (!m) {
+        REQUIRE(tmpl, "chat_apply: with no model, name a format or pass a template");
+        return chat_apply_template(tmpl, messages, n, add_assistant != 0, text, capacity, n_out);
+    }
+    MODEL_CALL(m, model_chat_apply(m, tmpl, messages, n, add_assistant, text, capacity, n_out));
+}
+
 /* ---- the table --------------------------------------------------------------------- */
 
 static const vkllm_api api_v1 = {
@@ -478,6 +489,7 @@ static const vkllm_api api_v1 = {
     .context_stats = api_context_stats,
     .measure_bandwidth = api_measure_bandwidth,
     .profile_entry = api_profile_entry,
+    .chat_apply = api_chat_apply,
 };
 
 VKLLM_EXPORT vkllm_status vkllm_entry(uint32_t min_version, uint32_t max_version,

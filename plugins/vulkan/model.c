@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "chat.h"
 #include "error.h"
 #include "hf_model.h"
 #include "quant.h"
@@ -580,6 +581,16 @@ vkllm_status model_meta_string(vkllm_model m, const char *key, const char **out)
         return vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "metadata %s is a %s, not a string", key,
                        gguf_value_type_name(kv->type));
     return model_cstring(m, kv, out);
+}
+
+vkllm_status model_chat_apply(vkllm_model m, const char *tmpl, const vkllm_chat_message *messages, size_t n,
+                              int32_t add_assistant, char *text, size_t capacity, size_t *n_out)
+{
+    if (!tmpl && (!gguf_find(m->gguf, "tokenizer.chat_template") ||
+                  model_meta_string(m, "tokenizer.chat_template", &tmpl) != VKLLM_OK))
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "the model has no tokenizer.chat_template: name a format "
+                       "(e.g. \"chatml\")");
+    return chat_apply_template(tmpl, messages, n, add_assistant != 0, text, capacity, n_out);
 }
 
 /* ---- tokens ------------------------------------------------------------------------ */
