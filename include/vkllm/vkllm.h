@@ -353,6 +353,9 @@ typedef struct vkllm_api {
     vkllm_status (*chat_apply)(vkllm_model model, const char *tmpl, const vkllm_chat_message *messages,
                                size_t n_messages, int32_t add_assistant, char *text, size_t capacity,
                                size_t *n_out);
+    /* *out = 1 when `token` ends a generation (EOS, and the end-of-turn tokens the
+     * vocabulary has: <|im_end|>, <|eot_id|>, <|end|>, <end_of_turn>, ...), else 0. */
+    vkllm_status (*token_is_eog)(vkllm_model model, vkllm_token token, int32_t *out);
 } vkllm_api;
 
 /* True when the table `api` has the field `field` (i.e. the plugin is new enough). */

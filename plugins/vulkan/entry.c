@@ -444,6 +444,12 @@ static vkllm_status api_chat_apply(vkllm_model m, const char *tmpl, const vkllm_
     MODEL_CALL(m, model_chat_apply(m, tmpl, messages, n, add_assistant, text, capacity, n_out));
 }
 
+static vkllm_status api_token_is_eog(vkllm_model m, vkllm_token token, int32_t *out)
+{
+    REQUIRE(out, "token_is_eog: out is NULL");
+    MODEL_CALL(m, model_token_is_eog(m, token, out));
+}
+
 /* ---- the table --------------------------------------------------------------------- */
 
 static const vkllm_api api_v1 = {
@@ -490,6 +496,7 @@ static const vkllm_api api_v1 = {
     .measure_bandwidth = api_measure_bandwidth,
     .profile_entry = api_profile_entry,
     .chat_apply = api_chat_apply,
+    .token_is_eog = api_token_is_eog,
 };
 
 VKLLM_EXPORT vkllm_status vkllm_entry(uint32_t min_version, uint32_t max_version,

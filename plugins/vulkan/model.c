@@ -612,6 +612,16 @@ vkllm_status model_detokenize(vkllm_model m, const vkllm_token *tokens, size_t n
     return vk_detokenize(m->vocab, tokens, n, text, capacity, n_out);
 }
 
+vkllm_status model_token_is_eog(vkllm_model m, vkllm_token token, int32_t *out)
+{
+    const char *text;
+    vkllm_status s = model_token_text(m, token, &text); /* the range check and its message */
+    if (s)
+        return s;
+    *out = vk_vocab_is_eog(m->vocab, token) != 0;
+    return VKLLM_OK;
+}
+
 vkllm_status model_token_text(vkllm_model m, vkllm_token token, const char **out)
 {
     if (!m->vocab)

@@ -39,6 +39,7 @@ vkllm_status model_meta_uint(vkllm_model model, const char *key, uint64_t *out);
 vkllm_status model_meta_int(vkllm_model model, const char *key, int64_t *out);
 vkllm_status model_meta_float(vkllm_model model, const char *key, double *out);
 vkllm_status model_meta_string(vkllm_model model, const char *key, const char **out);
+vkllm_status model_token_is_eog(vkllm_model model, vkllm_token token, int32_t *out);
 /* The conversation in the format `tmpl` names or writes; NULL: the model's chat template. */
 vkllm_status model_chat_apply(vkllm_model model, const char *tmpl, const vkllm_chat_message *messages, size_t n,
                               int32_t add_assistant, char *text, size_t capacity, size_t *n_out);

@@ -25,6 +25,9 @@ typedef struct options {
     int validation;
     int list_devices;
     int verbose;
+    int conversation;          /* -cnv: chat turns from stdin, in the model's chat format */
+    const char *system_prompt; /* -sys */
+    const char *chat_template; /* --chat-template: a format name or a template; NULL: the model's */
     unsigned long long seed;
     vkllm_sampler_params sampler;
 } options;
@@ -34,7 +37,13 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s -m MODEL.gguf [-p PROMPT] [options]\n"
             "  -m, --model PATH        GGUF model file\n"
-            "  -p, --prompt TEXT       prompt (default: empty, BOS only)\n"
+            "  -p, --prompt TEXT       prompt (default: empty, BOS only); with -cnv, the first user turn\n"
+            "  -cnv, --conversation    chat: each line of stdin is a user turn (until end of input),\n"
+            "                          written in the model's chat template; replies end at end of turn\n"
+            "  -sys, --system-prompt TEXT  system message of the conversation\n"
+            "  --chat-template NAME    chat format instead of the model's: chatml, llama2, llama2-sys,\n"
+            "                          mistral-v1, mistral-v3, mistral-v7, zephyr, gemma, vicuna,\n"
+            "                          openchat, deepseek, llama3, phi3, ... (or a template's text)\n"
             "  -n, --n-predict N       tokens to generate (default 128; -1 = until end or context full)\n"
             "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
             "  -b, --batch-size N      prompt tokens per submit (default 512)\n"
@@ -113,6 +122,14 @@ static int parse_args(int argc, char **argv, const vkllm_api *api, options *o)
         } else if (FLAG("-p", "--prompt")) {
             NEED_VALUE;
             o->prompt = v;
+        } else if (FLAG("-cnv", "--conversation")) {
+            o->conversation = 1;
+        } else if (FLAG("-sys", "--system-prompt")) {
+            NEED_VALUE;
+            o->system_prompt = v;
+        } else if (!strcmp(a, "--chat-template")) {
+            NEED_VALUE;
+            o->chat_template = v;
         } else if (FLAG("-n", "--n-predict")) {
             NEED_VALUE;
             if (!parse_int(a, v, &o->n_predict))
@@ -228,6 +245,201 @@ static const char *type_name(int32_t t)
     return t >= 0 && t <= 4 ? names[t] : "?";
 }
 
+typedef struct run_stats {
+    size_t n_prompt;
+    int n_gen;
+    double t_prompt, t_gen;
+} run_stats;
+
+/* A growing string. */
+typedef struct text_buf {
+    char *p;
+    size_t len, cap;
+} text_buf;
+
+static int text_append(text_buf *t, const char *s, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *p = realloc(t->p, cap);
+        if (!p)
+            return 0;
+        t->p = p;
+        t->cap = cap;
+    }
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = 0;
+    return 1;
+}
+
+/* Tokenizes `text` and runs the model over it (the prompt, or a chat turn). */
+static int feed(const vkllm_api *api, vkllm_model model, vkllm_context ctx, const char *text, size_t len,
+                int add_special, uint32_t n_ctx, size_t *n_past, run_stats *st)
+{
+    size_t cap = len + 8, n_tok = 0;
+    vkllm_token *tokens = malloc(cap * sizeof *tokens);
+    if (!tokens || api->tokenize(model, text, len, add_special, 1, tokens, cap, &n_tok) != VKLLM_OK) {
+        fprintf(stderr, "\nerror: %s\n", tokens ? api->last_error() : "out of memory");
+        free(tokens);
+        return 0;
+    }
+    int ok = 0;
+    if (n_tok == 0 && *n_past == 0) {
+        fprintf(stderr, "error: the prompt is empty and the model adds no BOS token\n");
+    } else if (*n_past + n_tok >= n_ctx) {
+        fprintf(stderr, "\nerror: the prompt has %zu tokens; the context holds %u (%zu in use)\n", n_tok, n_ctx,
+                *n_past);
+    } else {
+        double t = now_s();
+        ok = n_tok == 0 || api->decode(ctx, tokens, n_tok, 0) == VKLLM_OK;
+        if (!ok)
+            fprintf(stderr, "\nerror: %s\n", api->last_error());
+        st->t_prompt += now_s() - t;
+        st->n_prompt += n_tok;
+        *n_past += n_tok;
+    }
+    free(tokens);
+    return ok;
+}
+
+/* Samples and prints up to -n tokens after the last decode, until an end-of-generation
+ * token or a full context; the text also goes to `reply` when not NULL. */
+static int generate(const vkllm_api *api, vkllm_model model, vkllm_context ctx, const options *o, uint32_t n_ctx,
+                    size_t *n_past, run_stats *st, text_buf *reply)
+{
+    double t = now_s();
+    char text[1024];
+    for (int n = 0; o->n_predict < 0 || n < o->n_predict; n++) {
+        vkllm_token next;
+        int32_t end = 0;
+        if (api->sample(ctx, &o->sampler, &next) != VKLLM_OK || api->token_is_eog(model, next, &end) != VKLLM_OK) {
+            fprintf(stderr, "\nerror: %s\n", api->last_error());
+            return 0;
+        }
+        if (end)
+            break;
+        size_t n_text;
+        if (api->token_to_text_stream(ctx, next, text, sizeof text, &n_text) == VKLLM_OK) {
+            fwrite(text, 1, n_text, stdout);
+            fflush(stdout);
+            if (reply && !text_append(reply, text, n_text)) {
+                fprintf(stderr, "\nerror: out of memory\n");
+                return 0;
+            }
+        }
+        st->n_gen++;
+        if (*n_past + 1 > n_ctx) {
+            fprintf(stderr, "\n[context full: %u tokens]\n", n_ctx);
+            break;
+        }
+        if (api->decode(ctx, &next, 1, 0) != VKLLM_OK) {
+            fprintf(stderr, "\nerror: %s\n", api->last_error());
+            return 0;
+        }
+        (*n_past)++;
+    }
+    st->t_gen += now_s() - t;
+    return 1;
+}
+
+/* Plain completion: the prompt, echoed, then what the model writes after it. */
+static int complete(const vkllm_api *api, vkllm_model model, vkllm_context ctx, const options *o, uint32_t n_ctx,
+                    run_stats *st)
+{
+    const char *prompt = o->prompt ? o->prompt : "";
+    size_t n_past = 0;
+    fputs(prompt, stdout);
+    fflush(stdout);
+    if (!feed(api, model, ctx, prompt, strlen(prompt), 1, n_ctx, &n_past, st) ||
+        !generate(api, model, ctx, o, n_ctx, &n_past, st, NULL))
+        return 0;
+    printf("\n");
+    return 1;
+}
+
+/* The conversation so far, in the chat format, with an assistant turn opened. */
+static char *format_chat(const vkllm_api *api, vkllm_model model, const options *o, const vkllm_chat_message *msgs,
+                         size_t n, size_t *len)
+{
+    size_t need = 0;
+    vkllm_status s = api->chat_apply(model, o->chat_template, msgs, n, 1, NULL, 0, &need);
+    char *text = s == VKLLM_ERR_BUFFER_TOO_SMALL || s == VKLLM_OK ? malloc(need + 1) : NULL;
+    if (text && api->chat_apply(model, o->chat_template, msgs, n, 1, text, need, len) == VKLLM_OK) {
+        text[*len] = 0;
+        return text;
+    }
+    fprintf(stderr, "error: %s\n", text ? api->last_error() : s ? api->last_error() : "out of memory");
+    free(text);
+    return NULL;
+}
+
+/* -cnv: user turns from -p and then stdin, one a line, each answered in turn. The cache
+ * keeps the conversation: each turn feeds only the text past what it holds (all of it
+ * again when the format rewrites earlier turns). */
+static int chat(const vkllm_api *api, vkllm_model model, vkllm_context ctx, const options *o, uint32_t n_ctx,
+                run_stats *st)
+{
+    enum { MAX_MESSAGES = 1024 };
+    vkllm_chat_message msgs[MAX_MESSAGES];
+    char *owned[MAX_MESSAGES];
+    size_t n = 0, n_past = 0;
+    text_buf in_cache = {0}; /* the text the context holds */
+    int ok = 1, interactive = isatty(STDIN_FILENO);
+    char *line = NULL;
+    size_t line_cap = 0;
+    if (o->system_prompt) {
+        owned[n] = NULL;
+        msgs[n++] = (vkllm_chat_message){"system", o->system_prompt};
+    }
+    for (int turn = 0; ok && n + 2 <= MAX_MESSAGES; turn++) {
+        const char *user = turn == 0 ? o->prompt : NULL;
+        if (!user) {
+            if (interactive) {
+                printf("\n> ");
+                fflush(stdout);
+            }
+            ssize_t got = getline(&line, &line_cap, stdin);
+            if (got < 0)
+                break;
+            while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+                line[--got] = 0;
+            user = line;
+        }
+        owned[n] = strdup(user);
+        msgs[n] = (vkllm_chat_message){"user", owned[n]};
+        n++;
+        size_t len = 0;
+        char *full = format_chat(api, model, o, msgs, n, &len);
+        if (!full) {
+            ok = 0;
+            break;
+        }
+        size_t from = in_cache.len;
+        if (len < from || memcmp(full, in_cache.p, from) != 0) {
+            api->kv_truncate(ctx, 0);
+            n_past = from = 0;
+        }
+        in_cache.len = 0;
+        ok = feed(api, model, ctx, full + from, len - from, from == 0, n_ctx, &n_past, st) &&
+             text_append(&in_cache, full, len);
+        free(full);
+        text_buf reply = {0};
+        ok = ok && generate(api, model, ctx, o, n_ctx, &n_past, st, &reply) &&
+             text_append(&in_cache, reply.p ? reply.p : "", reply.len);
+        printf("\n");
+        owned[n] = reply.p ? reply.p : strdup("");
+        msgs[n] = (vkllm_chat_message){"assistant", owned[n]};
+        n++;
+    }
+    free(line);
+    free(in_cache.p);
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].role[0] != 's')
+            free(owned[i]);
+    return ok;
+}
+
 int main(int argc, char **argv)
 {
     options o;
@@ -243,7 +455,6 @@ int main(int argc, char **argv)
     vkllm_instance inst = NULL;
     vkllm_model model = NULL;
     vkllm_context ctx = NULL;
-    vkllm_token *tokens = NULL;
 
     vkllm_instance_desc idesc;
     api->instance_desc_defaults(&idesc, sizeof idesc);
@@ -304,71 +515,17 @@ int main(int argc, char **argv)
         goto done;
     }
 
-    const char *prompt = o.prompt ? o.prompt : "";
-    size_t plen = strlen(prompt), n_tok = 0;
-    size_t cap = plen + 8;
-    tokens = malloc(cap * sizeof *tokens);
-    vkllm_status s = api->tokenize(model, prompt, plen, 1, 1, tokens, cap, &n_tok);
-    if (s != VKLLM_OK) {
-        fprintf(stderr, "error: %s\n", api->last_error());
+    run_stats st = {0};
+    if (o.conversation ? !chat(api, model, ctx, &o, cp.n_ctx, &st) : !complete(api, model, ctx, &o, cp.n_ctx, &st))
         goto done;
-    }
-    if (n_tok == 0) {
-        fprintf(stderr, "error: the prompt is empty and the model adds no BOS token\n");
-        goto done;
-    }
-    if (n_tok >= cp.n_ctx) {
-        fprintf(stderr, "error: the prompt has %zu tokens; the context holds %u\n", n_tok, cp.n_ctx);
-        goto done;
-    }
-    fputs(prompt, stdout);
-    fflush(stdout);
-
-    double t1 = now_s();
-    if (api->decode(ctx, tokens, n_tok, 0) != VKLLM_OK) {
-        fprintf(stderr, "\nerror: %s\n", api->last_error());
-        goto done;
-    }
-    double t_prompt = now_s() - t1;
-
-    double t2 = now_s();
-    int n_gen = 0;
-    size_t n_past = n_tok;
-    char text[1024];
-    while (o.n_predict < 0 || n_gen < o.n_predict) {
-        vkllm_token next;
-        if (api->sample(ctx, &o.sampler, &next) != VKLLM_OK) {
-            fprintf(stderr, "\nerror: %s\n", api->last_error());
-            goto done;
-        }
-        if (next == info.eos)
-            break;
-        size_t n_text;
-        if (api->token_to_text_stream(ctx, next, text, sizeof text, &n_text) == VKLLM_OK) {
-            fwrite(text, 1, n_text, stdout);
-            fflush(stdout);
-        }
-        n_gen++;
-        if (n_past + 1 > cp.n_ctx) {
-            fprintf(stderr, "\n[context full: %u tokens]\n", cp.n_ctx);
-            break;
-        }
-        if (api->decode(ctx, &next, 1, 0) != VKLLM_OK) {
-            fprintf(stderr, "\nerror: %s\n", api->last_error());
-            goto done;
-        }
-        n_past++;
-    }
-    double t_gen = now_s() - t2;
-    printf("\n");
     fprintf(stderr, "\nload: %.2f s (%.1f MiB of weights, %.1f MiB/s)\n", t_load,
             (double)info.weight_bytes / (1 << 20), (double)info.weight_bytes / (1 << 20) / t_load);
-    fprintf(stderr, "prompt: %zu tokens in %.3f s, %.2f tokens/s\n", n_tok, t_prompt, n_tok / t_prompt);
-    fprintf(stderr, "generation: %d tokens in %.3f s, %.2f tokens/s\n", n_gen, t_gen,
-            n_gen > 0 ? n_gen / t_gen : 0.0);
+    fprintf(stderr, "prompt: %zu tokens in %.3f s, %.2f tokens/s\n", st.n_prompt, st.t_prompt,
+            st.t_prompt > 0 ? st.n_prompt / st.t_prompt : 0.0);
+    fprintf(stderr, "generation: %d tokens in %.3f s, %.2f tokens/s\n", st.n_gen, st.t_gen,
+            st.n_gen > 0 ? st.n_gen / st.t_gen : 0.0);
     rc = 0;
 done:
-    free(tokens);
     if (ctx)
         api->context_free(ctx);
     if (model)
