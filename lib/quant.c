@@ -294,8 +294,9 @@ static int quant_q5_k(const uint8_t *qh, const uint8_t *qs, int j, int l)
     return quant_q4_k(qs, j, l) | ((qh[l] >> j) & 1) << 4;
 }
 
-/* q4_K, 144 bytes: d, dmin, scales[12], qs[128]; w = d*sc*q - dmin*m. */
-static void dequant_q4_k(const uint8_t *b, float *y)
+/* q4_K, 144 bytes: d, dmin, scales[12], qs[128]; q5_K, 176 bytes: the same with qh[32] before
+ * qs. w = d*sc*q - dmin*m. */
+static void dequant_q45_k(const uint8_t *b, float *y, int five)
 {
     float d = half_at(b), dmin = half_at(b + 2);
     for (int j = 0; j < 8; j++) {
@@ -303,26 +304,14 @@ static void dequant_q4_k(const uint8_t *b, float *y)
         scale_min_k4(j, b + 4, &sc, &m);
         float dj = d * (float)sc, mj = dmin * (float)m;
         for (int l = 0; l < 32; l++) {
-            float v = dj * (float)quant_q4_k(b + 16, j, l);
+            float v = dj * (float)(five ? quant_q5_k(b + 16, b + 48, j, l) : quant_q4_k(b + 16, j, l));
             y[32 * j + l] = v - mj;
         }
     }
 }
 
-/* q5_K, 176 bytes: d, dmin, scales[12], qh[32], qs[128]. */
-static void dequant_q5_k(const uint8_t *b, float *y)
-{
-    float d = half_at(b), dmin = half_at(b + 2);
-    for (int j = 0; j < 8; j++) {
-        int sc, m;
-        scale_min_k4(j, b + 4, &sc, &m);
-        float dj = d * (float)sc, mj = dmin * (float)m;
-        for (int l = 0; l < 32; l++) {
-            float v = dj * (float)quant_q5_k(b + 16, b + 48, j, l);
-            y[32 * j + l] = v - mj;
-        }
-    }
-}
+static void dequant_q4_k(const uint8_t *b, float *y) { dequant_q45_k(b, y, 0); }
+static void dequant_q5_k(const uint8_t *b, float *y) { dequant_q45_k(b, y, 1); }
 
 /* q6_K, 210 bytes: ql[128], qh[64], int8 scales[16], d. Each half of 128 weights takes 64
  * bytes of ql (low nibbles: weights 0-63, high nibbles: 64-127) and 32 of qh (two bits per

@@ -32,6 +32,7 @@
 #include "tokenizer.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
+#include "host_instance.h"
 #include "check.h"
 
 
@@ -527,25 +528,12 @@ static int test_abi(const char *plugin, const char *fixtures, const char *opt_di
         return 1;
     }
     vkllm_loader loader;
-    if (vkllm_loader_open(&loader, plugin, 1, VKLLM_ABI_VERSION)) {
-        printf("FAIL: %s\n", loader.error);
-        return 1;
-    }
-    const vkllm_api *api = loader.api;
     vkllm_instance inst;
-    vkllm_instance_desc desc;
-    api->instance_desc_defaults(&desc, sizeof desc);
-    desc.enable_validation = 1;
-    vkllm_status s = api->instance_create(&desc, &inst);
-    if (s == VKLLM_ERR_NO_VULKAN_LOADER || s == VKLLM_ERR_NO_DEVICE) {
-        printf("SKIP: %s\n", api->last_error());
-        vkllm_loader_close(&loader);
-        return 77;
-    }
-    if (s) {
-        printf("FAIL: instance: %s\n", api->last_error());
-        return 1;
-    }
+    int rc = open_instance(plugin, NULL, &loader, &inst);
+    if (rc)
+        return rc;
+    const vkllm_api *api = loader.api;
+    vkllm_status s;
     vkllm_model_params mp;
     api->model_params_defaults(&mp, sizeof mp);
     mp.path = dir;

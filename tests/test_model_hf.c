@@ -27,6 +27,7 @@
 #include "ref_fixture.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
+#include "host_instance.h"
 #include "check.h"
 
 static const vkllm_api *api;
@@ -206,24 +207,11 @@ int main(int argc, char **argv)
         return 2;
     }
     vkllm_loader loader;
-    if (vkllm_loader_open(&loader, argv[1], 1, VKLLM_ABI_VERSION)) {
-        printf("FAIL: %s\n", loader.error);
-        return 1;
-    }
-    api = loader.api;
     vkllm_instance inst;
-    vkllm_instance_desc desc;
-    api->instance_desc_defaults(&desc, sizeof desc);
-    desc.enable_validation = 1;
-    vkllm_status s = api->instance_create(&desc, &inst);
-    if (s == VKLLM_ERR_NO_VULKAN_LOADER || s == VKLLM_ERR_NO_DEVICE) {
-        printf("SKIP: %s\n", api->last_error());
-        return 77;
-    }
-    if (s) {
-        printf("FAIL: instance: %s\n", api->last_error());
-        return 1;
-    }
+    int rc = open_instance(argv[1], NULL, &loader, &inst);
+    if (rc)
+        return rc;
+    api = loader.api;
     test_opt(inst, argv[2]);
     test_mistral(inst, argv[3], argv[4], argv[5]);
 
@@ -233,7 +221,7 @@ int main(int argc, char **argv)
         api->model_params_defaults(&mp, sizeof mp);
         mp.path = empty;
         vkllm_model m = NULL;
-        s = api->model_load(inst, &mp, &m);
+        vkllm_status s = api->model_load(inst, &mp, &m);
         check(s == VKLLM_ERR_BAD_FILE && !m && strstr(api->last_error(), "no config.json"),
               "a folder without config.json: %s", api->last_error());
         rmdir(empty);

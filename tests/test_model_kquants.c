@@ -14,6 +14,7 @@
 #include "quant.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
+#include "host_instance.h"
 
 static const vkllm_api *api;
 
@@ -83,24 +84,11 @@ int main(int argc, char **argv)
         return 1;
     }
     vkllm_loader loader;
-    if (vkllm_loader_open(&loader, argv[1], 1, VKLLM_ABI_VERSION)) {
-        printf("FAIL: %s\n", loader.error);
-        return 1;
-    }
-    api = loader.api;
     vkllm_instance inst;
-    vkllm_instance_desc desc;
-    api->instance_desc_defaults(&desc, sizeof desc);
-    desc.enable_validation = 1;
-    vkllm_status s = api->instance_create(&desc, &inst);
-    if (s == VKLLM_ERR_NO_VULKAN_LOADER || s == VKLLM_ERR_NO_DEVICE) {
-        printf("SKIP: %s\n", api->last_error());
-        return 77;
-    }
-    if (s) {
-        printf("FAIL: instance: %s\n", api->last_error());
-        return 1;
-    }
+    int rc = open_instance(argv[1], NULL, &loader, &inst);
+    if (rc)
+        return rc;
+    api = loader.api;
 
     /* As stored: every matrix on the device in the type vk_compute_type names, so the
      * device holds more bytes than the file (q4_1 is 5 bits a weight where q4_K is 4.5). */

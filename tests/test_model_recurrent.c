@@ -18,6 +18,7 @@
 #include "ref_fixture.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
+#include "host_instance.h"
 #include "check.h"
 
 
@@ -46,24 +47,12 @@ int main(int argc, char **argv)
     }
     const ref_prompt *p = &fx.prompts[0];
     vkllm_loader loader;
-    if (vkllm_loader_open(&loader, argv[1], 1, VKLLM_ABI_VERSION)) {
-        printf("FAIL: %s\n", loader.error);
-        return 1;
-    }
-    const vkllm_api *api = loader.api;
     vkllm_instance inst;
-    vkllm_instance_desc desc;
-    api->instance_desc_defaults(&desc, sizeof desc);
-    desc.enable_validation = 1;
-    vkllm_status s = api->instance_create(&desc, &inst);
-    if (s == VKLLM_ERR_NO_VULKAN_LOADER || s == VKLLM_ERR_NO_DEVICE) {
-        printf("SKIP: %s\n", api->last_error());
-        return 77;
-    }
-    if (s) {
-        printf("FAIL: instance: %s\n", api->last_error());
-        return 1;
-    }
+    int rc = open_instance(argv[1], NULL, &loader, &inst);
+    if (rc)
+        return rc;
+    const vkllm_api *api = loader.api;
+    vkllm_status s;
     vkllm_model model;
     vkllm_model_params mp;
     api->model_params_defaults(&mp, sizeof mp);

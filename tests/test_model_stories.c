@@ -11,6 +11,7 @@
 
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
+#include "host_instance.h"
 #include "check.h"
 
 static const vkllm_api *api;
@@ -228,24 +229,12 @@ int main(int argc, char **argv)
     }
 
     vkllm_loader loader;
-    if (vkllm_loader_open(&loader, argc > 1 ? argv[1] : NULL, 1, VKLLM_ABI_VERSION)) {
-        printf("FAIL: %s\n", loader.error);
-        return 1;
-    }
-    api = loader.api;
     vkllm_instance inst;
-    vkllm_instance_desc desc;
-    api->instance_desc_defaults(&desc, sizeof desc);
-    desc.enable_validation = 1;
-    desc.log_fn = on_log;
-    vkllm_status s = api->instance_create(&desc, &inst);
-    if (s == VKLLM_ERR_NO_VULKAN_LOADER || s == VKLLM_ERR_NO_DEVICE) {
-        printf("SKIP: %s\n", api->last_error());
-        return 77;
-    }
-    check(s == VKLLM_OK, "instance: %s", s ? api->last_error() : "created");
-    if (s)
-        return 1;
+    int rc = open_instance(argc > 1 ? argv[1] : NULL, on_log, &loader, &inst);
+    if (rc)
+        return rc;
+    api = loader.api;
+    vkllm_status s;
 
     vkllm_model model;
     vkllm_model_params mp;
