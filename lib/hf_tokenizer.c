@@ -849,6 +849,25 @@ static vkllm_status emit(conv *c, gguf_file *f, uint64_t *cap)
     return VKLLM_OK;
 }
 
+/* tokenizer_config.json's chat_template, as GGUF's tokenizer.chat_template: a string, or in
+ * the list form ([{"name": ..., "template": ...}]) the one named "default". */
+static vkllm_status chat_template(conv *c, const json_value *tcfg, gguf_file *f, uint64_t *cap)
+{
+    const json_value *t = tcfg ? get(tcfg, "chat_template") : NULL;
+    for (uint32_t i = 0; t && t->type == JSON_ARRAY && i < t->n; i++) {
+        const json_value *name = get(&t->u.items[i], "name");
+        if (name && name->type == JSON_STRING && !strcmp(name->u.str, "default")) {
+            t = get(&t->u.items[i], "template");
+            break;
+        }
+    }
+    if (!t || t->type != JSON_STRING)
+        return VKLLM_OK; /* none (or a form vkllm does not read): chat_apply then asks for a format */
+    uint64_t len;
+    const char *text = copy_text(c, t->u.str, t->n, 0, &len);
+    return text ? put_str(f, cap, "tokenizer.chat_template", text) : no_memory();
+}
+
 static vkllm_status convert(conv *c, const json_value *root, const json_value *tcfg, const json_value *config,
                             uint32_t n_vocab, gguf_file *f, uint64_t *cap)
 {
@@ -907,9 +926,9 @@ static vkllm_status convert(conv *c, const json_value *root, const json_value *t
                        "%s: BPE that is neither byte-level (a ByteLevel pre-tokenizer) nor SentencePiece-style "
                        "(byte_fallback) is not supported; pre_tokenizer %s", c->what, pre ? type_of(pre) : "null");
     }
-    if ((s = specials(c, root, tcfg, config, model)))
+    if ((s = specials(c, root, tcfg, config, model)) || (s = emit(c, f, cap)))
         return s;
-    return emit(c, f, cap);
+    return chat_template(c, tcfg, f, cap);
 }
 
 vkllm_status hf_tokenizer_add_json(const char *what, const json_value *tokenizer, const json_value *tokenizer_config,

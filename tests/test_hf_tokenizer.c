@@ -514,6 +514,61 @@ static int link_into(const char *dir, const char *src_dir, const char *name)
     return symlink(abs_src, dst);
 }
 
+/* The same folder with a chat_template in tokenizer_config.json (SmolLM2's chatml one, in
+ * the list form newer transformers write): the model's template for chat_apply. */
+static void check_chat_template(const vkllm_api *api, vkllm_instance inst, const char *dir, const char *tok_dir)
+{
+    static const char tmpl[] =
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+        "'<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        "Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+        "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    char src[4096], dst[4096], chat_dir[4096];
+    snprintf(chat_dir, sizeof chat_dir, "%.4000s_chat", dir);
+    snprintf(src, sizeof src, "%.4000s/tokenizer_config.json", tok_dir);
+    snprintf(dst, sizeof dst, "%.4000s/tokenizer_config.json", chat_dir);
+    FILE *in = fopen(src, "rb");
+    static char cfg[1 << 16];
+    size_t n = in ? fread(cfg, 1, sizeof cfg - 1, in) : 0;
+    if (in)
+        fclose(in);
+    cfg[n] = 0;
+    char *brace = strchr(cfg, '{');
+    FILE *out = NULL;
+    if (!brace || (mkdir(chat_dir, 0755) && errno != EEXIST) || link_into(chat_dir, dir, "config.json") ||
+        link_into(chat_dir, dir, "model.safetensors") || link_into(chat_dir, dir, "tokenizer.json") ||
+        !(out = fopen(dst, "wb"))) {
+        check(0, "cannot make %s: %s", chat_dir, strerror(errno));
+        if (out)
+            fclose(out);
+        return;
+    }
+    fprintf(out, "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"{{ tools }}\"}, "
+                 "{\"name\": \"default\", \"template\": \"%s\"}],%s", tmpl, brace + 1);
+    fclose(out);
+
+    vkllm_model_params mp;
+    api->model_params_defaults(&mp, sizeof mp);
+    mp.path = chat_dir;
+    vkllm_model m = NULL;
+    vkllm_status s = api->model_load(inst, &mp, &m);
+    check(s == VKLLM_OK, "load %s%s%s", chat_dir, s ? ": " : "", s ? api->last_error() : "");
+    if (!m)
+        return;
+    const char *stored = NULL;
+    api->meta_string(m, "tokenizer.chat_template", &stored);
+    check(stored && !strncmp(stored, "{% for message in messages %}", 29) && strstr(stored, "\n' + message"),
+          "tokenizer.chat_template: the \"default\" template, JSON escapes decoded");
+    vkllm_chat_message msgs[1] = {{"user", "Hi"}};
+    char text[256];
+    size_t len = 0;
+    const char *want = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+    s = api->chat_apply(m, NULL, msgs, 1, 1, text, sizeof text, &len);
+    check(s == VKLLM_OK && len == strlen(want) && !memcmp(text, want, len), "chat_apply with the folder's template: "
+          "chatml");
+    api->model_free(m);
+}
+
 static int test_abi(const char *plugin, const char *fixtures, const char *opt_dir, const char *work)
 {
     char dir[4096], tok_dir[4096], expected[4096];
@@ -573,8 +628,13 @@ static int test_abi(const char *plugin, const char *fixtures, const char *opt_di
         check(total > 0 && ok == total, "through the ABI: %d/%d strings tokenize and decode as transformers", ok,
               total);
         free_expected(lines, n_lines);
+        char tmpl_text[16];
+        size_t tn = 0;
+        check(api->chat_apply(m, NULL, NULL, 0, 1, tmpl_text, sizeof tmpl_text, &tn) == VKLLM_ERR_UNSUPPORTED,
+              "no chat_template in tokenizer_config.json: chat_apply asks for a format: %s", api->last_error());
         api->model_free(m);
     }
+    check_chat_template(api, inst, dir, tok_dir);
     check(api->instance_destroy(inst) == VKLLM_OK, "teardown clean");
     vkllm_loader_close(&loader);
     printf("%s: %d failures\n", failures ? "FAIL" : "PASS", failures);
