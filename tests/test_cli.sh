@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # vkllm-run as a user meets it: a greedy run on stories260K reproduces llama.cpp's text and
 # reports its timings; bad input gives one line on stderr starting "error:" and a non-zero
-# exit, never a crash. vkllm-view shows the tokens the model ranks highest.
-# usage: test_cli.sh VKLLM_RUN SHARED_DIR VKLLM_VIEW
+# exit, never a crash. vkllm-view shows the tokens the model ranks highest. vkllm-merge
+# writes a model that runs.
+# usage: test_cli.sh VKLLM_RUN SHARED_DIR VKLLM_VIEW VKLLM_MERGE
 set -u
 run=$1
 models=$2/models
 view=$3
+merge=$4
 failures=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -95,6 +97,38 @@ if [ -f "$smol" ]; then
 else
   echo "skip SmolLM2 chat: $smol not found"
 fi
+
+# Merging: stories260K with itself, averaged and TIES-merged against itself, gives its
+# weights back, so the greedy text is the same (lib/merge.c is checked against mergekit by
+# merge_floats, and the files bit for bit by merge_files).
+"$merge" -o "$tmp/avg.gguf" "$models/stories260K.gguf" "$models/stories260K.gguf:3" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+check "merge: linear exits 0 (rc $rc), reports the file and progress" \
+  grep -q "merged 2 models (linear) into $tmp/avg.gguf" "$tmp/err"
+check "merge: progress to 100%" grep -q "merging 0%.* 100%" "$tmp/err"
+"$merge" -o "$tmp/ties.gguf" --method ties --base "$models/stories260K.gguf" --density 0.3 --type f32 \
+  "$models/stories260K.gguf" "$models/stories260K.gguf:0.5:0.9" >/dev/null 2>"$tmp/err"
+rc=$?
+check "merge: TIES exits 0 (rc $rc)" test "$rc" -eq 0
+for m in avg ties; do
+  "$run" -m "$tmp/$m.gguf" -p "Once upon a time" -n 20 --temp 0 -c 128 >"$tmp/out" 2>/dev/null
+  check "merge: the $m model writes stories260K's greedy text" \
+    grep -q "^Once upon a time, there was a little girl named Lily. She loved to play" "$tmp/out"
+done
+merge_error() { # merge_error DESCRIPTION EXPECTED_TEXT ARGS...
+  local what=$1 want=$2
+  shift 2
+  "$merge" "$@" >/dev/null 2>"$tmp/err"
+  local rc=$?
+  check "merge: $what: exit $rc, $(tail -n 1 "$tmp/err")" test "$rc" -ne 0 -a "$rc" -lt 128
+  check "merge: $what: it names the problem ('$want')" grep -q -- "$want" "$tmp/err"
+}
+merge_error "two architectures" "is not a llama model" -o "$tmp/x.gguf" "$models/stories260K.gguf" \
+  "$models/ggml-vocab-gpt-2.gguf"
+merge_error "TIES without a base" "needs a base" -o "$tmp/x.gguf" --method ties "$models/stories260K.gguf"
+merge_error "no output" "no output given" "$models/stories260K.gguf"
+merge_error "bad weight" "expects a number" -o "$tmp/x.gguf" "$models/stories260K.gguf:heavy"
+check "merge: no file left by the failed merges" test ! -e "$tmp/x.gguf"
 
 expect_error "missing model" "no-such-model.gguf" -m "$tmp/no-such-model.gguf" -p hi
 echo "not a model" >"$tmp/text.gguf"

@@ -207,6 +207,31 @@ typedef struct vkllm_chat_message {
     const char *content;
 } vkllm_chat_message;
 
+/* ---- merging ----------------------------------------------------------------------- */
+
+typedef enum vkllm_merge_method {
+    VKLLM_MERGE_LINEAR = 0, /* weighted average of the models (mergekit's "linear") */
+    VKLLM_MERGE_TIES = 1    /* TIES-merging of their task vectors against a base (mergekit's "ties") */
+} vkllm_merge_method;
+
+typedef struct vkllm_merge_desc {
+    uint32_t size;
+    int32_t method;            /* vkllm_merge_method (default linear) */
+    const char *const *models; /* GGUF files of one architecture, with the same tensors */
+    uint32_t n_models;
+    const float *weights;      /* one a model; NULL: 1 each */
+    const float *densities;    /* TIES: the fraction of each task vector kept; NULL: `density` */
+    float density;             /* TIES (default 1: nothing trimmed) */
+    float lambda;              /* TIES: scale of the merged task vector (default 1) */
+    int32_t normalize;         /* divide by the weights' sum (default 1) */
+    const char *base;          /* TIES: the base model the task vectors are taken from */
+    const char *out_path;      /* the merged GGUF, written whole or not at all */
+    int32_t weight_type;       /* vkllm_weight_type of the merged matrices; as stored: the first
+                                  model's type, F16 where that is a K-quant */
+    vkllm_progress_fn progress_fn; /* called per tensor with the fraction done */
+    void *progress_user;
+} vkllm_merge_desc;
+
 typedef struct vkllm_sampler_params {
     uint32_t size;
     float temperature;    /* <= 0: greedy */
@@ -356,6 +381,13 @@ typedef struct vkllm_api {
     /* *out = 1 when `token` ends a generation (EOS, and the end-of-turn tokens the
      * vocabulary has: <|im_end|>, <|eot_id|>, <|end|>, <end_of_turn>, ...), else 0. */
     vkllm_status (*token_is_eog)(vkllm_model model, vkllm_token token, int32_t *out);
+
+    /* Fills *desc (of `size` bytes) with defaults and sets desc->size. */
+    void (*merge_desc_defaults)(vkllm_merge_desc *desc, uint32_t size);
+    /* Merges GGUF models tensor by tensor on the CPU (no instance needed) and writes the
+     * result; the metadata (tokenizer included) is the first model's. Fails naming the
+     * file and tensor when the models do not match. */
+    vkllm_status (*merge)(const vkllm_merge_desc *desc);
 } vkllm_api;
 
 /* True when the table `api` has the field `field` (i.e. the plugin is new enough). */

@@ -6,6 +6,7 @@
 
 #include "chat.h"
 #include "error.h"
+#include "merge.h"
 #include "plugin.h"
 
 #define PLUGIN_MIN_ABI 1u
@@ -450,6 +451,18 @@ static vkllm_status api_token_is_eog(vkllm_model m, vkllm_token token, int32_t *
     MODEL_CALL(m, model_token_is_eog(m, token, out));
 }
 
+static void api_merge_desc_defaults(vkllm_merge_desc *d, uint32_t size)
+{
+    vkllm_merge_desc full = {.size = sizeof full, .method = VKLLM_MERGE_LINEAR, .density = 1.0f, .lambda = 1.0f,
+                             .normalize = 1};
+    write_defaults(d, size, &full, sizeof full);
+}
+
+static vkllm_status api_merge(const vkllm_merge_desc *desc)
+{
+    return merge_files(desc);
+}
+
 /* ---- the table --------------------------------------------------------------------- */
 
 static const vkllm_api api_v1 = {
@@ -497,6 +510,8 @@ static const vkllm_api api_v1 = {
     .profile_entry = api_profile_entry,
     .chat_apply = api_chat_apply,
     .token_is_eog = api_token_is_eog,
+    .merge_desc_defaults = api_merge_desc_defaults,
+    .merge = api_merge,
 };
 
 VKLLM_EXPORT vkllm_status vkllm_entry(uint32_t min_version, uint32_t max_version,
