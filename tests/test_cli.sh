@@ -115,6 +115,13 @@ for m in avg ties; do
   check "merge: the $m model writes stories260K's greedy text" \
     grep -q "^Once upon a time, there was a little girl named Lily. She loved to play" "$tmp/out"
 done
+"$merge" -o "$tmp/q8.gguf" --type q8_0 "$models/stories260K.gguf" >/dev/null 2>&1
+rc=$?
+q8_size=$(stat -c %s "$tmp/q8.gguf" 2>/dev/null || echo 0)
+f32_size=$(stat -c %s "$models/stories260K.gguf")
+"$run" -m "$tmp/q8.gguf" -p "Once upon a time" -n 8 --temp 0 -c 128 >"$tmp/out" 2>/dev/null
+check "merge: one model with --type q8_0 converts it (rc $rc, $q8_size bytes from $f32_size) and it runs" \
+  test "$rc" -eq 0 -a "$q8_size" -gt 0 -a "$q8_size" -lt "$f32_size" -a -s "$tmp/out"
 merge_error() { # merge_error DESCRIPTION EXPECTED_TEXT ARGS...
   local what=$1 want=$2
   shift 2
