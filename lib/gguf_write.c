@@ -37,17 +37,6 @@ static void put_str(out_file *o, const char *s, uint64_t len)
     put_bytes(o, s, len);
 }
 
-static unsigned scalar_bytes(uint32_t type)
-{
-    switch (type) {
-    case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
-    case GGUF_UINT16: case GGUF_INT16: return 2;
-    case GGUF_UINT32: case GGUF_INT32: case GGUF_FLOAT32: return 4;
-    case GGUF_UINT64: case GGUF_INT64: case GGUF_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 static void put_array(out_file *o, const gguf_array *a)
 {
     put_uint(o, a->elem_type, 4);
@@ -59,7 +48,7 @@ static void put_array(out_file *o, const gguf_array *a)
         for (uint64_t i = 0; i < a->n; i++)
             put_array(o, &a->arrays[i]);
     } else {
-        put_bytes(o, a->data, a->n * scalar_bytes(a->elem_type)); /* packed little-endian, as read */
+        put_bytes(o, a->data, a->n * gguf_value_size(a->elem_type)); /* packed little-endian, as read */
     }
 }
 
@@ -84,9 +73,9 @@ static void put_kv(out_file *o, const gguf_kv *kv)
     case GGUF_STRING: put_str(o, kv->v.s.data, kv->v.s.len); break;
     case GGUF_ARRAY: put_array(o, &kv->v.a); break;
     case GGUF_INT8: case GGUF_INT16: case GGUF_INT32: case GGUF_INT64:
-        put_uint(o, (uint64_t)kv->v.i, scalar_bytes(kv->type));
+        put_uint(o, (uint64_t)kv->v.i, (unsigned)gguf_value_size(kv->type));
         break;
-    default: put_uint(o, kv->v.u, scalar_bytes(kv->type)); break;
+    default: put_uint(o, kv->v.u, (unsigned)gguf_value_size(kv->type)); break;
     }
 }
 
