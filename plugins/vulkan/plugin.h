@@ -27,7 +27,8 @@ struct vkllm_instance_t {
 
 /* Model and context live in model.c and context.c. model_load/model_free keep the
  * instance's n_models count. */
-vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, vkllm_model *out);
+vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, const vkllm_lora *loras,
+                        uint32_t n_loras, vkllm_model *out);
 void model_free(vkllm_model model);
 handle_error *model_error_of(vkllm_model model);
 vkllm_status model_info(vkllm_model model, vkllm_model_info *info);

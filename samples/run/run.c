@@ -28,6 +28,8 @@ typedef struct options {
     int conversation;          /* -cnv: chat turns from stdin, in the model's chat format */
     const char *system_prompt; /* -sys */
     const char *chat_template; /* --chat-template: a format name or a template; NULL: the model's */
+    vkllm_lora loras[8];       /* --lora, --lora-scaled */
+    uint32_t n_loras;
     unsigned long long seed;
     vkllm_sampler_params sampler;
 } options;
@@ -44,6 +46,8 @@ static void usage(const char *argv0)
             "  --chat-template NAME    chat format instead of the model's: chatml, llama2, llama2-sys,\n"
             "                          mistral-v1, mistral-v3, mistral-v7, zephyr, gemma, vicuna,\n"
             "                          openchat, deepseek, llama3, phi3, ... (or a template's text)\n"
+            "  --lora FILE             LoRA adapter (llama.cpp's GGUF adapter format), added into the weights\n"
+            "  --lora-scaled FILE S    the same with scale S (several adapters: repeat the flag)\n"
             "  -n, --n-predict N       tokens to generate (default 128; -1 = until end or context full)\n"
             "  -c, --ctx-size N        context length (default: the model's, at most 4096)\n"
             "  -b, --batch-size N      prompt tokens per submit (default 512)\n"
@@ -130,6 +134,22 @@ static int parse_args(int argc, char **argv, const vkllm_api *api, options *o)
         } else if (!strcmp(a, "--chat-template")) {
             NEED_VALUE;
             o->chat_template = v;
+        } else if (!strcmp(a, "--lora") || !strcmp(a, "--lora-scaled")) {
+            NEED_VALUE;
+            float scale = 1.0f;
+            if (!strcmp(a, "--lora-scaled")) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "error: --lora-scaled needs a file and a scale\n");
+                    return 0;
+                }
+                if (!parse_float(a, argv[++i], &scale))
+                    return 0;
+            }
+            if (o->n_loras == sizeof o->loras / sizeof o->loras[0]) {
+                fprintf(stderr, "error: more than %zu LoRA adapters\n", sizeof o->loras / sizeof o->loras[0]);
+                return 0;
+            }
+            o->loras[o->n_loras++] = (vkllm_lora){v, scale};
         } else if (FLAG("-n", "--n-predict")) {
             NEED_VALUE;
             if (!parse_int(a, v, &o->n_predict))
@@ -495,7 +515,8 @@ int main(int argc, char **argv)
     int last_percent = -1;
     mp.progress_fn = on_progress;
     mp.progress_user = &last_percent;
-    if (api->model_load(inst, &mp, &model) != VKLLM_OK) {
+    if ((o.n_loras ? api->model_load_lora(inst, &mp, o.loras, o.n_loras, &model) : api->model_load(inst, &mp, &model)) !=
+        VKLLM_OK) {
         /* End the progress bar's line first, if it was drawn. */
         fprintf(stderr, "%serror: %s\n", last_percent >= 0 && last_percent < 100 ? "\n" : "",
                 api->last_error());

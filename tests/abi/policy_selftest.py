@@ -35,7 +35,7 @@ VKLLM_EXPORT vkllm_status vkllm_entry(uint32_t lo, uint32_t hi, const vkllm_api 
 }
 """
 
-API_END = ("    vkllm_status (*merge)(const vkllm_merge_desc *desc);\n"
+API_END = ("                                    const vkllm_lora *adapters, uint32_t n_adapters, vkllm_model *out);\n"
            "} vkllm_api;")
 DEV_END = "    uint32_t features;"
 
@@ -67,7 +67,9 @@ CASES = [
      [(API_END, API_END.replace("} vkllm_api;", "    void (*new_fn)(void);\n} vkllm_api;")),
       ("    uint64_t seed;", "    uint32_t seed;")]),
     ("remove the last function of vkllm_api", 1,
-     [("    vkllm_status (*merge)(const vkllm_merge_desc *desc);\n} vkllm_api;",
+     [("    vkllm_status (*model_load_lora)(vkllm_instance instance, const vkllm_model_params *params,\n"
+       "                                    const vkllm_lora *adapters, uint32_t n_adapters, vkllm_model *out);\n"
+       "} vkllm_api;",
        "} vkllm_api;")]),
     ("widen vkllm_status", 1,
      [("typedef int32_t vkllm_status;", "typedef int64_t vkllm_status;")]),

@@ -63,6 +63,13 @@ MODELS = [
     # Llama with its matrices in the five K-quant types, quantized by llama.cpp's
     # llama-quantize (K-quant rows are multiples of 256 long). The reference runs on an F32
     # copy of the dequantized K-quant weights, so it holds exactly the weights of the file.
+    # Llama with a LoRA adapter in llama.cpp's adapter GGUF format (rank 4, alpha 8) on
+    # attn_q, attn_v, ffn_down and output, applied with scale 0.8; the reference is llama.cpp
+    # applying it at run time (lora_path) to the F32 copy.
+    dict(name="llama_lora", arch="llama", seed=204, vocab=300, hidden=128, n_head=4, head_dim=32,
+         n_head_kv=2, n_ff=256, rms_eps=1e-5,
+         lora=dict(rank=4, alpha=8.0, scale=0.8, targets=["attn_q", "attn_v", "ffn_down", "output"]),
+         features="LoRA adapter (rank 4, alpha 8, scale 0.8) on attn_q, attn_v, ffn_down and output"),
     dict(name="llama_kquants", arch="llama", seed=203, vocab=384, hidden=256, n_head=4, head_dim=64,
          n_head_kv=2, n_ff=512, rms_eps=1e-5,
          ktypes={"token_embd": "q4_k", "output": "q6_k", "attn_q": "q2_k", "attn_k": "q3_k",
@@ -201,12 +208,13 @@ def check_lossless(q8_path, f32_path):
 
 class LlamaCpp:
     """llama.cpp on the CPU through llama-cpp-python: float32 KV cache, no flash
-    attention, logits for every position."""
+    attention, logits for every position; optionally with a LoRA adapter."""
 
-    def __init__(self, path):
+    def __init__(self, path, lora_path=None, lora_scale=1.0):
         import llama_cpp
         self.llm = llama_cpp.Llama(path, n_ctx=64, n_batch=64, n_threads=2, logits_all=True,
-                                   verbose=False, type_k=0, type_v=0, flash_attn=False)
+                                   verbose=False, type_k=0, type_v=0, flash_attn=False,
+                                   lora_path=lora_path, lora_scale=lora_scale)
         self.n_vocab = self.llm.n_vocab()
 
     def batch(self, tokens):
@@ -236,6 +244,33 @@ def pick_tokens(ref, vocab, seed):
         if gap > best_gap:
             best, best_gap = tokens, gap
     return best
+
+
+def write_lora(spec, weights, path):
+    """A LoRA adapter as llama.cpp reads it (src/llama-adapter.cpp): general.type "adapter",
+    adapter.type "lora", adapter.lora.alpha; NAME.lora_a [rank][cols] and NAME.lora_b
+    [rows][rank] (ggml ne: [cols, rank] and [rank, rows]) for each adapted weight NAME.
+    B is not zero (as after training), sized so the adapter moves the logits by O(1)."""
+    import gguf
+    lo = spec["lora"]
+    rng = np.random.default_rng(spec["seed"] + 1000)
+    wr = gguf.GGUFWriter(path, arch=spec["arch"])
+    wr.add_string("general.type", "adapter")
+    wr.add_string("adapter.type", "lora")
+    wr.add_float32("adapter.lora.alpha", lo["alpha"])
+    for name, w in weights.items():
+        target = name.split(".")[-2] if name.startswith("blk.") else name.split(".")[0]
+        if w.ndim != 2 or target not in lo["targets"]:
+            continue
+        rows, cols = w.shape
+        a = (rng.standard_normal((lo["rank"], cols)) / np.sqrt(cols)).astype(np.float32)
+        b = (rng.standard_normal((rows, lo["rank"])) * 0.5 / np.sqrt(lo["rank"])).astype(np.float32)
+        wr.add_tensor(name + ".lora_a", a)
+        wr.add_tensor(name + ".lora_b", b)
+    wr.write_header_to_file()
+    wr.write_kv_data_to_file()
+    wr.write_tensors_to_file()
+    wr.close()
 
 
 def quantize_k(spec, args, f32_path, k_path):
@@ -280,7 +315,12 @@ def make_one(spec, args, models_dir, fixtures_dir):
     rep = {"name": name, "features": spec["features"], "vocab": spec["vocab"],
            "tensor_types": types, "bytes": os.path.getsize(q8_path), "sha256": sha256_of(q8_path)}
 
-    ref = LlamaCpp(f32_path)
+    lora_path = None
+    if "lora" in spec:
+        lora_path = os.path.join(models_dir, f"{name}.adapter.gguf")
+        write_lora(spec, weights, lora_path)
+        rep["adapter_bytes"] = os.path.getsize(lora_path)
+    ref = LlamaCpp(f32_path, lora_path, spec["lora"]["scale"] if lora_path else 1.0)
     if ref.n_vocab != spec["vocab"]:
         sys.exit(f"{name}: llama.cpp reports {ref.n_vocab} tokens, expected {spec['vocab']}")
     tokens = pick_tokens(ref, spec["vocab"], spec["seed"])
@@ -295,7 +335,13 @@ def make_one(spec, args, models_dir, fixtures_dir):
     rep["f16_storage_err"] = float(np.max(np.abs(to_f16(logits).astype(np.float32) - logits)))
     # For the record: llama.cpp on the committed file (its CPU backend quantizes the
     # activations too: to Q8_0 beside Q8_0 weights, to Q8_K beside K-quants).
-    rep["llama_cpp_committed_file_vs_f32"] = compare(LlamaCpp(q8_path).batch(tokens), logits)
+    rep["llama_cpp_committed_file_vs_f32"] = compare(LlamaCpp(q8_path, lora_path,
+                                                              spec["lora"]["scale"] if lora_path else 1.0).batch(tokens),
+                                                     logits)
+    if lora_path:  # the adapter must matter: without it the logits move by O(1)
+        rep["without_the_adapter_vs_with"] = compare(LlamaCpp(f32_path).batch(tokens), logits)
+        if rep["without_the_adapter_vs_with"][0] < 0.5:
+            sys.exit(f"{name}: the adapter barely changes the logits")
 
     fx = os.path.join(fixtures_dir, f"{name}.ref")
     rep["fixture_bytes"] = write_fixture(fx, rep["sha256"], tokens, logits)
