@@ -39,4 +39,19 @@ static int open_instance(const char *path, vkllm_log_fn log_fn, vkllm_loader *lo
     return 0;
 }
 
+#ifdef VKLLM_TESTS_CHECK_H
+/* The end check.h's tests share: no validation message on the instance, a clean teardown,
+ * the loader closed. */
+static void close_instance(vkllm_loader *loader, vkllm_instance inst) __attribute__((unused));
+static void close_instance(vkllm_loader *loader, vkllm_instance inst)
+{
+    const vkllm_api *api = loader->api;
+    vkllm_instance_stats st = {.size = sizeof st};
+    api->instance_stats(inst, &st);
+    check(st.validation_messages == 0, "validation messages: %llu", (unsigned long long)st.validation_messages);
+    check(api->instance_destroy(inst) == VKLLM_OK, "teardown clean");
+    vkllm_loader_close(loader);
+}
+#endif
+
 #endif

@@ -228,11 +228,7 @@ static int test_files(const char *plugin, const char *model, const char *other, 
     if (left)
         fclose(left);
 
-    vkllm_instance_stats st = {.size = sizeof st};
-    api->instance_stats(inst, &st);
-    check(st.validation_messages == 0, "validation messages: %llu", (unsigned long long)st.validation_messages);
-    check(api->instance_destroy(inst) == VKLLM_OK, "teardown clean");
-    vkllm_loader_close(&loader);
+    close_instance(&loader, inst);
     printf("%s: %d of %d checks failed\n", failures ? "FAIL" : "PASS", failures, checks);
     return failures ? 1 : 0;
 }

@@ -27,8 +27,8 @@
 #include "ref_fixture.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
-#include "host_instance.h"
 #include "check.h"
+#include "host_instance.h"
 
 static const vkllm_api *api;
 
@@ -227,11 +227,7 @@ int main(int argc, char **argv)
         rmdir(empty);
     }
 
-    vkllm_instance_stats st = {.size = sizeof st};
-    api->instance_stats(inst, &st);
-    check(st.validation_messages == 0, "validation messages: %llu", (unsigned long long)st.validation_messages);
-    check(api->instance_destroy(inst) == VKLLM_OK, "teardown clean");
-    vkllm_loader_close(&loader);
+    close_instance(&loader, inst);
     printf("%s: %d failures\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
 }

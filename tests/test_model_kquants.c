@@ -120,11 +120,7 @@ int main(int argc, char **argv)
     expect_refused(inst, f, file, size, "blk.1.attn_q.weight", 1, 80, 0x7c00, "q2_K d = inf");
     expect_refused(inst, f, file, size, "blk.2.ffn_up.weight", 1, 2, 0xfc00, "q5_K dmin = -inf");
 
-    vkllm_instance_stats st = {.size = sizeof st};
-    api->instance_stats(inst, &st);
-    check(st.validation_messages == 0, "validation messages: %llu", (unsigned long long)st.validation_messages);
-    check(api->instance_destroy(inst) == VKLLM_OK, "teardown clean");
-    vkllm_loader_close(&loader);
+    close_instance(&loader, inst);
     gguf_close(f);
     free(file);
     printf("%s: %d of %d checks failed\n", failures ? "FAIL" : "PASS", failures, checks);

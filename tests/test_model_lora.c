@@ -100,11 +100,7 @@ int main(int argc, char **argv)
     check(api->model_load_lora(inst, &mp, NULL, 1, &m) == VKLLM_ERR_INVALID_ARGUMENT && !m, "NULL adapters: %s",
           api->last_error());
 
-    vkllm_instance_stats st = {.size = sizeof st};
-    api->instance_stats(inst, &st);
-    check(st.validation_messages == 0, "validation messages: %llu", (unsigned long long)st.validation_messages);
-    check(api->instance_destroy(inst) == VKLLM_OK, "teardown clean");
-    vkllm_loader_close(&loader);
+    close_instance(&loader, inst);
     printf("%s: %d of %d checks failed\n", failures ? "FAIL" : "PASS", failures, checks);
     return failures ? 1 : 0;
 }

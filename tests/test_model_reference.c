@@ -21,8 +21,8 @@
 #include "ref_fixture.h"
 #include "vkllm/vkllm.h"
 #include "vkllm/vkllm_loader.h"
-#include "host_instance.h"
 #include "check.h"
+#include "host_instance.h"
 
 static const vkllm_api *api;
 
@@ -214,11 +214,7 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < fx.n_prompts; i++)
         compare_prompt(model, &fx.prompts[i], tol_abs, min_cos);
     api->model_free(model);
-    vkllm_instance_stats st = {.size = sizeof st};
-    api->instance_stats(inst, &st);
-    check(st.validation_messages == 0, "validation messages: %llu", (unsigned long long)st.validation_messages);
-    check(api->instance_destroy(inst) == VKLLM_OK, "teardown clean");
-    vkllm_loader_close(&loader);
+    close_instance(&loader, inst);
     ref_fixture_free(&fx);
     printf("%s: %d failures\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
