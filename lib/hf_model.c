@@ -65,9 +65,11 @@ typedef struct builder {
     uint64_t cap_kv;
     const char *arch;
     uint32_t n_layer;
-    int gptq;    /* quantization_config: GPTQ, 4 bits */
+    int quant;   /* quantization_config: QUANT_GPTQ or QUANT_AWQ (4 bits), else 0 */
     int gptq_v2; /* checkpoint_format "gptq_v2": zero points stored as they are (v1: minus 1) */
 } builder;
+
+enum { QUANT_GPTQ = 1, QUANT_AWQ = 2 };
 
 static vkllm_status no_memory(void) { return vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory"); }
 
@@ -544,17 +546,22 @@ static vkllm_status add_tensor(builder *b, const st_tensor *t, const char *name)
     return VKLLM_OK;
 }
 
-/* ---- GPTQ ----------------------------------------------------------------------------- */
+/* ---- GPTQ and AWQ ------------------------------------------------------------------------ */
 
-static const char *const gptq_parts[] = {".qweight", ".qzeros", ".scales", ".g_idx"};
+/* The tensors of a quantized linear layer NAME, in each format. */
+static const char *const gptq_parts[] = {".qweight", ".qzeros", ".scales", ".g_idx", NULL};
+static const char *const awq_parts[] = {".qweight", ".qzeros", ".scales", NULL};
 
-/* The part of a GPTQ linear layer `name` is (0..3 as gptq_parts), or -1. */
-static int gptq_part(const char *name)
+static const char *const *parts_of(const builder *b) { return b->quant == QUANT_GPTQ ? gptq_parts : awq_parts; }
+
+/* Which part of a quantized layer `name` is (its index in parts_of), or -1. */
+static int quant_part(const builder *b, const char *name)
 {
     size_t n = strlen(name);
-    for (int i = 0; i < 4; i++) {
-        size_t k = strlen(gptq_parts[i]);
-        if (n > k && !strcmp(name + n - k, gptq_parts[i]))
+    const char *const *parts = parts_of(b);
+    for (int i = 0; b->quant && parts[i]; i++) {
+        size_t k = strlen(parts[i]);
+        if (n > k && !strcmp(name + n - k, parts[i]))
             return i;
     }
     return -1;
@@ -572,45 +579,90 @@ static const st_tensor *find_in_shards(const builder *b, const char *name)
 
 static uint32_t rd_i32(const uint8_t *p) { return (uint32_t)p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
 
-/* GPTQ's 4-bit linear layer `base` (qweight int32 [in/8, out], qzeros int32 [groups, out/8],
- * scales fp16 [groups, out], g_idx int32 [in]: w[o][i] = scale[g][o] * (q[i][o] - zero[g][o])
- * with g = g_idx[i]) as a ggml matrix of `out` rows of `in`: Q4_1 when each block of 32
- * inputs shares one group (the quants as they are, d = the scale, m = -scale * zero), else
- * F16 (act-order checkpoints, whose groups are spread over the inputs). */
-static vkllm_status add_gptq(builder *b, const char *base, const char *name)
+/* A 4-bit linear layer as its packed tensors hold it: w[o][i] = scale[g][o] * (q[i][o] -
+ * zero[g][o]) with g = group(i).
+ *   GPTQ: qweight int32 [in/8, out] (input 8r+j in bits 4j of row r), qzeros int32
+ *         [groups, out/8] (output 8c+j in bits 4j; stored minus one in format v1), g_idx
+ *         int32 [in] the group of each input (act-order spreads a group over the inputs).
+ *   AWQ (AutoAWQ's GEMM layout): qweight int32 [in, out/8] and qzeros int32 [groups, out/8],
+ *         8 outputs a word in the order 0 2 4 6 1 3 5 7; groups of in/groups inputs.
+ *   Both: scales fp16 [groups, out]. */
+typedef struct packed_linear {
+    const uint8_t *q, *z, *s, *g_idx;
+    uint64_t in, out, group_size;
+    int awq, zero_plus_one;
+} packed_linear;
+
+static const unsigned awq_shift[8] = {0, 16, 4, 20, 8, 24, 12, 28}; /* output 8c+j's bits */
+
+static uint32_t pl_q(const packed_linear *l, uint64_t i, uint64_t o)
 {
-    const st_tensor *t[4];
-    char part[256];
-    for (int i = 0; i < 4; i++) {
-        snprintf(part, sizeof part, "%s%s", base, gptq_parts[i]);
+    if (l->awq)
+        return (rd_i32(l->q + 4 * (i * (l->out / 8) + o / 8)) >> awq_shift[o % 8]) & 15u;
+    return (rd_i32(l->q + 4 * (i / 8 * l->out + o)) >> (4 * (i % 8))) & 15u;
+}
+
+static uint32_t pl_group(const packed_linear *l, uint64_t i)
+{
+    return l->awq ? (uint32_t)(i / l->group_size) : rd_i32(l->g_idx + 4 * i);
+}
+
+static float pl_zero(const packed_linear *l, uint32_t g, uint64_t o)
+{
+    uint32_t word = rd_i32(l->z + 4 * (g * (l->out / 8) + o / 8));
+    return (float)(((word >> (l->awq ? awq_shift[o % 8] : 4 * (o % 8))) & 15u) + (uint32_t)l->zero_plus_one);
+}
+
+static float pl_scale(const packed_linear *l, uint32_t g, uint64_t o)
+{
+    const uint8_t *p = l->s + 2 * (g * l->out + o);
+    return vk_fp16_to_fp32((uint16_t)(p[0] | p[1] << 8));
+}
+
+/* Quantized layer `base` as a ggml matrix of `out` rows of `in`: Q4_1 when each block of 32
+ * inputs lies in one group (the quants as they are, d = the scale, m = -scale * zero),
+ * else F16 (act-order GPTQ). */
+static vkllm_status add_packed_linear(builder *b, const char *base, const char *name)
+{
+    const char *const *parts = parts_of(b);
+    const st_tensor *t[4] = {0};
+    char part[300];
+    for (int i = 0; parts[i]; i++) {
+        snprintf(part, sizeof part, "%.255s%s", base, parts[i]);
         if (!(t[i] = find_in_shards(b, part)))
-            return vk_fail(VKLLM_ERR_BAD_FILE, "GPTQ layer %.*s has no %s tensor", NAME_SHOWN, base, gptq_parts[i]);
+            return vk_fail(VKLLM_ERR_BAD_FILE, "%s layer %.*s has no %s tensor", b->quant == QUANT_GPTQ ? "GPTQ" : "AWQ",
+                           NAME_SHOWN, base, parts[i]);
     }
     const st_tensor *qw = t[0], *qz = t[1], *sc = t[2], *gi = t[3];
-    if (qw->dtype != ST_I32 || qz->dtype != ST_I32 || sc->dtype != ST_F16 || gi->dtype != ST_I32 ||
-        qw->n_dims != 2 || qz->n_dims != 2 || sc->n_dims != 2 || gi->n_dims != 1)
-        return vk_fail(VKLLM_ERR_UNSUPPORTED, "GPTQ layer %.*s: expected qweight, qzeros int32 [2-D], scales fp16 "
-                       "[2-D] and g_idx int32 [1-D]", NAME_SHOWN, base);
-    uint64_t in = qw->shape[0] * 8, out = qw->shape[1], groups = sc->shape[0];
-    if (!in || !out || !groups || sc->shape[1] != out || qz->shape[0] != groups || qz->shape[1] * 8 != out ||
-        gi->shape[0] != in || in > 1u << 20 || out > 1u << 20 || groups > in)
-        return vk_fail(VKLLM_ERR_BAD_FILE, "GPTQ layer %.*s: shapes qweight [%llu, %llu], qzeros [%llu, %llu], scales "
-                       "[%llu, %llu], g_idx [%llu] do not fit together", NAME_SHOWN, base,
+    packed_linear l = {qw->data, qz->data, sc->data, gi ? gi->data : NULL, 0, 0, 0, b->quant == QUANT_AWQ,
+                       b->quant == QUANT_GPTQ && !b->gptq_v2};
+    if (qw->dtype != ST_I32 || qz->dtype != ST_I32 || sc->dtype != ST_F16 || (gi && gi->dtype != ST_I32) ||
+        qw->n_dims != 2 || qz->n_dims != 2 || sc->n_dims != 2 || (gi && gi->n_dims != 1))
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "quantized layer %.*s: expected qweight, qzeros int32 [2-D], scales fp16 "
+                       "[2-D]%s", NAME_SHOWN, base, gi ? " and g_idx int32 [1-D]" : "");
+    uint64_t groups = sc->shape[0];
+    l.in = l.awq ? qw->shape[0] : qw->shape[0] * 8;
+    l.out = l.awq ? qw->shape[1] * 8 : qw->shape[1];
+    l.group_size = groups ? l.in / groups : 0;
+    if (!l.in || !l.out || !groups || sc->shape[1] != l.out || qz->shape[0] != groups || qz->shape[1] * 8 != l.out ||
+        (gi && gi->shape[0] != l.in) || (l.awq && l.in % groups) || l.in > 1u << 20 || l.out > 1u << 20 ||
+        groups > l.in)
+        return vk_fail(VKLLM_ERR_BAD_FILE, "quantized layer %.*s: shapes qweight [%llu, %llu], qzeros [%llu, %llu], "
+                       "scales [%llu, %llu] do not fit together", NAME_SHOWN, base,
                        (unsigned long long)qw->shape[0], (unsigned long long)qw->shape[1],
                        (unsigned long long)qz->shape[0], (unsigned long long)qz->shape[1],
-                       (unsigned long long)sc->shape[0], (unsigned long long)sc->shape[1],
-                       (unsigned long long)gi->shape[0]);
-    int blocks_share = in % 32 == 0;
-    for (uint64_t i = 0; i < in; i++) {
-        uint32_t g = rd_i32(gi->data + 4 * i);
+                       (unsigned long long)sc->shape[0], (unsigned long long)sc->shape[1]);
+    int blocks_share = l.in % 32 == 0;
+    for (uint64_t i = 0; i < l.in; i++) {
+        uint32_t g = pl_group(&l, i);
         if (g >= groups)
             return vk_fail(VKLLM_ERR_BAD_FILE, "GPTQ layer %.*s: g_idx[%llu] = %u, but there are %llu groups",
                            NAME_SHOWN, base, (unsigned long long)i, g, (unsigned long long)groups);
-        blocks_share &= i % 32 == 0 || g == rd_i32(gi->data + 4 * (i - i % 32));
+        blocks_share &= i % 32 == 0 || g == pl_group(&l, i - i % 32);
     }
     uint32_t type = blocks_share ? GGML_Q4_1 : GGML_F16;
-    uint64_t row = ggml_row_bytes(type, in);
-    uint8_t *data = malloc(row * out);
+    uint64_t row = ggml_row_bytes(type, l.in);
+    uint8_t *data = malloc(row * l.out);
     void **blobs = realloc(b->own->blobs, (b->own->n_blobs + 1) * sizeof *blobs);
     if (blobs)
         b->own->blobs = blobs;
@@ -619,70 +671,72 @@ static vkllm_status add_gptq(builder *b, const char *base, const char *name)
         return no_memory();
     }
     b->own->blobs[b->own->n_blobs++] = data;
-    const uint8_t *q = qw->data, *z = qz->data, *s = sc->data, *g_idx = gi->data;
-#define GPTQ_Q(i, o) ((rd_i32(q + 4 * ((i) / 8 * out + (o))) >> (4 * ((i) % 8))) & 15u)
-#define GPTQ_ZERO(g, o) (((rd_i32(z + 4 * ((g) * (out / 8) + (o) / 8)) >> (4 * ((o) % 8))) & 15u) + (b->gptq_v2 ? 0u : 1u))
-#define GPTQ_SCALE(g, o) vk_fp16_to_fp32((uint16_t)(s[2 * ((g) * out + (o))] | s[2 * ((g) * out + (o)) + 1] << 8))
-    for (uint64_t o = 0; o < out; o++) {
+    for (uint64_t o = 0; o < l.out; o++) {
         uint8_t *r = data + o * row;
         if (type == GGML_Q4_1) {
-            for (uint64_t blk = 0; blk < in / 32; blk++) {
-                uint32_t g = rd_i32(g_idx + 4 * (32 * blk));
-                float d = GPTQ_SCALE(g, o), m = -(d * (float)GPTQ_ZERO(g, o));
+            for (uint64_t blk = 0; blk < l.in / 32; blk++) {
+                uint32_t g = pl_group(&l, 32 * blk);
+                float d = pl_scale(&l, g, o), m = -(d * pl_zero(&l, g, o));
                 uint8_t *out_blk = r + 20 * blk;
                 uint16_t dh = vk_fp32_to_fp16(d), mh = vk_fp32_to_fp16(m);
                 out_blk[0] = (uint8_t)dh, out_blk[1] = (uint8_t)(dh >> 8);
                 out_blk[2] = (uint8_t)mh, out_blk[3] = (uint8_t)(mh >> 8);
-                for (uint64_t l = 0; l < 16; l++)
-                    out_blk[4 + l] = (uint8_t)(GPTQ_Q(32 * blk + l, o) | GPTQ_Q(32 * blk + l + 16, o) << 4);
+                for (uint64_t k = 0; k < 16; k++)
+                    out_blk[4 + k] = (uint8_t)(pl_q(&l, 32 * blk + k, o) | pl_q(&l, 32 * blk + k + 16, o) << 4);
             }
         } else {
-            for (uint64_t i = 0; i < in; i++) {
-                uint32_t g = rd_i32(g_idx + 4 * i);
-                float w = GPTQ_SCALE(g, o) * ((float)GPTQ_Q(i, o) - (float)GPTQ_ZERO(g, o));
-                uint16_t h = vk_fp32_to_fp16(w);
+            for (uint64_t i = 0; i < l.in; i++) {
+                uint32_t g = pl_group(&l, i);
+                uint16_t h = vk_fp32_to_fp16(pl_scale(&l, g, o) * ((float)pl_q(&l, i, o) - pl_zero(&l, g, o)));
                 r[2 * i] = (uint8_t)h, r[2 * i + 1] = (uint8_t)(h >> 8);
             }
         }
     }
-#undef GPTQ_Q
-#undef GPTQ_ZERO
-#undef GPTQ_SCALE
     gguf_tensor *gt = &b->f->tensors[b->f->n_tensors];
     memset(gt, 0, sizeof *gt);
     if (!(gt->name = strdup(name)))
         return no_memory();
     b->f->n_tensors++;
     gt->n_dims = 2;
-    gt->ne[0] = in, gt->ne[1] = out, gt->ne[2] = gt->ne[3] = 1;
+    gt->ne[0] = l.in, gt->ne[1] = l.out, gt->ne[2] = gt->ne[3] = 1;
     gt->type = type;
-    gt->size = row * out;
+    gt->size = row * l.out;
     gt->data = data;
     return VKLLM_OK;
 }
 
-/* config.json's quantization_config: none, or GPTQ with 4 bits. */
+/* config.json's quantization_config: none, GPTQ with 4 bits (formats gptq, gptq_v2), or AWQ
+ * with 4 bits in the GEMM layout with zero points. */
 static vkllm_status read_quantization(builder *b)
 {
     const json_value *qc = cfg_get(b->cfg, "quantization_config");
     if (!qc)
         return VKLLM_OK;
-    const char *method = NULL, *format = NULL;
+    const char *method = NULL, *format = NULL, *version = NULL;
     uint32_t bits = 0;
-    const json_value *m = json_get(qc, "quant_method"), *f = json_get(qc, "checkpoint_format");
+    bool zero_point = true;
+    const json_value *m = json_get(qc, "quant_method"), *f = json_get(qc, "checkpoint_format"),
+                     *v = json_get(qc, "version");
     if (m && m->type == JSON_STRING)
         method = m->u.str;
     if (f && f->type == JSON_STRING)
         format = f->u.str;
+    if (v && v->type == JSON_STRING)
+        version = v->u.str;
     vkllm_status s = cfg_u32(qc, "bits", 0, 0, &bits);
+    if (!s)
+        s = cfg_bool(qc, "zero_point", true, &zero_point);
     if (s)
         return vk_fail_prefix(s, "quantization_config");
-    if (!method || strcmp(method, "gptq") || bits != 4 || (format && strcmp(format, "gptq") && strcmp(format, "gptq_v2")))
-        return vk_fail(VKLLM_ERR_UNSUPPORTED, "quantization_config: quant_method \"%.20s\", %u bits, checkpoint_format "
-                       "\"%.20s\": only GPTQ with 4 bits (format gptq or gptq_v2) is supported", method ? method : "?",
-                       bits, format ? format : "gptq");
-    b->gptq = 1;
-    b->gptq_v2 = format && !strcmp(format, "gptq_v2");
+    int gptq = method && !strcmp(method, "gptq") && (!format || !strcmp(format, "gptq") || !strcmp(format, "gptq_v2"));
+    int awq = method && !strcmp(method, "awq") && (!version || !strcmp(version, "gemm") || !strcmp(version, "GEMM")) &&
+              zero_point;
+    if (bits != 4 || (!gptq && !awq))
+        return vk_fail(VKLLM_ERR_UNSUPPORTED, "quantization_config: quant_method \"%.20s\", %u bits, format \"%.20s\": "
+                       "only GPTQ (formats gptq, gptq_v2) and AWQ (GEMM, with zero points) with 4 bits are supported",
+                       method ? method : "?", bits, format ? format : version ? version : "-");
+    b->quant = gptq ? QUANT_GPTQ : QUANT_AWQ;
+    b->gptq_v2 = gptq && format && !strcmp(format, "gptq_v2");
     return VKLLM_OK;
 }
 
@@ -868,19 +922,19 @@ static vkllm_status build(builder *b)
                 }
             }
             char name[128], base_q[320];
-            int mapped, part = b->gptq ? gptq_part(t->name) : -1;
+            int mapped, part = quant_part(b, t->name);
             if (part >= 0) {
-                /* A GPTQ layer becomes one matrix, made when its qweight comes. */
+                /* A quantized layer becomes one matrix, made when its qweight comes. */
                 char layer[256], weight[300];
-                snprintf(layer, sizeof layer, "%.*s", (int)(strlen(t->name) - strlen(gptq_parts[part])), t->name);
+                snprintf(layer, sizeof layer, "%.*s", (int)(strlen(t->name) - strlen(parts_of(b)[part])), t->name);
                 snprintf(weight, sizeof weight, "%s.weight", layer);
                 snprintf(base_q, sizeof base_q, "%s.qweight", layer);
                 if (!(s = map_name(b, fam, weight, name, sizeof name, &mapped)) && mapped) {
                     if (part == 0)
-                        s = add_gptq(b, layer, name);
+                        s = add_packed_linear(b, layer, name);
                     else if (!find_in_shards(b, base_q))
-                        s = vk_fail(VKLLM_ERR_BAD_FILE, "tensor %.*s: a GPTQ part without %s", NAME_SHOWN, t->name,
-                                    base_q);
+                        s = vk_fail(VKLLM_ERR_BAD_FILE, "tensor %.*s: no %s beside it in this %s checkpoint",
+                                    NAME_SHOWN, t->name, base_q, b->quant == QUANT_GPTQ ? "GPTQ" : "AWQ");
                 }
             } else if (!(s = map_name(b, fam, t->name, name, sizeof name, &mapped)) && mapped) {
                 s = add_tensor(b, t, name);

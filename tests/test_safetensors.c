@@ -609,17 +609,23 @@ static void test_hf(const char *tmp, const char *opt_dir)
         check_llama(f, "llama single file");
     gguf_close(f);
 
-    /* quantization_config: GPTQ 4-bit only (the GPTQ layers themselves: conformance_llama_gptq) */
-    dir = folder(tmp, "llama-awq");
-    write_llama(dir, LLAMA_CONFIG(", \"quantization_config\": {\"quant_method\": \"awq\", \"bits\": 4}"), NULL, NULL);
-    open_expect(dir, &f, VKLLM_ERR_UNSUPPORTED, "only GPTQ with 4 bits");
+    /* quantization_config: GPTQ and AWQ (GEMM) with 4 bits only (the layers themselves:
+     * conformance_llama_gptq, conformance_llama_awq) */
+    dir = folder(tmp, "llama-awq-gemv");
+    write_llama(dir, LLAMA_CONFIG(", \"quantization_config\": {\"quant_method\": \"awq\", \"bits\": 4, \"version\": \"gemv\"}"),
+                NULL, NULL);
+    open_expect(dir, &f, VKLLM_ERR_UNSUPPORTED, "only GPTQ (formats gptq, gptq_v2) and AWQ (GEMM");
     dir = folder(tmp, "llama-gptq8");
     write_llama(dir, LLAMA_CONFIG(", \"quantization_config\": {\"quant_method\": \"gptq\", \"bits\": 8}"), NULL, NULL);
     open_expect(dir, &f, VKLLM_ERR_UNSUPPORTED, "8 bits");
+    dir = folder(tmp, "llama-awq-stray");
+    write_llama(dir, LLAMA_CONFIG(", \"quantization_config\": {\"quant_method\": \"awq\", \"bits\": 4}"),
+                "model.layers.0.mlp.up_proj.scales", "F16");
+    open_expect(dir, &f, VKLLM_ERR_BAD_FILE, "no model.layers.0.mlp.up_proj.qweight beside it in this AWQ");
     dir = folder(tmp, "llama-gptq-stray");
     write_llama(dir, LLAMA_CONFIG(", \"quantization_config\": {\"quant_method\": \"gptq\", \"bits\": 4}"),
                 "model.layers.0.self_attn.q_proj.qzeros", "I32");
-    open_expect(dir, &f, VKLLM_ERR_BAD_FILE, "a GPTQ part without model.layers.0.self_attn.q_proj.qweight");
+    open_expect(dir, &f, VKLLM_ERR_BAD_FILE, "no model.layers.0.self_attn.q_proj.qweight beside it in this GPTQ");
 
     /* llama, two shards and an index */
     dir = folder(tmp, "llama-sharded");

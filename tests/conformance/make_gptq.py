@@ -117,7 +117,9 @@ def main():
     hf_dir = os.path.join(args.scratch, "hf")
     model.save_pretrained(hf_dir, safe_serialization=True)  # config.json, then our weights
     os.remove(os.path.join(hf_dir, "model.safetensors"))
-    save_file(tensors, os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
+    # (safetensors' numpy writer takes the array's memory as C order: make it so)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, os.path.join(hf_dir, "model.safetensors"),
+              metadata={"format": "pt"})
     cfg_path = os.path.join(hf_dir, "config.json")
     cfg = json.load(open(cfg_path))
     cfg["quantization_config"] = {"quant_method": "gptq", "bits": 4, "group_size": GROUP, "desc_act": True,
