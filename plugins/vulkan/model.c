@@ -434,6 +434,9 @@ static vkllm_status load_loras(vkllm_model m, const char **used, uint32_t n_used
             }
             snprintf(base, sizeof base, "%.*s", (int)(len - 7), ta->name);
             snprintf(bname, sizeof bname, "%s.lora_b", base);
+            /* The token embedding's pair is the other way round (llama.cpp's
+             * llm_build_inp_embd): A [rows][rank] and B [cols][rank]. */
+            int embd = !strcmp(base, "token_embd.weight");
             uint32_t i = 0;
             while (i < n_used && strcmp(used[i], base))
                 i++;
@@ -443,11 +446,10 @@ static vkllm_status load_loras(vkllm_model m, const char **used, uint32_t n_used
             } else if (i == n_used || !w) {
                 s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "LoRA adapter %s changes %s, which the model does not use",
                             path, base);
-            } else if (!strcmp(base, "token_embd.weight")) {
-                s = vk_fail(VKLLM_ERR_UNSUPPORTED, "LoRA adapter %s changes token_embd.weight, which vkllm does not "
-                            "support yet", path);
-            } else if (w->n_dims != 2 || ta->n_dims != 2 || tb->n_dims != 2 || ta->ne[0] != w->ne[0] ||
-                       tb->ne[1] != w->ne[1] || ta->ne[1] != tb->ne[0] || ta->ne[1] == 0 || ta->ne[1] > 65536) {
+            } else if (embd ? (w->n_dims != 2 || ta->n_dims != 2 || tb->n_dims != 2 || ta->ne[1] != w->ne[1] ||
+                               tb->ne[1] != w->ne[0] || ta->ne[0] != tb->ne[0] || ta->ne[0] == 0 || ta->ne[0] > 65536)
+                            : (w->n_dims != 2 || ta->n_dims != 2 || tb->n_dims != 2 || ta->ne[0] != w->ne[0] ||
+                               tb->ne[1] != w->ne[1] || ta->ne[1] != tb->ne[0] || ta->ne[1] == 0 || ta->ne[1] > 65536)) {
                 s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "LoRA adapter %s: %s [%llu, %llu] and %s [%llu, %llu] do not "
                             "fit %s [%llu, %llu] (another base model?)", path, ta->name,
                             (unsigned long long)ta->ne[0], (unsigned long long)ta->ne[1], tb->name,
@@ -455,16 +457,27 @@ static vkllm_status load_loras(vkllm_model m, const char **used, uint32_t n_used
                             (unsigned long long)w->ne[0], (unsigned long long)w->ne[1]);
             } else {
                 lora_delta *ld = &d[(uint64_t)i * n + k];
-                uint64_t rank = ta->ne[1], na = rank * ta->ne[0], nb = tb->ne[1] * rank;
+                uint64_t rank = tb->ne[0], na = ta->ne[0] * ta->ne[1], nb = tb->ne[0] * tb->ne[1];
                 ld->rank = rank;
                 ld->scale = (float)(alpha != 0.0 ? loras[k].scale * alpha / (double)rank : loras[k].scale);
-                ld->a = malloc(na * sizeof(float));
-                ld->b = malloc(nb * sizeof(float));
-                if (!ld->a || !ld->b)
+                float *fa = malloc(na * sizeof(float)), *fb = malloc(nb * sizeof(float));
+                ld->a = malloc(rank * w->ne[0] * sizeof(float));
+                if (!fa || !fb || !ld->a)
                     s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory reading LoRA adapter %s", path);
-                else if (vk_dequantize_row(ta->type, ta->data, ld->a, na) || vk_dequantize_row(tb->type, tb->data, ld->b, nb))
+                else if (vk_dequantize_row(ta->type, ta->data, fa, na) || vk_dequantize_row(tb->type, tb->data, fb, nb))
                     s = vk_fail(VKLLM_ERR_UNSUPPORTED, "LoRA adapter %s: %s or %s has a type vkllm cannot decode", path,
                                 ta->name, tb->name);
+                if (!s && embd) { /* A^T as the [rank][cols] factor, A as the [rows][rank] one */
+                    for (uint64_t c = 0; c < w->ne[0]; c++)
+                        for (uint64_t j = 0; j < rank; j++)
+                            ld->a[j * w->ne[0] + c] = fb[c * rank + j];
+                    ld->b = fa, fa = NULL;
+                } else if (!s) {
+                    memcpy(ld->a, fa, na * sizeof(float));
+                    ld->b = fb, fb = NULL;
+                }
+                free(fa);
+                free(fb);
                 pairs++;
             }
         }

@@ -64,12 +64,12 @@ MODELS = [
     # llama-quantize (K-quant rows are multiples of 256 long). The reference runs on an F32
     # copy of the dequantized K-quant weights, so it holds exactly the weights of the file.
     # Llama with a LoRA adapter in llama.cpp's adapter GGUF format (rank 4, alpha 8) on
-    # attn_q, attn_v, ffn_down and output, applied with scale 0.8; the reference is llama.cpp
-    # applying it at run time (lora_path) to the F32 copy.
+    # token_embd, attn_q, attn_v, ffn_down and output, applied with scale 0.8; the reference
+    # is llama.cpp applying it at run time (lora_path) to the F32 copy.
     dict(name="llama_lora", arch="llama", seed=204, vocab=300, hidden=128, n_head=4, head_dim=32,
          n_head_kv=2, n_ff=256, rms_eps=1e-5,
-         lora=dict(rank=4, alpha=8.0, scale=0.8, targets=["attn_q", "attn_v", "ffn_down", "output"]),
-         features="LoRA adapter (rank 4, alpha 8, scale 0.8) on attn_q, attn_v, ffn_down and output"),
+         lora=dict(rank=4, alpha=8.0, scale=0.8, targets=["token_embd", "attn_q", "attn_v", "ffn_down", "output"]),
+         features="LoRA adapter (rank 4, alpha 8, scale 0.8) on token_embd, attn_q, attn_v, ffn_down and output"),
     dict(name="llama_kquants", arch="llama", seed=203, vocab=384, hidden=256, n_head=4, head_dim=64,
          n_head_kv=2, n_ff=512, rms_eps=1e-5,
          ktypes={"token_embd": "q4_k", "output": "q6_k", "attn_q": "q2_k", "attn_k": "q3_k",
@@ -263,8 +263,12 @@ def write_lora(spec, weights, path):
         if w.ndim != 2 or target not in lo["targets"]:
             continue
         rows, cols = w.shape
-        a = (rng.standard_normal((lo["rank"], cols)) / np.sqrt(cols)).astype(np.float32)
-        b = (rng.standard_normal((rows, lo["rank"])) * 0.5 / np.sqrt(lo["rank"])).astype(np.float32)
+        if name == "token_embd.weight":  # the other way round (llama.cpp's llm_build_inp_embd)
+            a = (rng.standard_normal((rows, lo["rank"])) / np.sqrt(lo["rank"])).astype(np.float32)
+            b = (rng.standard_normal((cols, lo["rank"])) * 0.05).astype(np.float32)
+        else:
+            a = (rng.standard_normal((lo["rank"], cols)) / np.sqrt(cols)).astype(np.float32)
+            b = (rng.standard_normal((rows, lo["rank"])) * 0.5 / np.sqrt(lo["rank"])).astype(np.float32)
         wr.add_tensor(name + ".lora_a", a)
         wr.add_tensor(name + ".lora_b", b)
     wr.write_header_to_file()
