@@ -28,16 +28,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_fixtures import (build_model, hf_logits, pick_tokens, save_tokenizer, sha256_of,  # noqa: E402
-                           top2_gap, write_fixture)
+from make_fixtures import (build_model, hf_logits, pick_tokens, sha256_of, top2_gap,  # noqa: E402
+                           write_fixture)
+from make_gptq import GROUP, LINEARS, SPEC as GPTQ_SPEC  # noqa: E402  (the same model shape)
 
-SPEC = dict(name="llama-awq", cls="Llama", seed=401, gguf=False,
-            cfg=dict(vocab_size=300, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-                     max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
-                     tie_word_embeddings=False))
-GROUP = 64
-LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SPEC = dict(GPTQ_SPEC, name="llama-awq", seed=401, gguf=False)
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # AutoAWQ's packing order (packing_utils.AWQ_ORDER)
 
 
