@@ -663,11 +663,13 @@ static vkllm_status add_packed_linear(builder *b, const char *base, const char *
     uint32_t type = blocks_share ? GGML_Q4_1 : GGML_F16;
     uint64_t row = ggml_row_bytes(type, l.in);
     uint8_t *data = malloc(row * l.out);
+    float *w = type == GGML_F16 ? malloc(l.in * sizeof *w) : NULL;
     void **blobs = realloc(b->own->blobs, (b->own->n_blobs + 1) * sizeof *blobs);
     if (blobs)
         b->own->blobs = blobs;
-    if (!data || !blobs) {
+    if (!data || !blobs || (type == GGML_F16 && !w)) {
         free(data);
+        free(w);
         return no_memory();
     }
     b->own->blobs[b->own->n_blobs++] = data;
@@ -676,22 +678,21 @@ static vkllm_status add_packed_linear(builder *b, const char *base, const char *
         if (type == GGML_Q4_1) {
             for (uint64_t blk = 0; blk < l.in / 32; blk++) {
                 uint32_t g = pl_group(&l, 32 * blk);
-                float d = pl_scale(&l, g, o), m = -(d * pl_zero(&l, g, o));
-                uint8_t *out_blk = r + 20 * blk;
-                uint16_t dh = vk_fp32_to_fp16(d), mh = vk_fp32_to_fp16(m);
-                out_blk[0] = (uint8_t)dh, out_blk[1] = (uint8_t)(dh >> 8);
-                out_blk[2] = (uint8_t)mh, out_blk[3] = (uint8_t)(mh >> 8);
-                for (uint64_t k = 0; k < 16; k++)
-                    out_blk[4 + k] = (uint8_t)(pl_q(&l, 32 * blk + k, o) | pl_q(&l, 32 * blk + k + 16, o) << 4);
+                float d = pl_scale(&l, g, o);
+                uint8_t q[32];
+                for (int k = 0; k < 32; k++)
+                    q[k] = (uint8_t)pl_q(&l, 32 * blk + (uint64_t)k, o);
+                vk_pack_q_1(GGML_Q4_1, r + blk * ggml_traits(GGML_Q4_1).block_bytes, d, -(d * pl_zero(&l, g, o)), q);
             }
         } else {
             for (uint64_t i = 0; i < l.in; i++) {
                 uint32_t g = pl_group(&l, i);
-                uint16_t h = vk_fp32_to_fp16(pl_scale(&l, g, o) * ((float)pl_q(&l, i, o) - pl_zero(&l, g, o)));
-                r[2 * i] = (uint8_t)h, r[2 * i + 1] = (uint8_t)(h >> 8);
+                w[i] = pl_scale(&l, g, o) * ((float)pl_q(&l, i, o) - pl_zero(&l, g, o));
             }
+            vk_quantize_row(GGML_F16, w, r, l.in);
         }
     }
+    free(w);
     gguf_tensor *gt = &b->f->tensors[b->f->n_tensors];
     memset(gt, 0, sizeof *gt);
     if (!(gt->name = strdup(name)))
@@ -921,11 +922,11 @@ static vkllm_status build(builder *b)
                     break;
                 }
             }
-            char name[128], base_q[320];
+            char name[128];
             int mapped, part = quant_part(b, t->name);
             if (part >= 0) {
                 /* A quantized layer becomes one matrix, made when its qweight comes. */
-                char layer[256], weight[300];
+                char layer[256], weight[300], base_q[320];
                 snprintf(layer, sizeof layer, "%.*s", (int)(strlen(t->name) - strlen(parts_of(b)[part])), t->name);
                 snprintf(weight, sizeof weight, "%s.weight", layer);
                 snprintf(base_q, sizeof base_q, "%s.qweight", layer);

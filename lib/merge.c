@@ -141,9 +141,8 @@ typedef struct merge_job {
  * cannot write the type (K-quants) or its blocks do not fit the rows. */
 static uint32_t merged_type(uint32_t type, int32_t wt, uint64_t ne0)
 {
-    static const uint32_t of_weight_type[] = {[VKLLM_WEIGHTS_F32] = GGML_F32, [VKLLM_WEIGHTS_F16] = GGML_F16,
-                                              [VKLLM_WEIGHTS_Q8_0] = GGML_Q8_0, [VKLLM_WEIGHTS_Q4_0] = GGML_Q4_0};
-    uint32_t t = wt == VKLLM_WEIGHTS_AS_STORED ? type : of_weight_type[wt];
+    int32_t asked = vk_weight_type_ggml(wt);
+    uint32_t t = asked < 0 ? type : (uint32_t)asked;
     return ggml_traits(t).supported && ggml_row_bytes(t, ne0) ? t : GGML_F16;
 }
 

@@ -10,6 +10,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "vkllm/vkllm.h"
+
 /* ---- the type table ------------------------------------------------------------------ */
 
 #define QK_K 256
@@ -400,6 +402,23 @@ int vk_dequantize_row(uint32_t type, const void *src, float *dst, uint64_t n)
 
 /* ---- quantization (ggml's *_ref quantizers) -------------------------------------------- */
 
+void vk_pack_q_1(uint32_t type, uint8_t *b, float d, float m, const uint8_t q[32])
+{
+    wr16(b, vk_fp32_to_fp16(d));
+    wr16(b + 2, vk_fp32_to_fp16(m));
+    uint8_t *qs = b + 4;
+    if (type == GGML_Q5_1) {
+        uint32_t qh = 0;
+        for (int j = 0; j < 32; j++)
+            qh |= (uint32_t)(q[j] >> 4) << j;
+        wr32(b + 4, qh);
+        qs = b + 8;
+    }
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)((q[j] & 0x0f) | (q[j + 16] & 0x0f) << 4);
+}
+
+
 /* Symmetric 4 bits: d = (value of largest magnitude) / -8, so that value maps to 0 and
  * the opposite extreme to 16, clamped to 15. */
 static void quant_q4_0(const float *x, uint8_t *b)
@@ -422,13 +441,10 @@ static void quant_q4_1(const float *x, uint8_t *b)
     min_max(x, 32, &mn, &mx);
     float d = (mx - mn) / 15.0f;
     float id = d != 0.0f ? 1.0f / d : 0.0f;
-    wr16(b, vk_fp32_to_fp16(d));
-    wr16(b + 2, vk_fp32_to_fp16(mn));
-    for (int j = 0; j < 16; j++) {
-        int lo = trunc_clamp((x[j] - mn) * id + 0.5f, 15);
-        int hi = trunc_clamp((x[j + 16] - mn) * id + 0.5f, 15);
-        b[4 + j] = (uint8_t)(lo | hi << 4);
-    }
+    uint8_t q[32];
+    for (int j = 0; j < 32; j++)
+        q[j] = (uint8_t)trunc_clamp((x[j] - mn) * id + 0.5f, 15);
+    vk_pack_q_1(GGML_Q4_1, b, d, mn, q);
 }
 
 static void quant_q5_0(const float *x, uint8_t *b)
@@ -454,17 +470,10 @@ static void quant_q5_1(const float *x, uint8_t *b)
     min_max(x, 32, &mn, &mx);
     float d = (mx - mn) / 31.0f;
     float id = d != 0.0f ? 1.0f / d : 0.0f;
-    uint32_t qh = 0;
-    wr16(b, vk_fp32_to_fp16(d));
-    wr16(b + 2, vk_fp32_to_fp16(mn));
-    for (int j = 0; j < 16; j++) {
-        int lo = trunc_clamp((x[j] - mn) * id + 0.5f, 31);
-        int hi = trunc_clamp((x[j + 16] - mn) * id + 0.5f, 31);
-        b[8 + j] = (uint8_t)((lo & 0x0f) | (hi & 0x0f) << 4);
-        qh |= (uint32_t)(lo >> 4) << j;
-        qh |= (uint32_t)(hi >> 4) << (j + 16);
-    }
-    wr32(b + 4, qh);
+    uint8_t q[32];
+    for (int j = 0; j < 32; j++)
+        q[j] = (uint8_t)trunc_clamp((x[j] - mn) * id + 0.5f, 31);
+    vk_pack_q_1(GGML_Q5_1, b, d, mn, q);
 }
 
 /* roundf (half away from zero) without the libm call it costs on baseline x86-64: the
@@ -530,6 +539,17 @@ uint64_t vk_quantize_row(uint32_t type, const float *src, void *dst, uint64_t n)
 
 /* ---- conversion to what the device computes with --------------------------------------- */
 
+int32_t vk_weight_type_ggml(int32_t weight_type)
+{
+    switch (weight_type) {
+    case VKLLM_WEIGHTS_F32: return GGML_F32;
+    case VKLLM_WEIGHTS_F16: return GGML_F16;
+    case VKLLM_WEIGHTS_Q8_0: return GGML_Q8_0;
+    case VKLLM_WEIGHTS_Q4_0: return GGML_Q4_0;
+    default: return -1;
+    }
+}
+
 uint32_t vk_compute_type(uint32_t type)
 {
     switch (type) {
@@ -551,20 +571,10 @@ static int k_sub_block_as_q_1(uint32_t type, const uint8_t *b, int j, uint8_t *o
     float d = half_at(b) * (float)sc, mn = -(half_at(b + 2) * (float)m);
     if (!(fabsf(d) <= 65504.0f && fabsf(mn) <= 65504.0f))
         return 0;
-    wr16(out, vk_fp32_to_fp16(d));
-    wr16(out + 2, vk_fp32_to_fp16(mn));
-    if (type == GGML_Q4_K) {
-        for (int l = 0; l < 16; l++)
-            out[4 + l] = (uint8_t)(quant_q4_k(b + 16, j, l) | quant_q4_k(b + 16, j, l + 16) << 4);
-        return 1;
-    }
-    uint32_t qh = 0;
+    uint8_t q[32];
     for (int l = 0; l < 32; l++)
-        qh |= (uint32_t)(quant_q5_k(b + 16, b + 48, j, l) >> 4) << l;
-    wr32(out + 4, qh);
-    for (int l = 0; l < 16; l++)
-        out[8 + l] = (uint8_t)((quant_q5_k(b + 16, b + 48, j, l) & 0x0f) |
-                               (quant_q5_k(b + 16, b + 48, j, l + 16) & 0x0f) << 4);
+        q[l] = (uint8_t)(type == GGML_Q4_K ? quant_q4_k(b + 16, j, l) : quant_q5_k(b + 16, b + 48, j, l));
+    vk_pack_q_1(type == GGML_Q4_K ? GGML_Q4_1 : GGML_Q5_1, out, d, mn, q);
     return 1;
 }
 

@@ -42,8 +42,12 @@ int vk_dequantize_row(uint32_t type, const void *src, float *dst, uint64_t n);
 /* Encodes `n` floats into `type` blocks, as llama.cpp's reference quantizers do.
  * Returns bytes written, 0 for an unsupported type. */
 uint64_t vk_quantize_row(uint32_t type, const float *src, void *dst, uint64_t n);
+/* Writes one q4_1 or q5_1 (`type`) block of weights q[j] * d + m, j < 32 (quants below 16,
+ * or 32): d and m rounded to fp16, the quants packed as the type lays them out. */
+void vk_pack_q_1(uint32_t type, uint8_t *block, float d, float m, const uint8_t q[32]);
 
-
+/* The ggml type of a vkllm_weight_type (vkllm.h); -1 for "as stored" and unknown values. */
+int32_t vk_weight_type_ggml(int32_t weight_type);
 /* The type the device computes with for matrices stored as `type`: the type itself when
  * supported, else what it is converted to at load: q4_K -> q4_1 and q5_K -> q5_1 (each
  * sub-block of 32 becomes a block with the same quants, its scale and min rounded to fp16),

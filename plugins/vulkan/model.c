@@ -35,18 +35,6 @@ static void release_pages(const gguf_file *f, const gguf_tensor *t)
         madvise((void *)begin, end - begin, MADV_DONTNEED);
 }
 
-/* ggml type for a vkllm_weight_type; -1 for "as stored". */
-static int32_t target_type(int32_t weight_type)
-{
-    switch (weight_type) {
-    case VKLLM_WEIGHTS_F32: return GGML_F32;
-    case VKLLM_WEIGHTS_F16: return GGML_F16;
-    case VKLLM_WEIGHTS_Q8_0: return GGML_Q8_0;
-    case VKLLM_WEIGHTS_Q4_0: return GGML_Q4_0;
-    default: return -1;
-    }
-}
-
 /* Matrices never converted: mixture-of-experts routers (llama.cpp's quantizer keeps them too),
  * whose rounding could change which experts a token gets. */
 static bool keep_as_stored(const char *name)
@@ -97,13 +85,12 @@ static void *convert_rows(void *arg)
     j->failed = tmp ? 0 : 2;
     for (uint64_t r = j->first; r < j->end && !j->failed; r++) {
         const uint8_t *src = j->t->data + r * src_row;
-        uint64_t written;
-        if (j->n_loras) { /* through floats, with the adapters' rows added */
-            written = vk_dequantize_row(j->t->type, src, row, cols) ? 0 : dst_row;
-            add_lora_rows(j->loras, j->n_loras, r, row, cols);
-            written = written ? vk_convert_row(GGML_F32, row, j->type, j->out + r * dst_row, cols, tmp) : 0;
-        } else {
+        uint64_t written = 0;
+        if (!j->n_loras) {
             written = vk_convert_row(j->t->type, src, j->type, j->out + r * dst_row, cols, tmp);
+        } else if (vk_dequantize_row(j->t->type, src, row, cols) == 0) { /* adapters' rows added as floats */
+            add_lora_rows(j->loras, j->n_loras, r, row, cols);
+            written = vk_convert_row(GGML_F32, row, j->type, j->out + r * dst_row, cols, tmp);
         }
         if (written != dst_row) {
             j->failed = 1;
@@ -446,10 +433,9 @@ static vkllm_status load_loras(vkllm_model m, const char **used, uint32_t n_used
             } else if (i == n_used || !w) {
                 s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "LoRA adapter %s changes %s, which the model does not use",
                             path, base);
-            } else if (embd ? (w->n_dims != 2 || ta->n_dims != 2 || tb->n_dims != 2 || ta->ne[1] != w->ne[1] ||
-                               tb->ne[1] != w->ne[0] || ta->ne[0] != tb->ne[0] || ta->ne[0] == 0 || ta->ne[0] > 65536)
-                            : (w->n_dims != 2 || ta->n_dims != 2 || tb->n_dims != 2 || ta->ne[0] != w->ne[0] ||
-                               tb->ne[1] != w->ne[1] || ta->ne[1] != tb->ne[0] || ta->ne[1] == 0 || ta->ne[1] > 65536)) {
+            } else if (w->n_dims != 2 || ta->n_dims != 2 || tb->n_dims != 2 || tb->ne[0] == 0 || tb->ne[0] > 65536 ||
+                       (embd ? ta->ne[0] != tb->ne[0] || ta->ne[1] != w->ne[1] || tb->ne[1] != w->ne[0]
+                             : ta->ne[1] != tb->ne[0] || ta->ne[0] != w->ne[0] || tb->ne[1] != w->ne[1])) {
                 s = vk_fail(VKLLM_ERR_INVALID_ARGUMENT, "LoRA adapter %s: %s [%llu, %llu] and %s [%llu, %llu] do not "
                             "fit %s [%llu, %llu] (another base model?)", path, ta->name,
                             (unsigned long long)ta->ne[0], (unsigned long long)ta->ne[1], tb->name,
@@ -461,20 +447,22 @@ static vkllm_status load_loras(vkllm_model m, const char **used, uint32_t n_used
                 ld->rank = rank;
                 ld->scale = (float)(alpha != 0.0 ? loras[k].scale * alpha / (double)rank : loras[k].scale);
                 float *fa = malloc(na * sizeof(float)), *fb = malloc(nb * sizeof(float));
-                ld->a = malloc(rank * w->ne[0] * sizeof(float));
-                if (!fa || !fb || !ld->a)
+                if (!fa || !fb)
                     s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory reading LoRA adapter %s", path);
                 else if (vk_dequantize_row(ta->type, ta->data, fa, na) || vk_dequantize_row(tb->type, tb->data, fb, nb))
                     s = vk_fail(VKLLM_ERR_UNSUPPORTED, "LoRA adapter %s: %s or %s has a type vkllm cannot decode", path,
                                 ta->name, tb->name);
-                if (!s && embd) { /* A^T as the [rank][cols] factor, A as the [rows][rank] one */
+                if (!s && !embd) {
+                    ld->a = fa, ld->b = fb;
+                    fa = fb = NULL;
+                } else if (!s && (ld->a = malloc(nb * sizeof(float)))) {
+                    /* B^T is the [rank][cols] factor, A the [rows][rank] one */
                     for (uint64_t c = 0; c < w->ne[0]; c++)
                         for (uint64_t j = 0; j < rank; j++)
                             ld->a[j * w->ne[0] + c] = fb[c * rank + j];
                     ld->b = fa, fa = NULL;
                 } else if (!s) {
-                    memcpy(ld->a, fa, na * sizeof(float));
-                    ld->b = fb, fb = NULL;
+                    s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory reading LoRA adapter %s", path);
                 }
                 free(fa);
                 free(fb);
@@ -555,7 +543,7 @@ vkllm_status model_load(vkllm_instance inst, const vkllm_model_params *params, c
         s = vk_fail(VKLLM_ERR_OUT_OF_HOST_MEMORY, "out of memory");
         goto fail;
     }
-    int32_t convert_to = target_type(params->weight_type);
+    int32_t convert_to = vk_weight_type_ggml(params->weight_type);
     if ((s = find_groups(&graph, m->gguf, convert_to, &groups, &n_groups)) ||
         (n_loras && (s = load_loras(m, used, n_used, loras, n_loras, &deltas))))
         goto fail;
@@ -752,8 +740,7 @@ vkllm_status model_meta_string(vkllm_model m, const char *key, const char **out)
 vkllm_status model_chat_apply(vkllm_model m, const char *tmpl, const vkllm_chat_message *messages, size_t n,
                               int32_t add_assistant, char *text, size_t capacity, size_t *n_out)
 {
-    if (!tmpl && (!gguf_find(m->gguf, "tokenizer.chat_template") ||
-                  model_meta_string(m, "tokenizer.chat_template", &tmpl) != VKLLM_OK))
+    if (!tmpl && model_meta_string(m, "tokenizer.chat_template", &tmpl) != VKLLM_OK)
         return vk_fail(VKLLM_ERR_UNSUPPORTED, "the model has no tokenizer.chat_template: name a format "
                        "(e.g. \"chatml\")");
     return chat_apply_template(tmpl, messages, n, add_assistant != 0, text, capacity, n_out);
