@@ -110,15 +110,22 @@ static void put(out_text *o, const char *s) { put_n(o, s, strlen(s)); }
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
-/* `s` without leading and trailing white space (C isspace in the "C" locale, as llama.cpp). */
-static void put_trimmed(out_text *o, const char *s)
+/* The length of *s without leading and trailing white space (C isspace in the "C" locale,
+ * as llama.cpp's trim), *s moved past the leading. */
+static size_t trim(const char **s)
 {
-    size_t n = strlen(s);
-    while (n && is_space(*s))
-        s++, n--;
-    while (n && is_space(s[n - 1]))
+    size_t n = strlen(*s);
+    while (n && is_space(**s))
+        (*s)++, n--;
+    while (n && is_space((*s)[n - 1]))
         n--;
-    put_n(o, s, n);
+    return n;
+}
+
+/* A message's content, trimmed or as it is. */
+static void put_content(out_text *o, const char *s, int trimmed)
+{
+    put_n(o, s, trimmed ? trim(&s) : strlen(s));
 }
 
 static int role_is(const vkllm_chat_message *m, const char *role) { return !strcmp(m->role, role); }
@@ -136,10 +143,7 @@ static void write_llama2(out_text *o, chat_format f, const vkllm_chat_message *m
         int sys = role_is(&msgs[i], "system"), user = role_is(&msgs[i], "user");
         if (sys && system_marks)
             put(o, "<<SYS>>\n");
-        if (strip)
-            put_trimmed(o, msgs[i].content);
-        else
-            put(o, msgs[i].content);
+        put_content(o, msgs[i].content, strip);
         if (sys) {
             put(o, system_marks ? "\n<</SYS>>\n\n" : "\n");
         } else if (user) {
@@ -189,24 +193,11 @@ static void write_mistral(out_text *o, chat_format f, const vkllm_chat_message *
             put(o, "[/INST]");
         } else {
             put(o, trail);
-            if (f == CHAT_MISTRAL_V3)
-                put_trimmed(o, msgs[i].content);
-            else
-                put(o, msgs[i].content);
+            put_content(o, msgs[i].content, f == CHAT_MISTRAL_V3);
             put(o, "</s>");
             inside_turn = 0;
         }
     }
-}
-
-static size_t trimmed_len(const char *s)
-{
-    size_t n = strlen(s);
-    while (n && is_space(*s))
-        s++, n--;
-    while (n && is_space(s[n - 1]))
-        n--;
-    return n;
 }
 
 /* Gemma and Orion hold system messages back and write them, joined, at the start of the
@@ -217,7 +208,8 @@ static void write_gemma_orion(out_text *o, chat_format f, const vkllm_chat_messa
     size_t held_from = 0, held_len = 0; /* system messages since held_from, their length */
     for (size_t i = 0; i < n; i++) {
         if (role_is(&msgs[i], "system")) {
-            held_len += gemma ? trimmed_len(msgs[i].content) : strlen(msgs[i].content);
+            const char *content = msgs[i].content;
+            held_len += gemma ? trim(&content) : strlen(content);
             continue;
         }
         int user = role_is(&msgs[i], "user"), model = role_is(&msgs[i], "assistant");
@@ -230,25 +222,16 @@ static void write_gemma_orion(out_text *o, chat_format f, const vkllm_chat_messa
         }
         if (held_len && (gemma ? !model : user)) {
             for (size_t k = held_from; k < i; k++)
-                if (role_is(&msgs[k], "system")) {
-                    if (gemma)
-                        put_trimmed(o, msgs[k].content);
-                    else
-                        put(o, msgs[k].content);
-                }
+                if (role_is(&msgs[k], "system"))
+                    put_content(o, msgs[k].content, gemma);
             put(o, "\n\n");
             held_len = 0;
             held_from = i + 1;
         } else if (!held_len) {
             held_from = i + 1;
         }
-        if (gemma) {
-            put_trimmed(o, msgs[i].content);
-            put(o, "<end_of_turn>\n");
-        } else {
-            put(o, msgs[i].content);
-            put(o, user ? "\n\nAssistant: </s>" : "</s>");
-        }
+        put_content(o, msgs[i].content, gemma);
+        put(o, gemma ? "<end_of_turn>\n" : user ? "\n\nAssistant: </s>" : "</s>");
     }
 }
 
@@ -359,7 +342,7 @@ vkllm_status chat_apply(chat_format f, const vkllm_chat_message *msgs, size_t n,
                 continue;
             put(&o, "<|START_OF_TURN_TOKEN|>");
             put(&o, mark);
-            put_trimmed(&o, msgs[i].content);
+            put_content(&o, msgs[i].content, 1);
             put(&o, "<|END_OF_TURN_TOKEN|>");
         }
         assistant_opening = "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>";
@@ -369,7 +352,7 @@ vkllm_status chat_apply(chat_format f, const vkllm_chat_message *msgs, size_t n,
             put(&o, "<|start_header_id|>");
             put(&o, msgs[i].role);
             put(&o, "<|end_header_id|>\n\n");
-            put_trimmed(&o, msgs[i].content);
+            put_content(&o, msgs[i].content, 1);
             put(&o, "<|eot_id|>");
         }
         assistant_opening = "<|start_header_id|>assistant<|end_header_id|>\n\n";

@@ -455,8 +455,7 @@ static int chat(const vkllm_api *api, vkllm_model model, vkllm_context ctx, cons
     free(line);
     free(in_cache.p);
     for (size_t i = 0; i < n; i++)
-        if (msgs[i].role[0] != 's')
-            free(owned[i]);
+        free(owned[i]); /* (NULL for the system message, which is -sys's) */
     return ok;
 }
 
